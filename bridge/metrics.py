@@ -1,0 +1,75 @@
+"""Prometheus metrics of one bridge instance.
+
+Every component takes a `Metrics` object instead of touching a global registry,
+so that tests (and several bridges in one process) each count on their own.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Raise-to-confirm latency buckets, in seconds: sub-millisecond to a minute,
+# because a broker outage legitimately stretches latency to the outage length.
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)
+
+
+class Metrics:
+    """The bridge's counters, gauges and histograms, in a registry of their own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.events_caught = Counter(
+            "dbevent_bridge_events_caught", "DBEvents caught from Ingres.", registry=r
+        )
+        self.events_published = Counter(
+            "dbevent_bridge_events_published", "Publishes sent to RabbitMQ (retries included).",
+            registry=r,
+        )
+        self.events_confirmed = Counter(
+            "dbevent_bridge_events_confirmed", "Events confirmed (acked) by RabbitMQ.", registry=r
+        )
+        self.events_returned = Counter(
+            "dbevent_bridge_events_returned", "Events returned by RabbitMQ as unroutable.",
+            registry=r,
+        )
+        self.events_republished = Counter(
+            "dbevent_bridge_events_republished",
+            "Events published again after a nack, a timeout or a lost connection.", registry=r,
+        )
+        self.events_dropped = Counter(
+            "dbevent_bridge_events_dropped",
+            "Events dropped on purpose, by reason (spool policy, bad routing key).",
+            ["reason"], registry=r,
+        )
+        self.queue_depth = Gauge(
+            "dbevent_bridge_queue_depth", "Events held in memory, waiting to be published.",
+            registry=r,
+        )
+        self.spool_depth = Gauge(
+            "dbevent_bridge_spool_depth", "Events in the durable spool, not yet confirmed.",
+            registry=r,
+        )
+        self.spool_bytes = Gauge(
+            "dbevent_bridge_spool_bytes", "Size of the spool's events in bytes.", registry=r
+        )
+        self.reconnects = Counter(
+            "dbevent_bridge_reconnects", "Connections re-established, by side.", ["side"],
+            registry=r,
+        )
+        self.gap_markers = Counter(
+            "dbevent_bridge_gap_markers", "Gap markers published after an Ingres outage.",
+            registry=r,
+        )
+        self.last_event_timestamp = Gauge(
+            "dbevent_bridge_last_event_timestamp_seconds",
+            "Unix time at which the last DBEvent was caught (0 before the first).", registry=r,
+        )
+        self.raise_to_confirm = Histogram(
+            "dbevent_bridge_raise_to_confirm_seconds",
+            "Time from RAISE DBEVENT (server time stamp) to the broker's confirm.",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
