@@ -1,0 +1,80 @@
+"""Fixtures shared by every test: the RabbitMQ broker under test.
+
+Where the broker comes from, in order: `BRIDGE_TEST_AMQP_URL`; else a
+testcontainers RabbitMQ when a Docker engine answers; else the test is skipped,
+except under `CI=true`, where a missing broker is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit
+
+import aio_pika
+import pytest
+
+DEFAULT_LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def _answers(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), 2):
+            return True
+    except OSError:
+        return False
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env().ping()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    """The URL of a real RabbitMQ broker (see module docstring for where it comes from)."""
+    url = os.environ.get("BRIDGE_TEST_AMQP_URL")
+    if url:
+        if not _answers(url):
+            pytest.fail(f"BRIDGE_TEST_AMQP_URL={url} does not answer; start the broker")
+        yield url
+        return
+    if _docker_answers():
+        from testcontainers.rabbitmq import RabbitMqContainer
+
+        with RabbitMqContainer("rabbitmq:3-management") as container:
+            params = container.get_connection_params()
+            host, port = params.host, params.port
+            yield f"amqp://guest:guest@{host}:{port}/"
+        return
+    message = (
+        "no RabbitMQ broker: set BRIDGE_TEST_AMQP_URL (e.g. "
+        f"{DEFAULT_LOCAL_URL}) or run a Docker engine"
+    )
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A name no other test (or earlier run) uses: for exchanges and queues."""
+    return f"test.{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def amqp_connection(amqp_url: str) -> AsyncIterator[aio_pika.abc.AbstractConnection]:
+    """A plain aio-pika connection for the test's own inspection of the broker."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
