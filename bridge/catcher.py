@@ -1,0 +1,263 @@
+"""The catcher: one thread that owns the Ingres session and hands every DBEvent on.
+
+Why a thread, and not the seed example's polling coroutines: the OpenAPI only
+makes progress inside `IIapi_wait`, and the seed design polls it (100 ms catch
+poll, 50 ms getter, `pyngres.asyncio` spinning on `IIapi_wait(1 ms)`), which
+costs up to ~150 ms of latency and a busy core. Here a dedicated thread blocks
+in `IIapi_getEvent` with a bounded timeout (ctypes releases the GIL), so an
+event is handed over as soon as its bytes arrive, and an idle bridge sleeps.
+Every OpenAPI call of the session happens on this thread, through
+`bridge.openapi.Session`; the event loop never makes one.
+
+The thread survives the database: a lost session is closed, reopened with
+backoff, and every event registered again. What Ingres raised meanwhile is
+gone by design (DBEvents are not durable); the catcher reports the window so
+that a gap marker can be published.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import tenacity
+
+from bridge.event import CaughtEvent
+from bridge.openapi import OpenAPIError, RawEvent, Session
+
+log = logging.getLogger("bridge.catcher")
+
+
+@dataclass(frozen=True, slots=True)
+class CatcherConfig:
+    """What the catcher needs to know; built from the `ingres` settings."""
+
+    target: str
+    user: str | None
+    password: str | None
+    events: Sequence[str]
+    get_event_timeout_ms: int = 500
+    idle_probe_s: float = 60.0
+    operation_timeout_s: float = 30.0
+    reconnect_min_s: float = 0.1
+    reconnect_max_s: float = 30.0
+
+
+class CatcherSink(Protocol):
+    """Where the catcher reports. Called on the catcher thread: must be thread-safe."""
+
+    def event_caught(self, event: CaughtEvent) -> None:
+        """A DBEvent was caught (hand it to the event loop, do not block)."""
+
+    def session_up(self, registered_at: datetime, reconnected: bool) -> None:
+        """A session is connected and every event is registered."""
+
+    def session_down(self, lost_at: datetime, reason: str) -> None:
+        """The session was lost; events raised from now on are not caught."""
+
+    def catcher_failed(self, error: BaseException) -> None:
+        """The catcher gave up (a startup error, or a bug): the bridge must stop."""
+
+
+class CatcherStartupError(RuntimeError):
+    """The first session failed for a reason that retrying cannot fix."""
+
+
+class RegistrationError(CatcherStartupError):
+    """An event could not be registered: it does not exist, or a privilege is missing."""
+
+
+# SQLSTATE classes that retrying does not cure: bad credentials (28), unknown
+# database (3D), privileges (42). Only fatal before the first session: later
+# the operator may be fixing things while we retry.
+_FATAL_AT_STARTUP = ("28", "3D", "42")
+
+
+class Catcher:
+    """Runs the Ingres session on its own thread; see the module docstring."""
+
+    def __init__(
+        self,
+        config: CatcherConfig,
+        sink: CatcherSink,
+        session_factory: Callable[[CatcherConfig], Session] | None = None,
+    ) -> None:
+        self._config = config
+        self._sink = sink
+        self._session_factory = session_factory or _open_session
+        self._stop = threading.Event()
+        self._paused = threading.Event()
+        self._started = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.startup_error: BaseException | None = None
+        self.crashed: BaseException | None = None
+
+    def start(self) -> None:
+        """Start the catcher thread."""
+        self._thread = threading.Thread(target=self._run, name="dbevent-catcher", daemon=True)
+        self._thread.start()
+
+    def wait_registered(self, timeout: float) -> bool:
+        """Block until the first session registered every event (True) or the timeout.
+
+        Raises the startup error when registration failed for a reason that
+        retrying cannot fix (a missing event, a missing privilege).
+        """
+        self._started.wait(timeout)
+        if self.startup_error is not None:
+            raise self.startup_error
+        return self._started.is_set()
+
+    def stop(self) -> None:
+        """Ask the thread to stop catching; it closes the session within one wait slice."""
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread to end; True once it has."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        """True while the thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def pause(self) -> None:
+        """Stop taking events from Ingres (backlog full, `block` policy)."""
+        self._paused.set()
+
+    def resume(self) -> None:
+        """Take events again after `pause`."""
+        self._paused.clear()
+
+    # -- the thread ----------------------------------------------------------
+
+    def _run(self) -> None:
+        reconnected = False
+        try:
+            while not self._stop.is_set():
+                session = self._connect_with_backoff(reconnected)
+                if session is None:
+                    return
+                try:
+                    self._catch_until_lost(session)
+                finally:
+                    session.close()
+                reconnected = True
+        except CatcherStartupError as exc:
+            self.startup_error = exc
+            self._started.set()
+            self._sink.catcher_failed(exc)
+        except BaseException as exc:
+            log.exception("catcher thread crashed")
+            self.crashed = exc
+            self._sink.catcher_failed(exc)
+
+    def _connect_with_backoff(self, reconnected: bool) -> Session | None:
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(OpenAPIError),
+            wait=tenacity.wait_exponential_jitter(
+                initial=self._config.reconnect_min_s, max=self._config.reconnect_max_s
+            ),
+            stop=tenacity.stop_when_event_set(self._stop),
+            sleep=self._interruptible_sleep,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            session: Session = retrying(self._open_and_register)
+        except OpenAPIError:
+            return None  # stopped while retrying
+        self._sink.session_up(datetime.now(UTC), reconnected)
+        self._started.set()
+        return session
+
+    def _interruptible_sleep(self, seconds: float) -> None:
+        # A stop request interrupts the backoff at once.
+        self._stop.wait(seconds)
+
+    def _log_retry(self, state: tenacity.RetryCallState) -> None:
+        wait = state.next_action.sleep if state.next_action else 0.0
+        error = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "Ingres session not available, retrying in %.1f s: %s",
+            wait, error, extra={"side": "ingres", "wait_seconds": round(wait, 2)},
+        )
+
+    def _open_and_register(self) -> Session:
+        try:
+            session = self._session_factory(self._config)
+        except OpenAPIError as exc:
+            if not self._started.is_set() and any(
+                e.sqlstate.startswith(_FATAL_AT_STARTUP) for e in exc.errors
+            ):
+                raise CatcherStartupError(f"cannot connect to Ingres: {exc}") from exc
+            raise
+        try:
+            for name in self._config.events:
+                try:
+                    session.execute(f"register dbevent {name}")
+                except OpenAPIError as exc:
+                    if exc.connection_lost:
+                        raise
+                    raise RegistrationError(
+                        f"cannot register DBEvent {name!r}: {exc}"
+                    ) from exc
+        except BaseException:
+            session.close()
+            raise
+        log.info(
+            "registered %d DBEvent(s): %s", len(self._config.events),
+            ", ".join(self._config.events), extra={"side": "ingres"},
+        )
+        return session
+
+    def _catch_until_lost(self, session: Session) -> None:
+        last_activity = time.monotonic()
+        timeout_ms = self._config.get_event_timeout_ms
+        while not self._stop.is_set():
+            if self._paused.is_set():
+                self._stop.wait(0.05)
+                continue
+            try:
+                raw = session.next_event(timeout_ms)
+                if raw is not None:
+                    last_activity = time.monotonic()
+                    self._sink.event_caught(_to_caught(raw))
+                elif time.monotonic() - last_activity >= self._config.idle_probe_s:
+                    session.probe()  # a half-open session fails or times out here
+                    last_activity = time.monotonic()
+            except OpenAPIError as exc:
+                log.error("Ingres session lost: %s", exc, extra={"side": "ingres"})
+                self._sink.session_down(datetime.now(UTC), str(exc))
+                return
+
+
+def _to_caught(raw: RawEvent) -> CaughtEvent:
+    return CaughtEvent(
+        database=raw.database,
+        owner=raw.owner,
+        name=raw.name,
+        raised_at=raw.raised_at,
+        text=raw.text,
+        caught_monotonic=time.monotonic(),
+    )
+
+
+def _open_session(config: CatcherConfig) -> Session:
+    session = Session(
+        config.target, config.user, config.password, timeout_s=config.operation_timeout_s
+    )
+    try:
+        session.open()
+    except BaseException:
+        session.close()
+        raise
+    return session

@@ -1,0 +1,477 @@
+"""The Ingres OpenAPI, as the bridge uses it: the only module that touches pyngres and ctypes.
+
+Everything here is synchronous and must run on one thread per `Session` (the
+catcher's): the OpenAPI makes progress only inside `IIapi_wait`, and a
+session's calls must not interleave. ctypes releases the GIL during every
+foreign call, so a thread blocked here never stalls the event loop.
+
+`import pyngres` quits the process when `II_SYSTEM` is unset and fails in a
+ctypes error when the library is missing, so it is imported lazily, after
+`check_ii_system` has said what is wrong in words an operator understands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import struct
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+# Status codes (iiapi.h); pyngres defines them too, but this module must be
+# importable before pyngres is.
+ST_SUCCESS = 0
+ST_WARNING = 2
+ST_NO_DATA = 3
+ST_ERROR = 4
+ST_FAILURE = 5
+_STATUS_NAMES = {
+    0: "SUCCESS", 1: "MESSAGE", 2: "WARNING", 3: "NO_DATA", 4: "ERROR",
+    5: "FAILURE", 6: "NOT_INITIALIZED", 7: "INVALID_HANDLE", 8: "OUT_OF_MEMORY",
+}
+
+E_AP_BASE = 0xC90000
+E_AP0001_CONNECTION_ABORTED = E_AP_BASE + 0x0001
+
+# Longest event text Ingres carries, plus the VARCHAR's 2-byte length.
+_EVENT_TEXT_MAX = 256
+_VCH_BUFFER = _EVENT_TEXT_MAX + 2
+
+# How long one IIapi_wait may block. Bounded so that a wedged connection is
+# noticed by the caller's deadline rather than hanging the thread for ever.
+_WAIT_SLICE_MS = 1000
+
+
+class OpenAPIUnavailableError(RuntimeError):
+    """The Ingres client runtime (II_SYSTEM, libiiapi.1.so) is not usable."""
+
+
+def check_ii_system(environ: Mapping[str, str] | None = None) -> Path:
+    """Return the OpenAPI library's path, or raise OpenAPIUnavailableError saying why not."""
+    env = os.environ if environ is None else environ
+    ii_system = env.get("II_SYSTEM", "")
+    if not ii_system:
+        raise OpenAPIUnavailableError(
+            "II_SYSTEM is not set: point it at the Ingres client installation (the folder "
+            "that holds ingres/lib/libiiapi.1.so), or run `dbevent-bridge sim ii-system` "
+            "to build the simulator's library"
+        )
+    library = Path(ii_system) / "ingres" / "lib" / "libiiapi.1.so"
+    if not library.is_file():
+        raise OpenAPIUnavailableError(
+            f"II_SYSTEM={ii_system} has no ingres/lib/libiiapi.1.so: is the Ingres client "
+            "runtime installed there?"
+        )
+    return library
+
+
+_pyngres: ModuleType | None = None
+
+
+def load_pyngres() -> ModuleType:
+    """Import pyngres once, after checking that it can load the OpenAPI library."""
+    global _pyngres
+    if _pyngres is None:
+        check_ii_system()
+        import pyngres
+
+        _pyngres = pyngres
+    return _pyngres
+
+
+@dataclass(frozen=True, slots=True)
+class ApiError:
+    """One entry of an OpenAPI error list (`IIapi_getErrorInfo`)."""
+
+    type: int
+    sqlstate: str
+    code: int
+    message: str
+
+    def __str__(self) -> str:
+        code = f"E_AP{self.code - E_AP_BASE:04X}" if self.code >= E_AP_BASE else hex(self.code)
+        return f"{self.message.strip()} (SQLSTATE {self.sqlstate}, {code})"
+
+
+class OpenAPIError(Exception):
+    """An OpenAPI call completed with an error status."""
+
+    def __init__(self, operation: str, status: int, errors: list[ApiError]) -> None:
+        self.operation = operation
+        self.status = status
+        self.errors = errors
+        detail = "; ".join(str(e) for e in errors) or "no error information"
+        super().__init__(f"{operation} failed ({_STATUS_NAMES.get(status, status)}): {detail}")
+
+    @property
+    def connection_lost(self) -> bool:
+        """True when the session is gone (E_AP0001 or a communication SQLSTATE 08xxx)."""
+        return any(
+            e.code == E_AP0001_CONNECTION_ABORTED or e.sqlstate.startswith("08")
+            for e in self.errors
+        )
+
+
+class SessionTimeoutError(OpenAPIError):
+    """An operation did not complete within the caller's deadline (a half-open session)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawEvent:
+    """A DBEvent as one catch delivered it."""
+
+    database: str
+    owner: str
+    name: str
+    raised_at: datetime
+    text: bytes | None
+
+
+def _text(value: bytes | None) -> str:
+    # Names come back blank-padded in real Ingres; trimming is documented behaviour.
+    return (value or b"").decode("utf-8", "replace").strip()
+
+
+class Session:
+    """One Ingres session that registers DBEvents and catches them, on one thread."""
+
+    def __init__(
+        self,
+        target: str,
+        user: str | None = None,
+        password: str | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self._py = load_pyngres()
+        self._target = target
+        self._user = user
+        self._password = password
+        self._timeout_s = timeout_s
+        self._env: int | None = None
+        self._conn: int | None = None
+        self._tran: int | None = None
+        self._event_handle: int | None = None
+        self._catch: Any = None
+        self._catch_armed = False
+        self._text_buffer = ctypes.create_string_buffer(_VCH_BUFFER)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def open(self) -> None:
+        """Initialise an environment, connect, and turn autocommit on."""
+        self._initialize()
+        py = self._py
+        parm = py.IIAPI_CONNPARM()
+        parm.co_target = self._target.encode()
+        if self._user:
+            parm.co_username = self._user.encode()
+        if self._password:
+            parm.co_password = self._password.encode()
+        parm.co_timeout = int(self._timeout_s * 1000)
+        parm.co_connHandle = self._env
+        py.IIapi_connect(parm)
+        self._complete("connect", parm.co_genParm)
+        self._conn = parm.co_connHandle
+        auto = py.IIAPI_AUTOPARM()
+        auto.ac_connHandle = self._conn
+        py.IIapi_autocommit(auto)
+        self._complete("autocommit on", auto.ac_genParm)
+        self._tran = auto.ac_tranHandle
+
+    def close(self) -> None:
+        """Release everything; after a lost connection, abort instead of disconnecting."""
+        try:
+            if self._conn is not None:
+                try:
+                    self._close_politely()
+                except OpenAPIError:
+                    self._abort()
+        finally:
+            self._conn = None
+            self._tran = None
+            self._event_handle = None
+            self._catch_armed = False
+            self._release_environment()
+
+    def _close_politely(self) -> None:
+        py = self._py
+        if self._event_handle is not None:
+            if self._catch_armed:
+                cancel = py.IIAPI_CANCELPARM()
+                cancel.cn_stmtHandle = self._event_handle
+                py.IIapi_cancel(cancel)
+                self._complete("cancel catch", cancel.cn_genParm)
+                self._complete_ignoring_errors(self._catch.ce_genParm)
+                self._catch_armed = False
+            close = py.IIAPI_CLOSEPARM()
+            close.cl_stmtHandle = self._event_handle
+            py.IIapi_close(close)
+            self._complete("close event handle", close.cl_genParm)
+            self._event_handle = None
+        if self._tran is not None:
+            auto = py.IIAPI_AUTOPARM()
+            auto.ac_connHandle = self._conn
+            auto.ac_tranHandle = self._tran
+            py.IIapi_autocommit(auto)
+            self._complete("autocommit off", auto.ac_genParm)
+            self._tran = None
+        disconnect = py.IIAPI_DISCONNPARM()
+        disconnect.dc_connHandle = self._conn
+        py.IIapi_disconnect(disconnect)
+        self._complete("disconnect", disconnect.dc_genParm)
+
+    def _abort(self) -> None:
+        parm = self._py.IIAPI_ABORTPARM()
+        parm.ab_connHandle = self._conn
+        self._py.IIapi_abort(parm)
+        self._complete_ignoring_errors(parm.ab_genParm)
+
+    def _initialize(self) -> None:
+        py = self._py
+        init = py.IIAPI_INITPARM()
+        init.in_version = py.IIAPI_VERSION_11
+        init.in_timeout = -1
+        py.IIapi_initialize(init)
+        if init.in_status != ST_SUCCESS:
+            raise OpenAPIError("IIapi_initialize", init.in_status, [])
+        self._env = init.in_envHandle
+        # Event times are formatted by the OpenAPI itself, in a fixed format and
+        # zone, so that no locale default can change what we read.
+        self._set_env_param(py.IIAPI_EP_TIMEZONE, ctypes.c_char_p(b"GMT"))
+        self._set_env_param(py.IIAPI_EP_DATE_FORMAT, ctypes.c_long(py.IIAPI_EPV_DFRMT_ISO4))
+
+    def _set_env_param(self, param_id: int, value: ctypes.c_char_p | ctypes.c_long) -> None:
+        py = self._py
+        parm = py.IIAPI_SETENVPRMPARM()
+        parm.se_envHandle = self._env
+        parm.se_paramID = param_id
+        if isinstance(value, ctypes.c_char_p):
+            parm.se_paramValue = ctypes.cast(value, ctypes.c_void_p)
+        else:
+            parm.se_paramValue = ctypes.addressof(value)
+        py.IIapi_setEnvParam(parm)
+        if parm.se_status != ST_SUCCESS:
+            raise OpenAPIError(f"IIapi_setEnvParam({param_id})", parm.se_status, [])
+
+    def _release_environment(self) -> None:
+        py = self._py
+        if self._env is not None:
+            release = py.IIAPI_RELENVPARM()
+            release.re_envHandle = self._env
+            py.IIapi_releaseEnv(release)
+            py.IIapi_terminate(py.IIAPI_TERMPARM())
+            self._env = None
+
+    # -- statements --------------------------------------------------------
+
+    def execute(self, sql: str) -> int:
+        """Run one statement that returns no rows; return the row count."""
+        py = self._py
+        query = self._start_query(sql)
+        stmt = query.qy_stmtHandle
+        try:
+            info = py.IIAPI_GETQINFOPARM()
+            info.gq_stmtHandle = stmt
+            py.IIapi_getQueryInfo(info)
+            self._complete(sql, info.gq_genParm)
+            return int(info.gq_rowCount)
+        finally:
+            self._close_statement(stmt)
+
+    def probe(self) -> None:
+        """Prove the session answers (`SELECT 1`), within the session's timeout."""
+        py = self._py
+        query = self._start_query("select 1")
+        stmt = query.qy_stmtHandle
+        try:
+            descr = py.IIAPI_GETDESCRPARM()
+            descr.gd_stmtHandle = stmt
+            py.IIapi_getDescriptor(descr)
+            self._complete("select 1: descriptor", descr.gd_genParm)
+            value = ctypes.c_int(0)
+            data = (py.IIAPI_DATAVALUE * 1)()
+            data[0].dv_length = ctypes.sizeof(value)
+            data[0].dv_value = ctypes.addressof(value)
+            cols = py.IIAPI_GETCOLPARM()
+            cols.gc_stmtHandle = stmt
+            cols.gc_rowCount = 1
+            cols.gc_columnCount = 1
+            cols.gc_columnData = data
+            py.IIapi_getColumns(cols)
+            self._complete("select 1: columns", cols.gc_genParm)
+        finally:
+            self._close_statement(stmt)
+
+    def _start_query(self, sql: str) -> Any:
+        py = self._py
+        query = py.IIAPI_QUERYPARM()
+        query.qy_connHandle = self._conn
+        query.qy_queryType = py.IIAPI_QT_QUERY
+        query.qy_queryText = sql.encode()
+        query.qy_tranHandle = self._tran
+        py.IIapi_query(query)
+        try:
+            self._complete(sql, query.qy_genParm)
+        except OpenAPIError:
+            self._close_statement(query.qy_stmtHandle)
+            raise
+        return query
+
+    def _close_statement(self, stmt: int | None) -> None:
+        if stmt is None:
+            return
+        close = self._py.IIAPI_CLOSEPARM()
+        close.cl_stmtHandle = stmt
+        self._py.IIapi_close(close)
+        self._complete_ignoring_errors(close.cl_genParm)
+
+    # -- events ------------------------------------------------------------
+
+    def next_event(self, timeout_ms: int) -> RawEvent | None:
+        """Wait up to `timeout_ms` for the next DBEvent; None when none came."""
+        if not self._catch_armed:
+            self._arm()
+        if not self._catch.ce_genParm.gp_completed:
+            # Events that reached the API while the handle was busy complete
+            # the re-armed catch without I/O; only read the socket otherwise.
+            self._read_events(timeout_ms)
+        if not self._catch.ce_genParm.gp_completed:
+            return None
+        self._catch_armed = False
+        self._check("catch event", self._catch.ce_genParm)
+        return self._take_event()
+
+    def _arm(self) -> None:
+        py = self._py
+        catch = py.IIAPI_CATCHEVENTPARM()
+        catch.ce_connHandle = self._conn
+        catch.ce_eventHandle = self._event_handle
+        py.IIapi_catchEvent(catch)
+        self._event_handle = catch.ce_eventHandle
+        self._catch = catch
+        self._catch_armed = True
+
+    def _read_events(self, timeout_ms: int) -> None:
+        parm = self._py.IIAPI_GETEVENTPARM()
+        parm.gv_connHandle = self._conn
+        parm.gv_timeout = timeout_ms
+        self._py.IIapi_getEvent(parm)
+        deadline = time.monotonic() + timeout_ms / 1000 + self._timeout_s
+        status = self._wait_for(parm.gv_genParm, deadline, "get event")
+        if status not in (ST_SUCCESS, ST_WARNING):  # WARNING: the timeout passed
+            self._check("get event", parm.gv_genParm)
+
+    def _take_event(self) -> RawEvent:
+        catch = self._catch
+        text = self._read_text() if catch.ce_eventInfoAvail else None
+        raw_time = ctypes.string_at(catch.ce_eventTime.dv_value, catch.ce_eventTime.dv_length)
+        return RawEvent(
+            database=_text(catch.ce_eventDB),
+            owner=_text(catch.ce_eventOwner),
+            name=_text(catch.ce_eventName),
+            raised_at=self._event_time(raw_time),
+            text=text,
+        )
+
+    def _read_text(self) -> bytes | None:
+        py = self._py
+        descr = py.IIAPI_GETDESCRPARM()
+        descr.gd_stmtHandle = self._event_handle
+        py.IIapi_getDescriptor(descr)
+        self._complete("event text: descriptor", descr.gd_genParm)
+        data = (py.IIAPI_DATAVALUE * 1)()
+        data[0].dv_length = _VCH_BUFFER
+        data[0].dv_value = ctypes.addressof(self._text_buffer)
+        cols = py.IIAPI_GETCOLPARM()
+        cols.gc_stmtHandle = self._event_handle
+        cols.gc_rowCount = 1
+        cols.gc_columnCount = 1
+        cols.gc_columnData = data
+        py.IIapi_getColumns(cols)
+        status = self._complete("event text: columns", cols.gc_genParm)
+        if status == ST_NO_DATA or data[0].dv_null:
+            return None
+        (length,) = struct.unpack_from("=H", self._text_buffer.raw)
+        return self._text_buffer.raw[2 : 2 + min(length, _EVENT_TEXT_MAX)]
+
+    def _event_time(self, raw: bytes) -> datetime:
+        """Turn an ingresdate into an aware UTC datetime, through IIapi_formatData.
+
+        ISO4 text has whole seconds; the milliseconds come from the documented
+        12-byte layout (i4 milliseconds since midnight, GMT), and both must agree
+        on the second or the value is refused.
+        """
+        py = self._py
+        src = ctypes.create_string_buffer(raw, len(raw))
+        dst = ctypes.create_string_buffer(64)
+        parm = py.IIAPI_FORMATPARM()
+        parm.fd_envHandle = self._env
+        parm.fd_srcDesc.ds_dataType = py.IIAPI_DTE_TYPE
+        parm.fd_srcDesc.ds_length = len(raw)
+        parm.fd_srcValue.dv_length = len(raw)
+        parm.fd_srcValue.dv_value = ctypes.addressof(src)
+        parm.fd_dstDesc.ds_dataType = py.IIAPI_CHA_TYPE
+        parm.fd_dstDesc.ds_length = len(dst) - 1
+        parm.fd_dstValue.dv_length = len(dst) - 1
+        parm.fd_dstValue.dv_value = ctypes.addressof(dst)
+        py.IIapi_formatData(parm)
+        if parm.fd_status != ST_SUCCESS:
+            raise OpenAPIError("IIapi_formatData(event time)", parm.fd_status, [])
+        text = dst.raw[: parm.fd_dstValue.dv_length].decode("ascii").strip()
+        seconds = datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+        millis_of_day = struct.unpack_from("=i", raw, 8)[0] if len(raw) == 12 else 0
+        if millis_of_day // 1000 % 60 == seconds.second:
+            return seconds + timedelta(milliseconds=millis_of_day % 1000)
+        return seconds
+
+    # -- completion --------------------------------------------------------
+
+    def _complete(self, operation: str, gen: Any) -> int:
+        """Wait for an operation and raise OpenAPIError unless it succeeded."""
+        self._wait_for(gen, time.monotonic() + self._timeout_s, operation)
+        return self._check(operation, gen)
+
+    def _complete_ignoring_errors(self, gen: Any) -> None:
+        with contextlib.suppress(SessionTimeoutError):
+            self._wait_for(gen, time.monotonic() + self._timeout_s, "cleanup")
+
+    def _wait_for(self, gen: Any, deadline: float, operation: str) -> int:
+        wait = self._py.IIAPI_WAITPARM()
+        while not gen.gp_completed:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                raise SessionTimeoutError(operation, ST_FAILURE, [])
+            wait.wt_timeout = min(remaining_ms, _WAIT_SLICE_MS)
+            self._py.IIapi_wait(wait)
+        return int(gen.gp_status)
+
+    def _check(self, operation: str, gen: Any) -> int:
+        status = int(gen.gp_status)
+        if status in (ST_SUCCESS, ST_WARNING, ST_NO_DATA):
+            return status
+        raise OpenAPIError(operation, status, self._errors(gen.gp_errorHandle))
+
+    def _errors(self, handle: int | None) -> list[ApiError]:
+        errors: list[ApiError] = []
+        if not handle:
+            return errors
+        parm = self._py.IIAPI_GETEINFOPARM()
+        parm.ge_errorHandle = handle
+        while True:
+            self._py.IIapi_getErrorInfo(parm)
+            if parm.ge_status != ST_SUCCESS:
+                return errors
+            errors.append(
+                ApiError(
+                    type=int(parm.ge_type),
+                    sqlstate=parm.ge_SQLSTATE.decode("ascii", "replace"),
+                    code=int(parm.ge_errorCode),
+                    message=(parm.ge_message or b"").decode("utf-8", "replace"),
+                )
+            )
