@@ -1,0 +1,126 @@
+"""Command line of the simulator: `serve`, `ii-system` and `ctl`.
+
+serve --listen HOST:PORT [--database NAME ...] [--dba USER] [--users FILE]
+ii-system
+ctl --server HOST:PORT drop-sessions|refuse SECONDS|delay MS|restart SECONDS|stats
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from bridge.sim import control
+from bridge.sim.server import SimServer
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dbmssim", description="Ingres DBMS simulator")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the DBMS simulator until SIGTERM/SIGINT")
+    serve.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (port 0: any)")
+    serve.add_argument(
+        "--database",
+        action="append",
+        default=None,
+        help="a database that exists (repeatable); default: any name is accepted",
+    )
+    serve.add_argument("--dba", default="ingres", help="the user owning the databases")
+    serve.add_argument(
+        "--users",
+        type=Path,
+        default=None,
+        help='JSON file {"user": "password"}: enforce these passwords',
+    )
+    serve.add_argument("--log-level", default="INFO")
+    sub.add_parser("ii-system", help="build the simulated II_SYSTEM and print its path")
+    ctl = sub.add_parser("ctl", help="send a fault-control command to a running simulator")
+    ctl.add_argument("--server", required=True, help="HOST:PORT of the simulator")
+    ops = ctl.add_subparsers(dest="op", required=True)
+    ops.add_parser("drop-sessions")
+    ops.add_parser("stats")
+    ops.add_parser("refuse").add_argument("seconds", type=float)
+    ops.add_parser("delay").add_argument("ms", type=float)
+    ops.add_parser("restart").add_argument("seconds", type=float)
+    return parser
+
+
+async def _serve(server: SimServer) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    print(f"dbmssim listening on {server.host}:{server.port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    host, port = control.parse_address(args.listen)
+    users: dict[str, str] | None = None
+    if args.users is not None:
+        users = json.loads(args.users.read_text())
+    server = SimServer(host, port, databases=args.database, dba=args.dba, users=users)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(server))
+    return 0
+
+
+def _cmd_ii_system() -> int:
+    # Imported lazily: building needs a C compiler, serving does not.
+    build: Any = importlib.import_module("bridge.sim.build")
+    try:
+        path = build.ensure_ii_system()
+    except build.BuildError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+def _cmd_ctl(args: argparse.Namespace) -> int:
+    host, port = control.parse_address(args.server)
+    command: dict[str, Any]
+    if args.op == "drop-sessions":
+        command = {"op": "drop_sessions"}
+    elif args.op == "refuse":
+        command = {"op": "refuse", "seconds": args.seconds}
+    elif args.op == "delay":
+        command = {"op": "delay", "ms": args.ms}
+    elif args.op == "restart":
+        command = {"op": "restart", "down_seconds": args.seconds}
+    else:
+        command = {"op": "stats"}
+    try:
+        reply = control.send(host, port, command)
+    except OSError as exc:
+        print(f"dbmssim ctl: {host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(reply))
+    return 0 if reply.get("ok") else 1
+
+
+def main(argv: list[str]) -> int:
+    """Run the simulator command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _cmd_serve(args)
+    if args.command == "ii-system":
+        return _cmd_ii_system()
+    return _cmd_ctl(args)

@@ -1,0 +1,770 @@
+"""The DBMS simulator: an asyncio TCP server speaking PROTOCOL.md.
+
+It models what an Ingres DBMS server does with DBEvents, as documented by
+Actian and as the Ingres source (fosslc/Ingres) implements it:
+
+* dbevents live in a database, owned by their creator (the schema);
+  unqualified names resolve to the current user's event, then the DBA's;
+* REGISTER/RAISE need ownership or a GRANT to the user or PUBLIC;
+* a raise is delivered at once to the sessions registered at that moment
+  (SHARE) or to the raising session only, if registered (NOSHARE); it is not
+  transactional and not durable;
+* DROP DBEVENT leaves existing registrations in place (SQL reference, "Drop
+  Dbevent"): they see the event again if it is re-created;
+* event text is bytes, cut silently at DB_EVDATA_MAX (256) bytes; empty text
+  is "no text".
+
+Errors and where their numbers come from (ge_errorCode = facility << 16 | n):
+
+=========  ==========  =====  ==============================================
+name       code        state  when
+=========  ==========  =====  ==============================================
+E_US09C4   0x000009C4  42000  statement not understood (erusf.msg)
+E_US0010   0x00000010  08004  CONNECT to an unknown database (erusf.msg)
+E_GC000B   0x000C000B  50000  CONNECT with a wrong password (ergcf.msg)
+E_QE020A   0x0006020A  42502  CREATE DBEVENT of an existing one (erqef.msg)
+E_QE020B   0x0006020B  42505  DROP DBEVENT absent / not owned (erqef.msg)
+E_QE020C   0x0006020C  42502  REGISTER twice (erqef.msg)
+E_QE020D   0x0006020D  42505  REMOVE of an unregistered event (erqef.msg)
+E_PS0D3A   0x00050D3A  42503  GRANT/CREATE on another user's schema (erpsf.msg)
+E_PS0D3B   0x00050D3B  42505  REGISTER/REMOVE/RAISE/GRANT: no such event
+E_PS0D3C   0x00050D3C  42503  REGISTER/RAISE without the privilege (erpsf.msg)
+E_PS0D35   0x00050D35  42000  GRANT of another privilege on a dbevent
+E_PS0D36   0x00050D36  42000  RAISE DBEVENT text given as a bare name
+E_PS0D38   0x00050D38  42000  RAISE DBEVENT ... WITH <not [NO]SHARE>
+=========  ==========  =====  ==============================================
+
+The per-session queue: Ingres keeps undelivered notifications in SCF memory
+shared by the server; when it is exhausted the notification is not queued
+for that session and E_SC0283 is written to the error log (sce.c,
+erscf.msg). Here the queue is the session's socket write buffer; beyond
+`queue_limit` bytes the event is dropped for that session, logged with
+E_SC0283 and counted in `stats()["events_dropped"]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.sim import sql, wire
+from bridge.sim.sql import IngresError
+
+log = logging.getLogger("bridge.sim")
+
+DB_EVDATA_MAX = 256  # iicommon.h: the longest dbevent text; longer is cut
+DEFAULT_VERSION = "II 10.2.0 (a64.lnx/100)"
+DEFAULT_QUEUE_LIMIT = 64 << 20
+DBMSINFO_LENGTH = 64  # declared VARCHAR length of a dbmsinfo() column
+
+EventKey = tuple[str, str]  # (owner, name)
+
+
+@dataclass(slots=True)
+class DbEvent:
+    """One dbevent of a database and the privileges granted on it."""
+
+    owner: str
+    name: str
+    grants: dict[str, set[str]] = field(default_factory=dict)  # grantee -> privileges
+
+    def allows(self, user: str, privilege: str) -> bool:
+        """Whether `user` may use `privilege` ('register' or 'raise')."""
+        if user == self.owner:
+            return True
+        return any(privilege in self.grants.get(grantee, set()) for grantee in (user, "public"))
+
+
+@dataclass(slots=True)
+class Database:
+    """A database: its DBA, its dbevents and who is registered for them."""
+
+    name: str
+    dba: str
+    events: dict[EventKey, DbEvent] = field(default_factory=dict)
+    registered: dict[EventKey, set[Session]] = field(default_factory=dict)
+
+
+class Session:
+    """One connected client session."""
+
+    __slots__ = ("closed", "database", "id", "registrations", "user", "warned", "writer")
+
+    def __init__(self, sid: int, user: str, database: Database, writer: asyncio.StreamWriter):
+        self.id = sid
+        self.user = user
+        self.database = database
+        self.writer = writer
+        self.registrations: set[EventKey] = set()
+        self.closed = False
+        self.warned = False
+
+    def __hash__(self) -> int:
+        return self.id
+
+    def buffered(self) -> int:
+        """Bytes written to this session's socket but not yet sent."""
+        return self.writer.transport.get_write_buffer_size()
+
+
+@dataclass(slots=True)
+class _Pending:
+    """An event held back by the delivery delay."""
+
+    due: float
+    targets: list[Session]
+    data: bytes
+
+
+class SimServer:
+    """The DBMS simulator; every method runs on the server's event loop.
+
+    `databases` None accepts any database name (created on first use);
+    `users` None accepts any user and password, else maps user -> password.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        databases: Iterable[str] | None = None,
+        dba: str = "ingres",
+        users: Mapping[str, str] | None = None,
+        version: str = DEFAULT_VERSION,
+        queue_limit: int = DEFAULT_QUEUE_LIMIT,
+    ) -> None:
+        self.host = host
+        self._port = port
+        self.dba = dba
+        self.users = dict(users) if users is not None else None
+        self.version = version
+        self.queue_limit = queue_limit
+        self._known = set(databases) if databases is not None else None
+        self._databases: dict[str, Database] = {}
+        self._sessions: dict[int, Session] = {}
+        self._ids = itertools.count(1)
+        self._listener: asyncio.Server | None = None
+        self._reopen: asyncio.TimerHandle | None = None
+        self._delay = 0.0
+        self._pending: deque[_Pending] = deque()
+        self._pump: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._conns: set[asyncio.StreamWriter] = set()
+        self._raised = 0
+        self._delivered = 0
+        self._dropped = 0
+        self._connects = 0
+        self._stopping = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def port(self) -> int:
+        """The TCP port (the bound one once started with port 0)."""
+        return self._port
+
+    @property
+    def listening(self) -> bool:
+        """Whether new connections are accepted right now."""
+        return self._listener is not None
+
+    async def start(self) -> None:
+        """Bind and start accepting connections."""
+        self._stopping = False
+        await self._listen()
+        log.info("dbmssim listening on %s:%d", self.host, self._port)
+
+    async def _listen(self) -> None:
+        if self._listener is not None:
+            return
+        self._listener = await asyncio.start_server(
+            self._handle, self.host, self._port, reuse_address=True
+        )
+        self._port = self._listener.sockets[0].getsockname()[1]
+
+    def _close_listener(self) -> None:
+        if self._listener is not None:
+            # close() stops accepting; wait_closed() is not awaited because
+            # from Python 3.12 it waits for every session to end.
+            self._listener.close()
+            self._listener = None
+
+    async def stop(self) -> None:
+        """Stop accepting, end every session and cancel pending work."""
+        self._stopping = True
+        if self._reopen is not None:
+            self._reopen.cancel()
+            self._reopen = None
+        self._close_listener()
+        self.drop_sessions(reason="server stopping")
+        for writer in list(self._conns):
+            writer.transport.abort()
+        if self._pump is not None:
+            self._pump.cancel()
+        # Aborted connections end their handlers; give them a moment first.
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=1.0)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._pending.clear()
+        log.info("dbmssim stopped")
+
+    # ------------------------------------------------------------ faults
+
+    def drop_sessions(self, reason: str = "fault: drop sessions") -> int:
+        """Abort every session's socket at once; returns how many."""
+        sessions = list(self._sessions.values())
+        for session in sessions:
+            self._end_session(session)
+            session.writer.transport.abort()
+        if sessions or reason.startswith("fault"):
+            log.info("%s: %d session(s) dropped", reason, len(sessions))
+        return len(sessions)
+
+    def refuse(self, seconds: float) -> None:
+        """Close the listener for `seconds` (connects get ECONNREFUSED); 0 ends it."""
+        if self._reopen is not None:
+            self._reopen.cancel()
+            self._reopen = None
+        if seconds <= 0:
+            log.info("fault: refusing ended")
+            self._spawn(self._listen())
+            return
+        self._close_listener()
+        log.info("fault: refusing new connections for %.3fs", seconds)
+        loop = asyncio.get_running_loop()
+        self._reopen = loop.call_later(seconds, self._reopen_now)
+
+    def _reopen_now(self) -> None:
+        self._reopen = None
+        if not self._stopping:
+            self._spawn(self._listen_logged())
+
+    async def _listen_logged(self) -> None:
+        await self._listen()
+        log.info("dbmssim listening again on %s:%d", self.host, self._port)
+
+    def set_delay(self, ms: float) -> None:
+        """Hold every event `ms` milliseconds before writing it; 0 ends it."""
+        self._delay = max(0.0, ms) / 1000.0
+        log.info("fault: delivery delay %.0f ms", ms)
+
+    async def go_down(self) -> None:
+        """First half of a restart: drop every session and close the listener."""
+        if self._reopen is not None:
+            self._reopen.cancel()
+            self._reopen = None
+        self._close_listener()
+        self.drop_sessions(reason="fault: restart")
+
+    async def restart(self, down_seconds: float) -> None:
+        """Drop every session, close the listener, listen again after `down_seconds`."""
+        await self.go_down()
+        log.info("fault: down for %.3fs", down_seconds)
+        await asyncio.sleep(down_seconds)
+        if not self._stopping:
+            await self._listen_logged()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and the dbevents of every database (JSON-friendly)."""
+        return {
+            "sessions": len(self._sessions),
+            "connects": self._connects,
+            "events_raised": self._raised,
+            "events_delivered": self._delivered,
+            "events_dropped": self._dropped,
+            "events_pending": sum(len(p.targets) for p in self._pending),
+            "listening": self.listening,
+            "port": self._port,
+            "delay_ms": self._delay * 1000.0,
+            "dbevents": [
+                {"database": db.name, "owner": ev.owner, "name": ev.name}
+                for db in self._databases.values()
+                for ev in db.events.values()
+            ],
+        }
+
+    # ------------------------------------------------------------ helpers for tests
+
+    def create_event(self, owner: str, name: str, database: str = "demodb") -> None:
+        """CREATE DBEVENT owner.name in `database` (no error if it exists)."""
+        db = self._database(database)
+        db.events.setdefault((owner, name), DbEvent(owner, name))
+
+    def grant(
+        self,
+        owner: str,
+        name: str,
+        grantee: str,
+        privileges: Iterable[str],
+        database: str = "demodb",
+    ) -> None:
+        """GRANT privileges ('register', 'raise') on owner.name to grantee ('public')."""
+        event = self._database(database).events[(owner, name)]
+        event.grants.setdefault(grantee, set()).update(privileges)
+
+    def raise_event(
+        self,
+        owner: str,
+        name: str,
+        text: bytes | None = None,
+        share: bool = True,
+        database: str = "demodb",
+    ) -> int:
+        """RAISE DBEVENT owner.name as no session; returns how many sessions it targets.
+
+        NOSHARE from outside any session reaches nobody, as in Ingres.
+        """
+        db = self._database(database)
+        if (owner, name) not in db.events:
+            raise KeyError(f"dbevent {owner}.{name} does not exist in {database}")
+        return self._raise(db, db.events[(owner, name)], text, share, None)
+
+    # ------------------------------------------------------------ connections
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _database(self, name: str) -> Database:
+        db = self._databases.get(name)
+        if db is None:
+            db = self._databases[name] = Database(name, self.dba)
+        return db
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        self._conns.add(writer)
+        try:
+            ftype, payload = await wire.read_frame(reader)
+            if ftype == wire.T_CONTROL:
+                await self._control(payload, writer)
+            elif ftype == wire.T_CONNECT:
+                await self._session(payload, reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError, wire.ProtocolError) as exc:
+            log.debug("connection ended: %r", exc)
+        except asyncio.CancelledError:
+            # stop() cancels connection handlers; the handler is the top of its
+            # task, so ending quietly is the whole of the cleanup.
+            log.debug("connection handler cancelled")
+        finally:
+            self._conns.discard(writer)
+            # close() flushes what is buffered (a DONE, a CONTROL reply) first;
+            # after drop_sessions() the transport is already aborted.
+            writer.close()
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _session(
+        self, payload: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        p = wire.Payload(payload)
+        user = p.str().decode("utf-8", "surrogateescape")
+        password = p.str().decode("utf-8", "surrogateescape")
+        dbname = p.str().decode("utf-8", "surrogateescape")
+        p.end()
+        refusal = self._check_login(user, password, dbname)
+        if refusal is not None:
+            log.info("connect refused: user=%s database=%s: %s", user, dbname, refusal.name)
+            writer.write(_error(refusal) + wire.done_frame(False))
+            await writer.drain()
+            return
+        session = Session(next(self._ids), user, self._database(dbname), writer)
+        self._sessions[session.id] = session
+        self._connects += 1
+        log.info("session %d connected: user=%s database=%s", session.id, user, dbname)
+        writer.write(wire.accept_frame(self.version, dbname, user))
+        try:
+            await writer.drain()
+            await self._serve(session, reader)
+        finally:
+            if not session.closed:
+                self._end_session(session)
+            log.info("session %d disconnected", session.id)
+
+    def _check_login(self, user: str, password: str, dbname: str) -> IngresError | None:
+        if self.users is not None and self.users.get(user) != password:
+            return sql.login_failed()
+        if self._known is not None and dbname not in self._known:
+            return sql.database_absent(dbname)
+        return None
+
+    def _end_session(self, session: Session) -> None:
+        """Forget a session: its registrations and whatever it had queued."""
+        session.closed = True
+        self._sessions.pop(session.id, None)
+        for key in session.registrations:
+            holders = session.database.registered.get(key)
+            if holders is not None:
+                holders.discard(session)
+                if not holders:
+                    del session.database.registered[key]
+        session.registrations.clear()
+
+    async def _serve(self, session: Session, reader: asyncio.StreamReader) -> None:
+        while not session.closed:
+            ftype, payload = await wire.read_frame(reader)
+            if ftype == wire.T_BYE:
+                return
+            if ftype != wire.T_QUERY:
+                raise wire.ProtocolError(f"unexpected frame {ftype!r} in a session")
+            p = wire.Payload(payload)
+            text = p.lstr()
+            p.end()
+            session.writer.write(self._execute(session, text))
+            await session.writer.drain()
+
+    # ------------------------------------------------------------ statements
+
+    def _execute(self, session: Session, text: bytes) -> bytes:
+        """Run one statement; returns the whole response (up to DONE)."""
+        try:
+            stmt = sql.parse(text)
+            return self._run(session, stmt)
+        except IngresError as err:
+            log.debug("session %d: %s %s", session.id, err.name, err.text)
+            return _error(err) + wire.done_frame(False)
+
+    def _run(self, session: Session, stmt: sql.Statement) -> bytes:
+        match stmt:
+            case sql.CreateEvent(ref):
+                self._create(session, ref)
+            case sql.DropEvent(ref):
+                self._drop(session, ref)
+            case sql.RegisterEvent(ref):
+                self._register(session, ref)
+            case sql.RemoveEvent(ref):
+                self._remove(session, ref)
+            case sql.RaiseEvent(ref, text, share):
+                event = self._resolve(session, ref, "RAISE DBEVENT")
+                self._require(session, event, "raise", "RAISE DBEVENT")
+                self._raise(session.database, event, text, share, session)
+            case sql.GrantEvent(privileges, ref, grantees):
+                self._grant(session, privileges, ref, grantees)
+            case sql.SelectConstant(value):
+                return self._rows(wire.IIAPI_INT_TYPE, 4, struct.pack("<i", value))
+            case sql.SelectDbmsinfo(request):
+                info = self._dbmsinfo(session, request).encode("utf-8", "surrogateescape")
+                return self._rows(wire.IIAPI_VCH_TYPE, DBMSINFO_LENGTH + 2, info)
+            case _:
+                pass  # COMMIT, ROLLBACK, SET AUTOCOMMIT: nothing to undo or keep
+        return wire.done_frame(True, 0)
+
+    @staticmethod
+    def _rows(datatype: int, length: int, value: bytes) -> bytes:
+        column = wire.Column("col1", datatype, length, False)
+        return wire.header_frame([column]) + wire.row_frame([value]) + wire.done_frame(True, 1)
+
+    def _dbmsinfo(self, session: Session, request: str) -> str:
+        values = {
+            "_version": self.version,
+            "database": session.database.name,
+            "username": session.user,
+            "session_user": session.user,
+            "system_user": session.user,
+            "dba": session.database.dba,
+            "session_id": f"{session.id:016x}",
+            "_bintim": str(int(time.time())),
+            "autocommit_state": "0",
+        }
+        # Unknown request names give an empty string, as dbmsinfo() does.
+        return values.get(request.lower(), "")[:DBMSINFO_LENGTH]
+
+    def _resolve(self, session: Session, ref: sql.EventRef, statement: str) -> DbEvent:
+        events = session.database.events
+        owners = [ref.owner] if ref.owner is not None else [session.user, session.database.dba]
+        for owner in owners:
+            event = events.get((owner, ref.name))
+            if event is not None:
+                return event
+        raise sql.event_absent(statement, ref.display())
+
+    @staticmethod
+    def _require(session: Session, event: DbEvent, privilege: str, statement: str) -> None:
+        if not event.allows(session.user, privilege):
+            raise sql.missing_privilege(statement, privilege.upper(), event.name, event.owner)
+
+    def _create(self, session: Session, ref: sql.EventRef) -> None:
+        owner = ref.owner if ref.owner is not None else session.user
+        if owner != session.user:
+            raise sql.illegal_reference("CREATE DBEVENT", ref.name, owner)
+        events = session.database.events
+        if (owner, ref.name) in events:
+            raise sql.event_exists(ref.name)
+        events[(owner, ref.name)] = DbEvent(owner, ref.name)
+
+    def _drop(self, session: Session, ref: sql.EventRef) -> None:
+        owner = ref.owner if ref.owner is not None else session.user
+        events = session.database.events
+        if owner != session.user or (owner, ref.name) not in events:
+            raise sql.drop_absent(ref.display())
+        # Registrations stay (SQL reference, Drop Dbevent); privileges go.
+        del events[(owner, ref.name)]
+
+    def _register(self, session: Session, ref: sql.EventRef) -> None:
+        event = self._resolve(session, ref, "REGISTER")
+        self._require(session, event, "register", "REGISTER")
+        key = (event.owner, event.name)
+        if key in session.registrations:
+            raise sql.already_registered(event.owner, event.name)
+        session.registrations.add(key)
+        session.database.registered.setdefault(key, set()).add(session)
+
+    def _remove(self, session: Session, ref: sql.EventRef) -> None:
+        event = self._resolve(session, ref, "REMOVE")
+        key = (event.owner, event.name)
+        if key not in session.registrations:
+            raise sql.not_registered(event.owner, event.name)
+        session.registrations.discard(key)
+        holders = session.database.registered.get(key)
+        if holders is not None:
+            holders.discard(session)
+            if not holders:
+                del session.database.registered[key]
+
+    def _grant(
+        self,
+        session: Session,
+        privileges: frozenset[str],
+        ref: sql.EventRef,
+        grantees: tuple[str, ...],
+    ) -> None:
+        event = self._resolve(session, ref, "GRANT ON DBEVENT")
+        if event.owner != session.user:
+            raise sql.illegal_reference("GRANT", event.name, event.owner)
+        for grantee in grantees:
+            event.grants.setdefault(grantee, set()).update(privileges)
+
+    # ------------------------------------------------------------ delivery
+
+    def _raise(
+        self,
+        db: Database,
+        event: DbEvent,
+        text: bytes | None,
+        share: bool,
+        raiser: Session | None,
+    ) -> int:
+        """Queue the event to the sessions registered now; returns how many."""
+        key = (event.owner, event.name)
+        holders = db.registered.get(key, set())
+        if share:
+            targets = list(holders)
+        else:
+            targets = [raiser] if raiser is not None and raiser in holders else []
+        self._raised += 1
+        if not targets:
+            return 0
+        data = wire.event_frame(
+            event.name, event.owner, db.name, wire.encode_ingresdate(), _cut(text)
+        )
+        if self._delay > 0 or self._pending:
+            # Held events keep their order: later ones queue behind them.
+            loop = asyncio.get_running_loop()
+            self._pending.append(_Pending(loop.time() + self._delay, targets, data))
+            if self._pump is None or self._pump.done():
+                self._pump = asyncio.ensure_future(self._pump_pending())
+        else:
+            self._deliver(targets, data)
+        return len(targets)
+
+    def _deliver(self, targets: list[Session], data: bytes) -> None:
+        for session in targets:
+            if session.closed:
+                continue
+            if session.buffered() > self.queue_limit:
+                self._dropped += 1
+                if not session.warned:
+                    session.warned = True
+                    log.warning(
+                        "E_SC0283 session %d: event queue over %d bytes, "
+                        "dbevents for it are being dropped",
+                        session.id,
+                        self.queue_limit,
+                    )
+                continue
+            session.warned = False
+            session.writer.write(data)
+            self._delivered += 1
+
+    async def _pump_pending(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            head = self._pending[0]
+            wait = head.due - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            self._pending.popleft()
+            self._deliver(head.targets, head.data)
+
+    # ------------------------------------------------------------ control
+
+    async def _control(self, payload: bytes, writer: asyncio.StreamWriter) -> None:
+        p = wire.Payload(payload)
+        raw = p.lstr()
+        p.end()
+        after: Any = None
+        try:
+            command = json.loads(raw)
+            reply, after = await self._command(command)
+        except (ValueError, KeyError, TypeError) as exc:
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        writer.write(wire.control_reply_frame(json.dumps(reply)))
+        await writer.drain()
+        if after is not None:
+            self._spawn(after)
+
+    async def _command(self, command: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """Run one CONTROL command; returns the reply and work to start after it."""
+        op = command["op"]
+        if op == "drop_sessions":
+            return {"ok": True, "dropped": self.drop_sessions()}, None
+        if op == "refuse":
+            self.refuse(float(command["seconds"]))
+            return {"ok": True}, None
+        if op == "delay":
+            self.set_delay(float(command["ms"]))
+            return {"ok": True}, None
+        if op == "restart":
+            down = float(command["down_seconds"])
+            await self.go_down()
+            log.info("fault: down for %.3fs", down)
+            return {"ok": True}, self._come_back(down)
+        if op == "stats":
+            return {"ok": True, **self.stats()}, None
+        raise ValueError(f"unknown op {op!r}")
+
+    async def _come_back(self, down: float) -> None:
+        await asyncio.sleep(down)
+        if not self._stopping:
+            await self._listen_logged()
+
+
+def _cut(text: bytes | None) -> bytes | None:
+    """Ingres cuts event text at DB_EVDATA_MAX bytes; empty text is no text."""
+    if not text:
+        return None
+    return text[:DB_EVDATA_MAX]
+
+
+def _error(err: IngresError) -> bytes:
+    return wire.error_frame(err.sqlstate, err.code, err.message)
+
+
+class ServerThread:
+    """A SimServer on its own event loop in a daemon thread (a context manager).
+
+    The control methods are thread-safe: each runs on the server's loop and
+    waits for it.
+    """
+
+    def __init__(self, server: SimServer | None = None) -> None:
+        self.server = server if server is not None else SimServer()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="dbmssim", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    def _call(self, coro: Any, timeout: float = 60.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def start(self) -> ServerThread:
+        """Start the thread and the server; returns self."""
+        self._thread.start()
+        self._call(self.server.start())
+        return self
+
+    def stop(self) -> None:
+        """Stop the server and the thread."""
+        if not self._thread.is_alive():
+            return
+        self._call(self.server.stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The server's bound port."""
+        return self.server.port
+
+    def target(self, user: str = "ingres", password: str = "x", database: str = "demodb") -> str:
+        """The OpenAPI connection target for this server."""
+        return f"@127.0.0.1,tcp_ip,{self.port}[{user},{password}]::{database}"
+
+    async def _sync(self, fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+    def drop_sessions(self) -> int:
+        """See SimServer.drop_sessions."""
+        dropped: int = self._call(self._sync(self.server.drop_sessions))
+        return dropped
+
+    def refuse(self, seconds: float) -> None:
+        """See SimServer.refuse."""
+        self._call(self._sync(self.server.refuse, seconds))
+
+    def set_delay(self, ms: float) -> None:
+        """See SimServer.set_delay."""
+        self._call(self._sync(self.server.set_delay, ms))
+
+    def restart(self, down_seconds: float) -> None:
+        """See SimServer.restart; returns once the server listens again."""
+        self._call(self.server.restart(down_seconds), timeout=down_seconds + 60.0)
+
+    def stats(self) -> dict[str, Any]:
+        """See SimServer.stats."""
+        result: dict[str, Any] = self._call(self._sync(self.server.stats))
+        return result
+
+    def create_event(self, owner: str, name: str, database: str = "demodb") -> None:
+        """See SimServer.create_event."""
+        self._call(self._sync(self.server.create_event, owner, name, database))
+
+    def grant(
+        self,
+        owner: str,
+        name: str,
+        grantee: str,
+        privileges: Iterable[str],
+        database: str = "demodb",
+    ) -> None:
+        """See SimServer.grant."""
+        self._call(self._sync(self.server.grant, owner, name, grantee, list(privileges), database))
+
+    def raise_event(
+        self,
+        owner: str,
+        name: str,
+        text: bytes | None = None,
+        share: bool = True,
+        database: str = "demodb",
+    ) -> int:
+        """See SimServer.raise_event."""
+        count: int = self._call(
+            self._sync(self.server.raise_event, owner, name, text, share, database)
+        )
+        return count
