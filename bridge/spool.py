@@ -1,0 +1,379 @@
+"""The durable spool: every caught event, on disk, until RabbitMQ confirms it.
+
+DBEvents cannot be replayed, so once the bridge caught one it is the only copy.
+The spool is an SQLite file in WAL mode with `synchronous=NORMAL`: a committed
+transaction survives the process being killed at any moment (`kill -9`, OOM
+killer); only a power cut or kernel crash can lose the last few transactions
+before a checkpoint. Durability is per transaction, so callers batch: one
+`append` or `delete` call is one transaction.
+
+The file is opened with an exclusive lock (SQLite's EXCLUSIVE locking mode), so
+two bridges can never publish from the same spool. An unusable file is
+reported as `SpoolError` and left exactly as it was: the operator decides what
+to do with it, never the bridge.
+
+A `Spool` is not thread-safe: use it from one thread at a time (the bridge
+uses it from the event-loop thread only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Final
+
+from bridge.event import CaughtEvent
+
+SCHEMA_VERSION: Final = 1
+# PRAGMA application_id marks the file as ours ("DBEB"), so that a path that
+# points at some other application's SQLite database is refused, not altered.
+APPLICATION_ID: Final = 0x44424542
+_SQLITE_HEADER: Final = b"SQLite format 3\x00"
+# Fixed per-row cost counted in an event's size: seq, raised_at, size and the
+# record header. The size is an estimate of the row's payload, not of pages.
+_ROW_OVERHEAD: Final = 24
+# SQLite's default limit on host parameters is 32766; stay well below it.
+_DELETE_CHUNK: Final = 500
+# The WAL is reset after checkpoints; cap what it keeps on disk afterwards.
+_JOURNAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+
+_SCHEMA: Final = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE events ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " message_id TEXT NOT NULL UNIQUE,"
+    " database TEXT NOT NULL,"
+    " owner TEXT NOT NULL,"
+    " name TEXT NOT NULL,"
+    " raised_at INTEGER NOT NULL,"  # microseconds since the Unix epoch, UTC
+    " text BLOB,"  # NULL when the event carried no text
+    " size INTEGER NOT NULL)",
+    f"PRAGMA application_id = {APPLICATION_ID}",
+    f"PRAGMA user_version = {SCHEMA_VERSION}",
+)
+
+_INSERT: Final = (
+    "INSERT INTO events (seq, message_id, database, owner, name, raised_at, text, size)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT: Final = (
+    "SELECT seq, message_id, database, owner, name, raised_at, text FROM events"
+    " WHERE seq > ? ORDER BY seq LIMIT ?"
+)
+
+
+class SpoolError(Exception):
+    """The spool cannot be opened or used; the message says which file and what to do."""
+
+
+def event_size(event: CaughtEvent) -> int:
+    """The bytes an event counts for against the spool's size limit (an estimate)."""
+    text = 0 if event.text is None else len(event.text)
+    return (
+        _ROW_OVERHEAD + text + len(event.message_id) + len(event.database.encode())
+        + len(event.owner.encode()) + len(event.name.encode())
+    )
+
+
+def to_micros(moment: datetime) -> int:
+    """Microseconds since the Unix epoch; a naive datetime is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    # Integer timedelta division: exact, unlike going through float seconds.
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def from_micros(micros: int) -> datetime:
+    """The aware UTC datetime `micros` microseconds after the Unix epoch."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+class Spool:
+    """An open spool file. Create it with `Spool.open`; release it with `close`."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        """Use `Spool.open`; this only wires up an already validated connection."""
+        self._path = path
+        self._conn = conn
+        row = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM events").fetchone()
+        self._depth: int = row[0]
+        self._bytes: int = row[1]
+        seq_row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        # AUTOINCREMENT's high-water mark: seqs are never reused, even after the
+        # spool emptied, so "read after seq N" stays meaningful.
+        self._last_seq: int = 0 if seq_row is None else seq_row[0]
+        self._closed = False
+
+    @classmethod
+    def open(cls, path: Path, *, check: bool = True) -> Spool:
+        """Open (or create) the spool at `path`, creating parent directories.
+
+        `check` runs SQLite's quick_check, so that a damaged file is reported
+        now rather than in the middle of publishing. Raises `SpoolError` when
+        the path is unusable, the file is not a spool, is damaged, or another
+        process holds it. The file is never deleted, renamed or modified then.
+        """
+        path = Path(path)
+        _check_path(path)
+        try:
+            conn = sqlite3.connect(
+                path, timeout=0.5, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot open the spool {path}: {exc}") from exc
+        try:
+            _prepare(path, conn, check=check)
+            return cls(path, conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _explain(path, exc) from exc
+        except BaseException:
+            conn.close()
+            raise
+
+    @property
+    def path(self) -> Path:
+        """The spool file."""
+        return self._path
+
+    @property
+    def depth(self) -> int:
+        """Events in the spool (kept in memory, not counted per call)."""
+        return self._depth
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last event appended (0 for a spool that never held one).
+
+        The events of one `append` get consecutive seqs ending at `last_seq`.
+        """
+        return self._last_seq
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called."""
+        return self._closed
+
+    def append(self, events: Sequence[CaughtEvent]) -> None:
+        """Store `events` durably, in order, in one transaction.
+
+        When this returns, the events survive the process being killed. Raises
+        `SpoolError` (and stores none of them) on a duplicate message_id or a
+        disk error.
+        """
+        if not events:
+            return
+        first = self._last_seq + 1
+        rows = [
+            (first + i, e.message_id, e.database, e.owner, e.name, to_micros(e.raised_at),
+             e.text, event_size(e))
+            for i, e in enumerate(events)
+        ]
+        with self._transaction("append events to"):
+            self._conn.executemany(_INSERT, rows)
+        self._last_seq = first + len(rows) - 1
+        self._depth += len(rows)
+        self._bytes += sum(row[7] for row in rows)
+
+    def delete(self, message_ids: Sequence[str]) -> None:
+        """Forget the events with these ids, in one transaction; unknown ids are ignored."""
+        if not message_ids:
+            return
+        removed = 0
+        freed = 0
+        with self._transaction("delete events from"):
+            for chunk in _chunks(message_ids, _DELETE_CHUNK):
+                marks = ",".join("?" * len(chunk))
+                cursor = self._conn.execute(
+                    f"DELETE FROM events WHERE message_id IN ({marks}) RETURNING size", chunk
+                )
+                sizes = cursor.fetchall()
+                removed += len(sizes)
+                freed += sum(size for (size,) in sizes)
+        self._depth -= removed
+        self._bytes -= freed
+
+    def read(self, after_seq: int, limit: int) -> list[tuple[int, CaughtEvent]]:
+        """Up to `limit` events with seq > `after_seq`, in seq order, with their seq.
+
+        `caught_monotonic` is not stored; events read back carry 0.0.
+        """
+        try:
+            rows = self._conn.execute(_SELECT, (after_seq, limit)).fetchall()
+        except sqlite3.Error as exc:
+            raise _explain(self._path, exc) from exc
+        return [
+            (seq, CaughtEvent(database=database, owner=owner, name=name,
+                              raised_at=from_micros(raised_at), text=text,
+                              message_id=message_id))
+            for seq, message_id, database, owner, name, raised_at, text in rows
+        ]
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Record `value` under `key` durably (e.g. when a session was last known good)."""
+        with self._transaction("write metadata to"):
+            self._conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def get_meta(self, key: str) -> str | None:
+        """The value recorded under `key`, or None."""
+        try:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise _explain(self._path, exc) from exc
+        return None if row is None else str(row[0])
+
+    def close(self) -> None:
+        """Checkpoint and close the file; idempotent. What is left stays for the next start."""
+        if not self._closed:
+            self._closed = True
+            self._conn.close()
+
+    def _transaction(self, doing: str) -> _Transaction:
+        if self._closed:
+            raise SpoolError(f"cannot {doing} the spool {self._path}: it is closed")
+        return _Transaction(self._conn, self._path, doing)
+
+    # Last, so that the name does not shadow the builtin in the annotations above.
+    @property
+    def bytes(self) -> int:
+        """Total `event_size` of the events in the spool (kept in memory)."""
+        return self._bytes
+
+
+class _Transaction:
+    """BEGIN … COMMIT, or ROLLBACK and a `SpoolError` that names the file."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, doing: str) -> None:
+        self._conn = conn
+        self._path = path
+        self._doing = doing
+
+    def __enter__(self) -> None:
+        try:
+            self._conn.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot {self._doing} the spool {self._path}: {exc}") from exc
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        if exc is None:
+            try:
+                self._conn.execute("COMMIT")
+                return
+            except sqlite3.Error as commit_exc:
+                exc = commit_exc
+        if self._conn.in_transaction:
+            # The original error is the one worth reporting, not a failed rollback.
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.IntegrityError):
+            raise SpoolError(
+                f"cannot {self._doing} the spool {self._path}: an event with the same"
+                f" message_id is already spooled ({exc})"
+            ) from exc
+        if isinstance(exc, sqlite3.Error):
+            raise SpoolError(f"cannot {self._doing} the spool {self._path}: {exc}") from exc
+
+
+def _check_path(path: Path) -> None:
+    """Refuse, in words, what SQLite would report obscurely; creates parent dirs."""
+    if path.is_dir():
+        raise SpoolError(
+            f"the spool path {path} is a directory; set the spool path to a file name"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SpoolError(
+            f"cannot create the directory for the spool {path}: {exc}; "
+            "fix the path or the permissions"
+        ) from exc
+    try:
+        with path.open("rb") as file:
+            header = file.read(len(_SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise SpoolError(f"cannot read the spool {path}: {exc}; fix the permissions") from exc
+    # An empty file is an empty SQLite database; anything else must say it is one.
+    if header and header != _SQLITE_HEADER:
+        raise SpoolError(
+            f"{path} is not a spool (not an SQLite database). It was left untouched: "
+            "it may hold events of an earlier run; move it aside (keep it for inspection) "
+            "or set another spool path"
+        )
+
+
+def _prepare(path: Path, conn: sqlite3.Connection, *, check: bool) -> None:
+    """Lock, validate and (for a new file) initialise, without altering a foreign file."""
+    conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+    # Read-only inspection first: switching to WAL would rewrite the header of
+    # a file that turns out not to be ours.
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    fresh = app_id == 0 and not tables
+    if not fresh:
+        _validate(path, app_id, version, tables)
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise SpoolError(f"cannot put the spool {path} in WAL mode (got {mode!r})")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
+    # BEGIN IMMEDIATE takes the write lock now, so a second bridge fails at
+    # open instead of at its first append; EXCLUSIVE mode then keeps it.
+    conn.execute("BEGIN IMMEDIATE")
+    if fresh:
+        for statement in _SCHEMA:
+            conn.execute(statement)
+    conn.execute("COMMIT")
+    if check:
+        result = [row[0] for row in conn.execute("PRAGMA quick_check")]
+        if result != ["ok"]:
+            raise SpoolError(
+                f"the spool {path} is damaged ({'; '.join(map(str, result[:3]))}). It was left "
+                "untouched: move it aside (keep it: it may hold unpublished events) and restart"
+            )
+
+
+def _validate(path: Path, app_id: int, version: int, tables: set[str]) -> None:
+    if app_id != APPLICATION_ID or not {"events", "meta"} <= tables:
+        raise SpoolError(
+            f"{path} is an SQLite database but not a dbevent-bridge spool; it was left "
+            "untouched: set another spool path"
+        )
+    if version != SCHEMA_VERSION:
+        raise SpoolError(
+            f"the spool {path} has schema version {version}, this bridge reads version "
+            f"{SCHEMA_VERSION}; drain it with the bridge version that wrote it, or move it aside"
+        )
+
+
+def _explain(path: Path, exc: sqlite3.Error) -> SpoolError:
+    """Turn an SQLite error into a `SpoolError` that tells the operator what to do."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return SpoolError(
+            f"the spool {path} is in use by another process (another bridge?); "
+            "stop it or give this bridge its own spool path"
+        )
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return SpoolError(
+            f"the spool {path} is damaged ({text}). It was left untouched: move it aside "
+            "(keep it: it may hold unpublished events) and restart"
+        )
+    return SpoolError(f"cannot use the spool {path}: {text}")
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

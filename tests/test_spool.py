@@ -1,0 +1,332 @@
+"""The durable spool: exact round trip, order, deletes, reopening, bad files, kill -9."""
+
+from __future__ import annotations
+
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from bridge.event import CaughtEvent
+from bridge.spool import Spool, SpoolError, event_size
+
+T0 = datetime(2024, 5, 17, 12, 34, 56, 789012, tzinfo=UTC)
+
+
+def make_event(i: int, text: bytes | None = b"payload") -> CaughtEvent:
+    return CaughtEvent(
+        database="sales", owner="ingres", name=f"ev_{i % 7}",
+        raised_at=T0 + timedelta(microseconds=i), text=text, message_id=f"id-{i:06d}",
+    )
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Iterator[Spool]:
+    opened = Spool.open(tmp_path / "spool.sqlite")
+    yield opened
+    opened.close()
+
+
+def test_every_field_round_trips_exactly(tmp_path: Path) -> None:
+    texts: list[bytes | None] = [None, b"", bytes(range(256)), b"\xff\xfe\x80 not utf-8", b"a"]
+    events = [make_event(i, text) for i, text in enumerate(texts)]
+    events.append(CaughtEvent(
+        database="db\u00e9", owner="\u00f6wner", name="n",
+        raised_at=datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), text=b"x",
+    ))
+    path = tmp_path / "spool.sqlite"
+    spool = Spool.open(path)
+    spool.append(events)
+    spool.close()
+
+    spool = Spool.open(path)
+    back = [event for _, event in spool.read(0, 100)]
+    spool.close()
+    assert back == events  # dataclass equality: every field, caught_monotonic 0.0
+    assert [e.text for e in back] == [*texts, b"x"]
+    assert back[1].text == b""
+    assert back[0].text is None
+    assert all(e.raised_at.tzinfo is not None for e in back)
+
+
+def test_other_time_zones_keep_the_instant(spool: Spool) -> None:
+    plus_two = timezone(timedelta(hours=2))
+    event = CaughtEvent("d", "o", "n", datetime(2024, 1, 1, 14, 0, 0, 1, tzinfo=plus_two), None)
+    spool.append([event])
+    (_, back), = spool.read(0, 1)
+    assert back.raised_at == datetime(2024, 1, 1, 12, 0, 0, 1, tzinfo=UTC)
+    assert back.raised_at.utcoffset() == timedelta(0)
+
+
+def test_read_pages_in_append_order(spool: Spool) -> None:
+    events = [make_event(i) for i in range(50)]
+    spool.append(events[:1])
+    spool.append(events[1:30])
+    spool.append(events[30:])
+    got: list[CaughtEvent] = []
+    after = 0
+    while page := spool.read(after, 7):
+        seqs = [seq for seq, _ in page]
+        assert seqs == sorted(seqs)
+        assert seqs[0] > after
+        after = seqs[-1]
+        got.extend(event for _, event in page)
+    assert got == events
+    assert spool.last_seq == after == 50
+
+
+def test_delete_and_accounting(spool: Spool) -> None:
+    events = [make_event(i) for i in range(10)]
+    spool.append(events)
+    assert spool.depth == 10
+    assert spool.bytes == sum(event_size(e) for e in events)
+
+    spool.delete([e.message_id for e in events[:4]] + ["unknown-id"])
+    assert spool.depth == 6
+    assert spool.bytes == sum(event_size(e) for e in events[4:])
+    assert [e for _, e in spool.read(0, 100)] == events[4:]
+    spool.delete([])
+    spool.delete([e.message_id for e in events[4:]])
+    assert (spool.depth, spool.bytes) == (0, 0)
+
+
+def test_large_delete_spans_chunks(spool: Spool) -> None:
+    events = [make_event(i) for i in range(1200)]
+    spool.append(events)
+    spool.delete([e.message_id for e in events[:1100]])
+    assert spool.depth == 100
+    assert [e for _, e in spool.read(0, 1000)] == events[1100:]
+
+
+def test_reopen_keeps_what_is_left(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "spool.sqlite"  # parents are created
+    events = [make_event(i) for i in range(20)]
+    spool = Spool.open(path)
+    spool.append(events)
+    spool.delete([e.message_id for e in events[::2]])
+    depth, size = spool.depth, spool.bytes
+    spool.set_meta("last_session_ok", "2024-05-17T12:00:00.000001+00:00")
+    spool.close()
+
+    spool = Spool.open(path)
+    assert (spool.depth, spool.bytes) == (depth, size) == (10, sum(map(event_size, events[1::2])))
+    assert [e for _, e in spool.read(0, 100)] == events[1::2]
+    assert spool.get_meta("last_session_ok") == "2024-05-17T12:00:00.000001+00:00"
+    assert spool.get_meta("never_set") is None
+    spool.delete([e.message_id for e in events])
+    spool.close()
+
+    # An emptied spool never reuses seqs: "read after N" stays meaningful.
+    spool = Spool.open(path)
+    assert spool.depth == 0
+    assert spool.last_seq == 20
+    spool.append([make_event(99)])
+    assert [seq for seq, _ in spool.read(0, 10)] == [21]
+    spool.close()
+
+
+def test_meta_overwrites(spool: Spool) -> None:
+    spool.set_meta("k", "1")
+    spool.set_meta("k", "2")
+    assert spool.get_meta("k") == "2"
+
+
+def test_duplicate_message_id_stores_nothing_of_the_batch(spool: Spool) -> None:
+    spool.append([make_event(1)])
+    with pytest.raises(SpoolError, match="message_id"):
+        spool.append([make_event(2), make_event(1)])
+    assert spool.depth == 1
+    assert spool.last_seq == 1
+    assert [e.message_id for _, e in spool.read(0, 10)] == ["id-000001"]
+    spool.append([make_event(2)])  # The failed transaction left the spool usable.
+    assert spool.last_seq == 2
+
+
+def test_garbage_file_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite"
+    garbage = bytes(random.Random(7).randrange(256) for _ in range(8192))
+    path.write_bytes(garbage)
+    with pytest.raises(SpoolError, match="not a spool") as info:
+        Spool.open(path)
+    assert str(path) in str(info.value)
+    assert path.read_bytes() == garbage
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spool.sqlite"]
+
+
+def test_damaged_spool_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite"
+    spool = Spool.open(path)
+    spool.append([make_event(i, bytes(200)) for i in range(500)])
+    spool.close()
+    data = bytearray(path.read_bytes())
+    data[4096 * 2: 4096 * 6] = b"\xa5" * (4096 * 4)  # Trash pages 3..6 (btree pages).
+    path.write_bytes(bytes(data))
+    with pytest.raises(SpoolError, match="damaged") as info:
+        Spool.open(path)
+    assert str(path) in str(info.value)
+    assert path.read_bytes() == bytes(data)
+
+
+def test_foreign_sqlite_database_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE customers (id INTEGER)")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(SpoolError, match="not a dbevent-bridge spool"):
+        Spool.open(path)
+    assert path.read_bytes() == before  # Not even switched to WAL.
+
+
+def test_empty_file_becomes_a_spool(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite"
+    path.touch()
+    spool = Spool.open(path)
+    spool.append([make_event(1)])
+    assert spool.depth == 1
+    spool.close()
+
+
+def test_directory_at_the_path_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite"
+    path.mkdir()
+    with pytest.raises(SpoolError, match="is a directory"):
+        Spool.open(path)
+    assert path.is_dir()
+    assert not any(path.iterdir())
+
+
+def test_path_under_a_regular_file_is_refused(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me")
+    with pytest.raises(SpoolError, match="cannot create the directory"):
+        Spool.open(blocker / "sub" / "spool.sqlite")
+    assert blocker.read_text() == "keep me"
+
+
+def test_second_opener_is_refused_while_held(spool: Spool) -> None:
+    spool.append([make_event(1)])
+    with pytest.raises(SpoolError, match="in use by another process"):
+        Spool.open(spool.path)
+    assert spool.depth == 1
+    spool.append([make_event(2)])  # The holder is unaffected.
+
+
+def test_second_process_is_refused_while_held(spool: Spool) -> None:
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom bridge.spool import Spool, SpoolError\n"
+        "try:\n    Spool.open(Path(sys.argv[1]))\nexcept SpoolError as e:\n    print(e)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(spool.path)],
+                            capture_output=True, text=True, timeout=60, check=True)
+    assert "in use by another process" in result.stdout
+
+
+def test_closed_spool_refuses_writes(spool: Spool) -> None:
+    spool.close()
+    spool.close()
+    with pytest.raises(SpoolError, match="closed"):
+        spool.append([make_event(1)])
+
+
+# --- kill -9 --------------------------------------------------------------------------
+
+# The child runs a deterministic sequence of transactions (seeded), printing
+# "<n>" after the n-th transaction committed. Every third transaction deletes
+# the oldest batch still held, so deletes are crash-tested too.
+_CHILD = """
+import sys
+from pathlib import Path
+from bridge.spool import Spool
+from tests.test_spool import transactions
+spool = Spool.open(Path(sys.argv[1]))
+for n, (kind, events) in enumerate(transactions(int(sys.argv[2])), 1):
+    if kind == "append":
+        spool.append(events)
+    else:
+        spool.delete([e.message_id for e in events])
+    sys.stdout.write(f"{n}\\n")
+    sys.stdout.flush()
+"""
+
+
+def transactions(seed: int) -> Iterator[tuple[str, list[CaughtEvent]]]:
+    """The child's endless, reproducible stream of appends and deletes."""
+    rng = random.Random(seed)
+    held: list[list[CaughtEvent]] = []
+    batch_no = 0
+    while True:
+        if batch_no % 3 == 2 and held:
+            yield "delete", held.pop(0)
+        size = rng.randint(1, 64)
+        batch = [
+            CaughtEvent("db", "owner", f"ev{batch_no}",
+                        T0 + timedelta(microseconds=batch_no * 1000 + i),
+                        rng.randbytes(rng.randint(0, 256)), message_id=f"{batch_no}:{i}")
+            for i in range(size)
+        ]
+        held.append(batch)
+        batch_no += 1
+        yield "append", batch
+
+
+def state_after(seed: int, count: int) -> list[CaughtEvent]:
+    """What the spool holds after the first `count` transactions, in order."""
+    held: list[CaughtEvent] = []
+    stream = transactions(seed)
+    for _ in range(count):
+        kind, events = next(stream)
+        if kind == "append":
+            held.extend(events)
+        else:
+            gone = {e.message_id for e in events}
+            held = [e for e in held if e.message_id not in gone]
+    return held
+
+
+def run_and_kill(path: Path, seed: int) -> int:
+    """Run the child, SIGKILL it at a random moment; the number of commits it reported."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(path), str(seed)],
+        stdout=subprocess.PIPE, cwd=Path(__file__).parent.parent,
+    )
+    assert child.stdout is not None
+    first = child.stdout.readline()  # The child is up and committing.
+    assert first == b"1\n"
+    time.sleep(random.Random(seed).uniform(0.0, 0.3))
+    child.send_signal(signal.SIGKILL)
+    rest, _ = child.communicate(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    lines = (first + rest).split(b"\n")[:-1]  # Only complete lines count.
+    return int(lines[-1])
+
+
+def check_kill(tmp_path: Path, seed: int) -> None:
+    path = tmp_path / f"killed-{seed}.sqlite"
+    reported = run_and_kill(path, seed)
+    spool = Spool.open(path)
+    held = [event for _, event in spool.read(0, 1_000_000)]
+    assert (spool.depth, spool.bytes) == (len(held), sum(map(event_size, held)))
+    spool.close()
+    # Every reported commit is there; at most one more committed before its report.
+    candidates = [state_after(seed, reported), state_after(seed, reported + 1)]
+    assert held in candidates, f"seed {seed}: after {reported} commits, spool holds {len(held)}"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_kill_9_leaves_exactly_the_committed_prefix(tmp_path: Path, seed: int) -> None:
+    check_kill(tmp_path, seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(100, 125))
+def test_kill_9_many_times(tmp_path: Path, seed: int) -> None:
+    check_kill(tmp_path, seed)
