@@ -1,0 +1,1137 @@
+"""The bridge's settings: one typed tree, loaded from six sources, secrets kept secret.
+
+Sources, highest precedence first:
+
+1. command-line options (`add_cli_options` / `overrides_from_args`), passed to
+   `load_settings` as nested overrides;
+2. the process environment: `BRIDGE_` prefix, `__` between levels, e.g.
+   `BRIDGE_AMQP__EXCHANGE_TYPE=fanout`;
+3. a `.env` file in the working directory (same names; lines without the
+   `BRIDGE_` prefix are ignored, a misspelt `BRIDGE_` name is an error);
+4. a secrets directory, one file per setting named like the environment
+   variable (`BRIDGE_INGRES__PASSWORD`, any case): `/run/secrets` unless
+   `BRIDGE_SECRETS_DIR` names another; a missing directory is fine;
+5. a TOML file named by `--config PATH` or `BRIDGE_CONFIG_FILE` (tables
+   `[ingres]`, `[amqp]`, `[amqp.tls]`, ...); a named file that is missing or
+   not valid TOML is an error, and so is an unknown key (a typo);
+6. the defaults written below.
+
+Every problem is reported at once as a `SettingsError`, one line per problem,
+naming the environment variable and the dotted path, never echoing a secret.
+Passwords (Ingres password, the one inside the AMQP URL or the Ingres target)
+are `SecretStr` values: repr, str, logs and `masked_dict()` show `***`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import difflib
+import ipaddress
+import json
+import os
+import re
+import string
+import tomllib
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self, cast
+from urllib.parse import urlsplit
+
+import pydantic_settings
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = [
+    "DEFAULT_SECRETS_DIR",
+    "ENV_PREFIX",
+    "AmqpSettings",
+    "AmqpUrl",
+    "EventName",
+    "HttpSettings",
+    "IngresSettings",
+    "IngresTarget",
+    "LogSettings",
+    "QueueSettings",
+    "Settings",
+    "SettingsError",
+    "ShutdownSettings",
+    "SpoolSettings",
+    "TlsSettings",
+    "add_cli_options",
+    "config_file_from_args",
+    "env_name",
+    "leaf_fields",
+    "load_settings",
+    "overrides_from_args",
+    "parse_event_name",
+    "settings_from_args",
+]
+
+ENV_PREFIX = "BRIDGE_"
+NESTED_DELIMITER = "__"
+DEFAULT_SECRETS_DIR = Path("/run/secrets")
+CONFIG_FILE_ENV = "BRIDGE_CONFIG_FILE"
+SECRETS_DIR_ENV = "BRIDGE_SECRETS_DIR"
+MASK = "***"
+
+# Settings whose input must never be echoed in an error message.
+_SECRET_PATHS = frozenset({("ingres", "password"), ("ingres", "target"), ("amqp", "url")})
+
+
+class SettingsError(Exception):
+    """The settings are not usable; `problems` holds one line per problem.
+
+    Each line names the setting by its environment variable and dotted path,
+    e.g. ``BRIDGE_AMQP__EXCHANGE_TYPE (amqp.exchange_type): must be one of
+    direct, fanout, headers, topic; got 'fnout'``. No line contains a secret.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _FieldError(ValueError):
+    """A problem found by a whole-model check, pinned to one field of that model.
+
+    Pydantic keeps the exception object in the error's context, which lets the
+    renderer name the field instead of the whole section.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def env_name(path: tuple[str, ...]) -> str:
+    """The environment variable of a setting path: ('amqp', 'url') → BRIDGE_AMQP__URL."""
+    return ENV_PREFIX + NESTED_DELIMITER.join(part.upper() for part in path)
+
+
+# --------------------------------------------------------------------------- value parsers
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _parse_positive_duration(value: object) -> float:
+    """Seconds from a number or a string like '30', '2.5s', '500ms', '2m', '1h'; must be > 0."""
+    seconds: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        unit = (match.group(2) or "s").lower()
+        seconds = float(match.group(1)) * _DURATION_UNITS[unit]
+    if seconds is None or not seconds > 0 or seconds == float("inf"):
+        raise ValueError(
+            f"must be a positive duration in seconds, or with a unit (500ms, 2.5s, 2m, 1h); "
+            f"got {value!r}"
+        )
+    return seconds
+
+
+PositiveDuration = Annotated[float, BeforeValidator(_parse_positive_duration)]
+
+_BYTE_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
+_BYTE_UNITS = {
+    "": 1, "b": 1,
+    "k": 10**3, "kb": 10**3, "ki": 2**10, "kib": 2**10,
+    "m": 10**6, "mb": 10**6, "mi": 2**20, "mib": 2**20,
+    "g": 10**9, "gb": 10**9, "gi": 2**30, "gib": 2**30,
+    "t": 10**12, "tb": 10**12, "ti": 2**40, "tib": 2**40,
+}  # fmt: skip
+
+
+def _parse_byte_size(value: object) -> int:
+    """Bytes from an integer or a string like '1073741824', '512MiB', '1GB', '1.5GiB'."""
+    size: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str):
+        match = _BYTE_SIZE.match(value.replace("_", ""))
+        if match and match.group(2).lower() in _BYTE_UNITS:
+            try:
+                size = int(Decimal(match.group(1)) * _BYTE_UNITS[match.group(2).lower()])
+            except InvalidOperation:  # pragma: no cover - the pattern admits only decimals
+                size = None
+    if size is None:
+        raise ValueError(
+            f"must be a size in bytes, or with a unit (KB, MB, GB, TB: powers of 1000; "
+            f"KiB, MiB, GiB, TiB: powers of 1024); got {value!r}"
+        )
+    if size <= 0:
+        raise ValueError(f"must be greater than 0 bytes; got {value!r}")
+    return size
+
+
+ByteSize = Annotated[int, BeforeValidator(_parse_byte_size)]
+
+
+def _one_of(choices: tuple[str, ...], *, fold: str = "lower") -> BeforeValidator:
+    """A validator that accepts one of `choices` in any case and names them all when it fails."""
+
+    def check(value: object) -> str:
+        if isinstance(value, str):
+            folded = value.strip().upper() if fold == "upper" else value.strip().lower()
+            if folded in choices:
+                return folded
+        raise ValueError(f"must be one of {', '.join(choices)}; got {value!r}")
+
+    return BeforeValidator(check)
+
+
+def _empty_to_none(value: object) -> object:
+    """An empty or blank string means 'not set' for optional settings."""
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+# --------------------------------------------------------------------------- secret-bearing strings
+
+
+_TARGET_CREDENTIALS = re.compile(r"\[([^\],]*),([^\]]*)\]")
+
+
+def _mask_target(target: str) -> str:
+    """The Ingres target with the password of a `[user,password]` part replaced by ***."""
+    return _TARGET_CREDENTIALS.sub(lambda m: f"[{m.group(1)},{MASK}]", target)
+
+
+class IngresTarget(SecretStr):
+    """An Ingres connection target; shown with the password of `[user,password]` masked.
+
+    `get_secret_value()` gives the full target for `IIapi_connect`; `str()`,
+    `repr()` and `masked` give the masked form.
+    """
+
+    def _display(self) -> str:
+        return _mask_target(self.get_secret_value())
+
+    @property
+    def masked(self) -> str:
+        """The target with its password (if it carries one) replaced by ***."""
+        return self._display()
+
+    @property
+    def has_credentials(self) -> bool:
+        """Whether the target carries `[user,password]` itself."""
+        return _TARGET_CREDENTIALS.search(self.get_secret_value()) is not None
+
+
+def _check_target(target: IngresTarget) -> IngresTarget:
+    """Light checks of the three forms; messages show the target only masked."""
+    text = target.get_secret_value().strip()
+    if not text:
+        raise ValueError("must not be empty; e.g. mydb, myvnode::mydb or @host,tcp_ip,II::mydb")
+    shown = _mask_target(text)
+    if text.count("[") != text.count("]") or ("[" in text and not _TARGET_CREDENTIALS.search(text)):
+        raise ValueError(f"credentials must be written [user,password]; got {shown!r}")
+    node, sep, database = text.rpartition("::")
+    if sep and not node.strip():
+        raise ValueError(f"has '::' but no node before it; got {shown!r}")
+    if not database.strip() or database.strip() != database:
+        raise ValueError(f"needs a database name (after '::' if a node is given); got {shown!r}")
+    if node.startswith("@") and len(_TARGET_CREDENTIALS.sub("", node).split(",")) != 3:
+        raise ValueError(f"a dynamic node is written @host,protocol,port; got {shown!r}")
+    return IngresTarget(text)
+
+
+def _mask_url(url: str) -> str:
+    """The URL with the password in its user information replaced by ***."""
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    if not at or not colon:
+        return url
+    return parts._replace(netloc=f"{user}:{MASK}@{hostport}").geturl()
+
+
+class AmqpUrl(SecretStr):
+    """The broker URL; shown with its password masked, complete via `get_secret_value()`."""
+
+    def _display(self) -> str:
+        return _mask_url(self.get_secret_value())
+
+
+def _check_amqp_url(url: AmqpUrl) -> AmqpUrl:
+    """amqp:// or amqps:// with a host and a sound port; messages never echo the URL."""
+    text = url.get_secret_value().strip()
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in ("amqp", "amqps") or not text.lower().startswith(
+        parts.scheme.lower() + "://"
+    ):
+        got = f"scheme {parts.scheme!r}" if parts.scheme and "://" in text else "no scheme"
+        raise ValueError(f"must start with amqp:// or amqps://; got {got}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        raise ValueError("has an invalid port (expected a number 1-65535)") from None
+    if not host:
+        raise ValueError("has no host; expected amqp://USER:PASSWORD@HOST:PORT/VHOST")
+    if port == 0:
+        raise ValueError("has an invalid port (expected a number 1-65535)")
+    return AmqpUrl(text)
+
+
+# --------------------------------------------------------------------------- event names
+
+
+_REGULAR_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_#@$]*")
+_MAX_NAME_BYTES = 32  # Ingres limit for event and owner names
+
+
+@dataclass(frozen=True, slots=True)
+class EventName:
+    """One configured DBEvent: its owner (None = the session's default) and name.
+
+    `owner` and `name` are as Ingres reports them on a caught event (regular
+    identifiers folded to lowercase; delimited ones as written, without quotes),
+    ready to compare with `ce_eventOwner` / `ce_eventName`. `sql` is the text to
+    put after REGISTER DBEVENT, with delimited parts quoted again.
+    """
+
+    owner: str | None
+    name: str
+    owner_delimited: bool = False
+    name_delimited: bool = False
+
+    @property
+    def sql(self) -> str:
+        """The name as SQL text, e.g. owner.name or "Owner"."My Event"."""
+        name = _quote(self.name) if self.name_delimited else self.name
+        if self.owner is None:
+            return name
+        owner = _quote(self.owner) if self.owner_delimited else self.owner
+        return f"{owner}.{name}"
+
+    def __str__(self) -> str:
+        return self.sql
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _split_unquoted(text: str, separator: str) -> list[str]:
+    """Split at `separator` outside double quotes ('""' inside quotes toggles twice: harmless)."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        if char == separator and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def _parse_identifier(raw: str, whole: str) -> tuple[str, bool]:
+    """One identifier → (name as Ingres stores it, delimited?); ValueError names `whole`."""
+    text = raw.strip()
+    if text.startswith('"'):
+        inner = text[1:-1] if len(text) >= 2 and text.endswith('"') else None
+        if inner is None or '"' in inner.replace('""', ""):
+            raise ValueError(f"{whole!r} has unbalanced double quotes")
+        name = inner.replace('""', '"').rstrip()  # Ingres ignores trailing blanks
+        if not name or any(ord(char) < 32 or ord(char) == 127 for char in name):
+            raise ValueError(f"{whole!r} has an empty or unprintable quoted name")
+        delimited = True
+    elif _REGULAR_IDENTIFIER.fullmatch(text):
+        name, delimited = text.lower(), False
+    else:
+        raise ValueError(
+            f"{whole!r} is not a valid event name: a name starts with a letter or _ and holds "
+            "only letters, digits, _, #, @ and $ (put any other name in double quotes)"
+        )
+    if len(name.encode()) > _MAX_NAME_BYTES:
+        raise ValueError(f"{whole!r} is longer than {_MAX_NAME_BYTES} bytes")
+    return name, delimited
+
+
+def parse_event_name(text: str) -> EventName:
+    """Parse `name` or `owner.name` (each part regular or "delimited"); ValueError if invalid."""
+    parts = _split_unquoted(text.strip(), ".")
+    if len(parts) > 2:
+        raise ValueError(f"{text.strip()!r} has too many dots: write name or owner.name")
+    name, name_delimited = _parse_identifier(parts[-1], text.strip())
+    if len(parts) == 1:
+        return EventName(None, name, name_delimited=name_delimited)
+    owner, owner_delimited = _parse_identifier(parts[0], text.strip())
+    return EventName(owner, name, owner_delimited, name_delimited)
+
+
+def _event_items(value: object) -> list[str]:
+    """The raw items of an event list: a list, a JSON list, or a comma-separated string."""
+    if isinstance(value, list | tuple):
+        if not all(isinstance(item, str) for item in value):
+            raise ValueError("must be a list of names (strings)")
+        return list(cast("list[str]", value))
+    if not isinstance(value, str):
+        raise ValueError("must be a list of names, or names separated by commas")
+    text = value.strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        try:
+            decoded = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"starts with '[' but is not a JSON list: {exc}") from None
+        return _event_items(decoded if isinstance(decoded, list) else None)
+    items = _split_unquoted(text, ",")
+    for position, item in enumerate(items, 1):
+        if not item.strip():
+            raise ValueError(f"item {position} of {len(items)} is empty (a stray comma?)")
+    return items
+
+
+def _parse_events(value: object) -> list[str]:
+    """Validate the event list; keep each name in its canonical SQL spelling."""
+    events: list[str] = []
+    seen: dict[tuple[str | None, str], str] = {}
+    for item in _event_items(value):
+        event = parse_event_name(item)
+        key = (event.owner, event.name)
+        if key in seen:
+            raise ValueError(f"{item.strip()!r} is listed twice (first as {seen[key]!r})")
+        seen[key] = item.strip()
+        events.append(event.sql)
+    return events
+
+
+# --------------------------------------------------------------------------- routing templates
+
+
+ROUTING_PLACEHOLDERS = ("owner", "name", "database")
+_MAX_SHORTSTR = 255  # AMQP routing keys and exchange names are short strings
+
+
+def _check_routing_template(template: str) -> None:
+    """Only {owner}, {name} and {database} placeholders; '{{' and '}}' for literal braces.
+
+    Same rule as the publisher's `bridge.routing.validate_template`.
+    """
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError:
+        raise ValueError(
+            f"unbalanced brace in {template!r}: placeholders are {{owner}}, {{name}}, "
+            "{database}; write {{ or }} for a literal brace"
+        ) from None
+    for _literal, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        if field not in ROUTING_PLACEHOLDERS or spec or conversion:
+            written = "{" + field + (f"!{conversion}" if conversion else "")
+            written += (f":{spec}" if spec else "") + "}"
+            raise ValueError(
+                f"unknown placeholder {written} in {template!r}: "
+                "use {owner}, {name} and {database} only"
+            )
+    literal = "".join(part[0] for part in parsed)
+    if len(literal.encode()) > _MAX_SHORTSTR:
+        raise ValueError(f"is longer than {_MAX_SHORTSTR} bytes")
+
+
+def _valid_routing_template(template: str) -> str:
+    _check_routing_template(template)
+    return template
+
+
+def _valid_short_string(value: str) -> str:
+    if len(value.encode()) > _MAX_SHORTSTR:
+        raise ValueError(f"is longer than {_MAX_SHORTSTR} bytes")
+    return value
+
+
+# --------------------------------------------------------------------------- other checks
+
+
+def _check_text_encoding(value: str) -> str:
+    """A codec Python knows that turns bytes into text; normalised to its canonical name."""
+    try:
+        b"".decode(value)
+        return codecs.lookup(value).name
+    except LookupError as exc:
+        if "not a text encoding" in str(exc):
+            raise ValueError(f"{value!r} is not a text encoding") from None
+        raise ValueError(
+            f"unknown text encoding {value!r}; use a Python codec name such as "
+            "utf-8, latin-1 or cp1252"
+        ) from None
+
+
+_LISTEN_OFF = frozenset({"", "off", "none", "false", "no", "disabled"})
+
+
+def _parse_listen(value: object) -> str | None:
+    """'HOST:PORT', '[IPv6]:PORT' or ':PORT' (all interfaces); 'off' or empty → None."""
+    if value is None or value is False:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = f":{value}"
+    if not isinstance(value, str):
+        raise ValueError(f"must be HOST:PORT or 'off'; got {value!r}")
+    text = value.strip()
+    if text.lower() in _LISTEN_OFF:
+        return None
+    host, colon, port_text = text.rpartition(":")
+    problem = f"must be HOST:PORT (e.g. 0.0.0.0:8080, [::]:8080, :9100) or 'off'; got {value!r}"
+    if not colon or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(problem)
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(problem) from None
+    elif ":" in host or any(char.isspace() for char in host):
+        raise ValueError(problem)
+    return f"{host or '0.0.0.0'}:{int(port_text)}"
+
+
+def _check_existing_file(path: Path | None) -> Path | None:
+    if path is not None and not path.is_file():
+        raise ValueError(f"{str(path)!r} is not a readable file")
+    return path
+
+
+ExistingFile = Annotated[
+    Path | None, BeforeValidator(_empty_to_none), AfterValidator(_check_existing_file)
+]
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class _Section(BaseModel):
+    """Common configuration: unknown keys are errors, values never change after loading."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, hide_input_in_errors=True, validate_default=True
+    )
+
+
+class IngresSettings(_Section):
+    """Where to catch DBEvents, which ones, and how to keep the session alive."""
+
+    target: Annotated[
+        IngresTarget | None, AfterValidator(lambda v: None if v is None else _check_target(v))
+    ] = Field(
+        default=None,
+        description="Connection target: database, vnode::database, or "
+        "@host,tcp_ip,PORT[user,password]::database. Required to run.",
+    )
+    user: Annotated[str | None, BeforeValidator(_empty_to_none)] = Field(
+        default=None, description="User name for the connection (unless the target carries it)."
+    )
+    password: Annotated[SecretStr | None, BeforeValidator(_empty_to_none)] = Field(
+        default=None, description="Password for `user`; prefer the secrets directory."
+    )
+    events: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="DBEvents to register: name or owner.name, comma-separated or a JSON "
+        'list; "Quoted" names keep their case. At least one is required to run.',
+    )
+    reconnect_backoff_min: PositiveDuration = Field(
+        default=1.0, description="First delay before reconnecting to Ingres (seconds)."
+    )
+    reconnect_backoff_max: PositiveDuration = Field(
+        default=60.0, description="Longest delay between reconnection attempts (seconds)."
+    )
+    idle_probe_interval: PositiveDuration = Field(
+        default=30.0,
+        description="After this long without an event, probe the connection with a query "
+        "(detects a half-open connection; seconds).",
+    )
+    get_event_timeout: PositiveDuration = Field(
+        default=1.0,
+        description="How long one IIapi_getEvent waits before returning to check for "
+        "shutdown (seconds).",
+    )
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _events(cls, value: object) -> list[str]:
+        return _parse_events(value)
+
+    def event_names(self) -> list[EventName]:
+        """The configured events, parsed (owner/name as Ingres reports them, SQL text)."""
+        return [parse_event_name(text) for text in self.events]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.reconnect_backoff_min > self.reconnect_backoff_max:
+            raise _FieldError(
+                "reconnect_backoff_max",
+                f"must not be less than reconnect_backoff_min ({self.reconnect_backoff_min:g}s);"
+                f" got {self.reconnect_backoff_max:g}s",
+            )
+        if self.get_event_timeout > self.idle_probe_interval:
+            raise _FieldError(
+                "get_event_timeout",
+                f"must not exceed idle_probe_interval ({self.idle_probe_interval:g}s); "
+                f"got {self.get_event_timeout:g}s",
+            )
+        self._check_credentials()
+        return self
+
+    def _check_credentials(self) -> None:
+        in_target = self.target is not None and self.target.has_credentials
+        if in_target and (self.user is not None or self.password is not None):
+            raise _FieldError(
+                "user" if self.user is not None else "password",
+                "the target already carries [user,password]; give the credentials only once",
+            )
+        if self.password is not None and self.user is None:
+            raise _FieldError("password", "is set but BRIDGE_INGRES__USER (ingres.user) is not")
+
+
+class TlsSettings(_Section):
+    """TLS towards the broker; used with amqps:// URLs only."""
+
+    ca_file: ExistingFile = Field(
+        default=None, description="CA bundle (PEM) to verify the broker; default: system CAs."
+    )
+    cert_file: ExistingFile = Field(
+        default=None, description="Client certificate (PEM) for mutual TLS."
+    )
+    key_file: ExistingFile = Field(
+        default=None, description="Private key (PEM) of cert_file, unless cert_file holds it."
+    )
+    verify_hostname: bool = Field(
+        default=True, description="Check that the broker's certificate names its host."
+    )
+    server_name: Annotated[str | None, BeforeValidator(_empty_to_none)] = Field(
+        default=None,
+        description="Host name to send (SNI) and verify, when it differs from the URL's host.",
+    )
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> Self:
+        if self.key_file is not None and self.cert_file is None:
+            raise _FieldError("key_file", "is set but cert_file is not")
+        return self
+
+    def customised(self) -> list[str]:
+        """The names of the settings that differ from their defaults."""
+        return [
+            name
+            for name, field in type(self).model_fields.items()
+            if getattr(self, name) != field.default
+        ]
+
+
+class AmqpSettings(_Section):
+    """The broker, the exchange the events go to, and how publishing behaves."""
+
+    url: Annotated[AmqpUrl, AfterValidator(_check_amqp_url)] = Field(
+        default=AmqpUrl("amqp://guest:guest@localhost:5672/"),
+        description="Broker URL, amqp:// or amqps://USER:PASSWORD@HOST:PORT/VHOST.",
+    )
+    exchange: Annotated[str, AfterValidator(_valid_short_string)] = Field(
+        default="ingres.dbevents", min_length=1, description="Exchange the events are published to."
+    )
+    exchange_type: Annotated[
+        Literal["direct", "fanout", "headers", "topic"],
+        _one_of(("direct", "fanout", "headers", "topic")),
+    ] = Field(default="topic", description="Type of the exchange: direct, fanout, headers, topic.")
+    declare_exchange: bool = Field(
+        default=True,
+        description="Declare the exchange (durable) at start; false: it must already exist.",
+    )
+    routing_key: Annotated[str, AfterValidator(_valid_routing_template)] = Field(
+        default="{owner}.{name}",
+        description="Routing key template; placeholders {owner}, {name}, {database}.",
+    )
+    gap_routing_key: Annotated[str, AfterValidator(_valid_short_string)] = Field(
+        default="dbevent-bridge.gap",
+        description="Routing key of the notices that report lost events (gaps).",
+    )
+    confirm_window: int = Field(
+        default=256,
+        gt=0,
+        le=65535,
+        description="Most published messages awaiting the broker's confirm at once.",
+    )
+    publish_timeout: PositiveDuration = Field(
+        default=30.0,
+        description="How long to wait for a confirm before treating the publish as failed "
+        "(seconds).",
+    )
+    text_encoding: Annotated[str, AfterValidator(_check_text_encoding)] = Field(
+        default="utf-8",
+        description="Encoding of the event text (a Python codec name); bytes that do not "
+        "decode are kept, never lost.",
+    )
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+
+    @property
+    def url_masked(self) -> str:
+        """The broker URL with its password replaced by ***: for logs and status pages."""
+        return _mask_url(self.url.get_secret_value())
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether the URL asks for TLS (amqps://)."""
+        return self.url.get_secret_value().lower().startswith("amqps://")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.declare_exchange and self.exchange.startswith("amq."):
+            raise _FieldError(
+                "exchange",
+                "names starting with 'amq.' are reserved by the broker and cannot be declared; "
+                "set BRIDGE_AMQP__DECLARE_EXCHANGE=false to publish to an existing one",
+            )
+        customised = self.tls.customised()
+        if customised and not self.uses_tls:
+            raise _FieldError(
+                f"tls.{customised[0]}", "applies to amqps:// URLs only, and amqp.url is amqp://"
+            )
+        return self
+
+
+class SpoolSettings(_Section):
+    """The on-disk spool that keeps caught events while the broker is unreachable."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Keep events on disk while the broker is away; false: memory queue only.",
+    )
+    path: Path = Field(
+        default=Path("/var/lib/dbevent-bridge/spool.sqlite3"),
+        description="SQLite file of the spool (its directory must be writable).",
+    )
+    max_bytes: ByteSize = Field(
+        default=1024**3,
+        description="Largest size of the spool: bytes, or with a unit (512MiB, 1GB).",
+    )
+    full_policy: Annotated[
+        Literal["block", "drop_newest", "drop_oldest"],
+        _one_of(("block", "drop_newest", "drop_oldest")),
+    ] = Field(
+        default="block",
+        description="When the spool is full: block (stop catching; Ingres drops what its queue "
+        "cannot hold), drop_newest (discard new events), drop_oldest (discard the oldest "
+        "spooled events). Each loss is reported as a gap.",
+    )
+
+
+class QueueSettings(_Section):
+    """The in-memory queue between the catcher and the publisher."""
+
+    max_events: int = Field(
+        default=10_000,
+        gt=0,
+        description="Most events held in memory; beyond it they go to the spool.",
+    )
+
+
+class ShutdownSettings(_Section):
+    """How a stop request (SIGTERM) is handled."""
+
+    drain_timeout: PositiveDuration = Field(
+        default=20.0,
+        description="How long to keep publishing caught events after a stop request; what "
+        "remains stays in the spool (seconds).",
+    )
+
+
+class HttpSettings(_Section):
+    """The HTTP endpoint for health checks and Prometheus metrics."""
+
+    listen: Annotated[str | None, BeforeValidator(_parse_listen)] = Field(
+        default="0.0.0.0:8080",
+        description="Address of the health/metrics endpoint, HOST:PORT; 'off' or empty: none.",
+    )
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to bind, or None when the endpoint is off; an IPv6 host is unbracketed."""
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+class LogSettings(_Section):
+    """Logging."""
+
+    level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        _one_of(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), fold="upper"),
+    ] = Field(default="INFO", description="Least severe level logged.")
+    format: Annotated[Literal["json", "console"], _one_of(("json", "console"))] = Field(
+        default="json", description="json: one JSON object per line; console: for people."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _SourcePlan:
+    """Where this load reads from; set by `load_settings` for the sources it builds."""
+
+    config_file: Path | None
+    config_origin: str
+    secrets_dir: Path
+
+
+_PLAN: ContextVar[_SourcePlan | None] = ContextVar("bridge_settings_plan", default=None)
+
+
+class Settings(BaseSettings):
+    """Every setting of the bridge. Build it with `load_settings`, not directly."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        dotenv_filtering="match_prefix",
+        case_sensitive=False,
+        extra="forbid",
+        frozen=True,
+        hide_input_in_errors=True,
+        validate_default=True,
+    )
+
+    ingres: IngresSettings = Field(default_factory=IngresSettings)
+    amqp: AmqpSettings = Field(default_factory=AmqpSettings)
+    spool: SpoolSettings = Field(default_factory=SpoolSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """CLI (init kwargs) > environment > .env > secrets directory > TOML file > defaults."""
+        plan = _PLAN.get() or _plan_from_environment(None)
+        secrets = NestedSecretsSettingsSource(
+            file_secret_settings,
+            secrets_dir=plan.secrets_dir,
+            secrets_dir_missing="ok",
+            secrets_nested_delimiter=NESTED_DELIMITER,
+        )
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=plan.config_file)
+        return init_settings, env_settings, dotenv_settings, secrets, toml
+
+    def require_events(self) -> None:
+        """Raise SettingsError unless at least one event is configured (`run` needs one).
+
+        `check-config` and `demo` may work without events, so this is not a
+        validator: the command that needs events calls it.
+        """
+        if not self.ingres.events:
+            raise SettingsError(
+                [
+                    _problem(
+                        ("ingres", "events"),
+                        "at least one event is required to run; "
+                        "e.g. BRIDGE_INGRES__EVENTS=orders,dba.stock",
+                    )
+                ]
+            )
+
+    def require_runnable(self) -> None:
+        """Raise SettingsError listing what `run` needs and lacks: a target and events."""
+        problems: list[str] = []
+        if self.ingres.target is None:
+            problems.append(
+                _problem(
+                    ("ingres", "target"),
+                    "is required to run; e.g. BRIDGE_INGRES__TARGET=myvnode::mydb",
+                )
+            )
+        try:
+            self.require_events()
+        except SettingsError as exc:
+            problems.extend(exc.problems)
+        if problems:
+            raise SettingsError(problems)
+
+    def masked_dict(self) -> dict[str, Any]:
+        """The effective settings as plain data, every secret shown as *** (for check-config)."""
+        return cast("dict[str, Any]", _masked(self.model_dump(mode="python")))
+
+
+def _masked(value: object) -> object:
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item) for item in value]
+    if isinstance(value, IngresTarget | AmqpUrl):
+        return str(value)
+    if isinstance(value, SecretStr):
+        return MASK
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# --------------------------------------------------------------------------- error rendering
+
+
+def _problem(path: tuple[str, ...], message: str) -> str:
+    return f"{env_name(path)} ({'.'.join(path)}): {message}"
+
+
+def _model_at(path: tuple[str, ...]) -> type[BaseModel] | None:
+    """The section model found at `path` below Settings, or None if `path` is no section."""
+    model: type[BaseModel] = Settings
+    for part in path:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _setting_path(loc: tuple[int | str, ...]) -> tuple[str, ...]:
+    """The setting an error location points at, without list indexes and union tags."""
+    path: list[str] = []
+    for part in loc:
+        if not isinstance(part, str):
+            continue
+        model = _model_at(tuple(path))
+        if model is None:
+            break
+        path.append(part)
+        if part not in model.model_fields:
+            break
+    return tuple(path)
+
+
+def _unknown_setting(path: tuple[str, ...]) -> str:
+    if path in (("config_file",), ("secrets_dir",)):
+        return "is read from the process environment only, not from .env; remove it there"
+    model = _model_at(path[:-1])
+    known = list(model.model_fields) if model is not None else []
+    close = difflib.get_close_matches(path[-1], known, n=1)
+    if close:
+        suggestion = (*path[:-1], close[0])
+        return f"unknown setting; did you mean {'.'.join(suggestion)} ({env_name(suggestion)})?"
+    return f"unknown setting; known here: {', '.join(known)}"
+
+
+_SCALARS = (str, int, float, bool)
+
+
+def _message(error: ErrorDetails, path: tuple[str, ...]) -> str:
+    kind = error["type"]
+    context = error.get("ctx") or {}
+    if kind == "value_error":
+        return str(context.get("error", error["msg"]))
+    if kind == "extra_forbidden":
+        return _unknown_setting(path)
+    if kind == "missing":
+        return "is required"
+    message = error["msg"]
+    message = re.sub(r"^Input should be ", "must be ", message)
+    if kind == "bool_parsing":
+        message = "must be true or false (also: yes/no, on/off, 1/0)"
+    value = error.get("input")
+    if path not in _SECRET_PATHS and isinstance(value, _SCALARS):
+        message += f"; got {value!r}"
+    return message
+
+
+def _problems_of(exc: ValidationError) -> list[str]:
+    """One line per error: ENV_NAME (dotted.path): message. Inputs of secrets are never shown."""
+    problems: list[str] = []
+    for error in exc.errors(include_url=False):
+        path = _setting_path(error["loc"])
+        context_error = (error.get("ctx") or {}).get("error")
+        if isinstance(context_error, _FieldError):
+            path = (*path, *context_error.field.split("."))
+        problems.append(_problem(path, _message(error, path)) if path else error["msg"])
+    return problems
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _plan_from_environment(config_file: Path | None) -> _SourcePlan:
+    origin = "--config"
+    if config_file is None and os.environ.get(CONFIG_FILE_ENV, "").strip():
+        config_file, origin = Path(os.environ[CONFIG_FILE_ENV].strip()), CONFIG_FILE_ENV
+    secrets = os.environ.get(SECRETS_DIR_ENV, "").strip()
+    return _SourcePlan(
+        config_file=config_file.expanduser() if config_file is not None else None,
+        config_origin=origin,
+        secrets_dir=Path(secrets).expanduser() if secrets else DEFAULT_SECRETS_DIR,
+    )
+
+
+def _file_problems(plan: _SourcePlan) -> list[str]:
+    """A named config file must exist and be TOML; a secrets path must be a directory if present."""
+    problems: list[str] = []
+    if plan.secrets_dir.exists() and not plan.secrets_dir.is_dir():
+        problems.append(f"{SECRETS_DIR_ENV}: {str(plan.secrets_dir)!r} is not a directory")
+    path = plan.config_file
+    if path is None:
+        return problems
+    where = f"{plan.config_origin}: config file {str(path)!r}"
+    try:
+        tomllib.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        problems.append(f"{where} does not exist")
+    except IsADirectoryError:
+        problems.append(f"{where} is a directory")
+    except OSError as exc:
+        problems.append(f"{where} cannot be read: {exc.strerror}")
+    except UnicodeDecodeError:
+        problems.append(f"{where} is not UTF-8 text")
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's messages give the position only, never the text: safe to show.
+        problems.append(f"{where} is not valid TOML: {exc}")
+    return problems
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, config_file: Path | None = None
+) -> Settings:
+    """Load the settings from every source (see the module docstring).
+
+    `overrides` is the nested mapping from the command line (see
+    `overrides_from_args`); it wins over everything. `config_file` comes from
+    `--config`; without it `BRIDGE_CONFIG_FILE` names the TOML file, if set.
+    Raises SettingsError listing every problem found.
+    """
+    plan = _plan_from_environment(config_file)
+    problems = _file_problems(plan)
+    if problems:
+        raise SettingsError(problems)
+    token = _PLAN.set(plan)
+    try:
+        return Settings(**dict(overrides or {}))
+    except ValidationError as exc:
+        problems = _problems_of(exc)
+    except pydantic_settings.SettingsError as exc:
+        # Raised for a source that cannot be read, e.g. BRIDGE_AMQP='{not json'.
+        problems = [f"settings: {exc}"]
+    finally:
+        _PLAN.reset(token)
+    # Raised outside the except blocks: the ValidationError (which holds the raw
+    # inputs, secrets included) must not travel along as __context__.
+    raise SettingsError(problems)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def leaf_fields(
+    model: type[BaseModel] = Settings, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], FieldInfo]]:
+    """Every leaf setting as (path, field), in declaration order: e.g. (('amqp', 'url'), ...)."""
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from leaf_fields(annotation, (*prefix, name))
+        else:
+            yield (*prefix, name), field
+
+
+def _option(path: tuple[str, ...]) -> str:
+    return "--" + "-".join(path).replace("_", "-")
+
+
+def _dest(path: tuple[str, ...]) -> str:
+    return "bridge_setting__" + NESTED_DELIMITER.join(path)
+
+
+def _default_text(field: FieldInfo) -> str:
+    if field.default_factory is not None:
+        return "none"
+    default = field.default
+    if isinstance(default, SecretStr):
+        default = str(default)
+    if isinstance(default, bool):
+        return str(default).lower()
+    return "none" if default is None else str(default)
+
+
+def add_cli_options(parser: argparse.ArgumentParser) -> None:
+    """Add `--config PATH` and one option per setting (e.g. --amqp-exchange-type).
+
+    Options not given leave the other sources alone; booleans have a `--no-` form.
+    """
+    parser.add_argument(
+        "--config",
+        dest="bridge_config_file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help=f"TOML configuration file (default: ${CONFIG_FILE_ENV}, if set)",
+    )
+    group = parser.add_argument_group(
+        "settings", "each option overrides its environment variable, .env, secrets and TOML"
+    )
+    for path, field in leaf_fields():
+        text = f"{field.description or ''} [{env_name(path)}; default: {_default_text(field)}]"
+        if path in _SECRET_PATHS:
+            text += " Prefer the environment or a secrets file: command lines are visible to all."
+        kwargs: dict[str, Any] = {"dest": _dest(path), "default": argparse.SUPPRESS}
+        if field.annotation is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["metavar"] = path[-1].upper()
+        group.add_argument(_option(path), help=text.replace("%", "%%"), **kwargs)
+
+
+def overrides_from_args(ns: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line, as the nested mapping `load_settings` takes."""
+    overrides: dict[str, Any] = {}
+    for path, _field in leaf_fields():
+        if hasattr(ns, _dest(path)):
+            section = overrides
+            for part in path[:-1]:
+                section = section.setdefault(part, {})
+            section[path[-1]] = getattr(ns, _dest(path))
+    return overrides
+
+
+def config_file_from_args(ns: argparse.Namespace) -> Path | None:
+    """The path given with --config, if any."""
+    value = getattr(ns, "bridge_config_file", None)
+    return value if isinstance(value, Path) else None
+
+
+def settings_from_args(ns: argparse.Namespace) -> Settings:
+    """`load_settings` with the overrides and --config of a parsed command line."""
+    return load_settings(overrides_from_args(ns), config_file_from_args(ns))
