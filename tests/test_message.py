@@ -1,0 +1,147 @@
+"""The AMQP message of an event and of a gap marker: exact body, properties, headers."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta, timezone
+
+import aio_pika
+import pytest
+
+from bridge.event import CaughtEvent
+from bridge.message import (
+    GapMarker,
+    build_event_message,
+    build_gap_message,
+    check_encoding,
+    event_body,
+    format_timestamp,
+    gap_body,
+)
+
+RAISED = datetime(2026, 11, 25, 8, 22, 23, 123456, tzinfo=UTC)
+
+
+def _event(text: bytes | None, owner: str = "ingres", name: str = "order_placed") -> CaughtEvent:
+    return CaughtEvent("salesdb", owner, name, RAISED, text, message_id="id-1")
+
+
+def test_exact_body() -> None:
+    assert event_body(_event(b"order 42")) == (
+        b'{"database":"salesdb","owner":"ingres","name":"order_placed",'
+        b'"raised_at":"2026-11-25T08:22:23.123456Z","text":"order 42"}'
+    )
+
+
+def test_no_text_is_null_without_base64() -> None:
+    body = json.loads(event_body(_event(None)))
+    assert body["text"] is None
+    assert "text_base64" not in body
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b"", b"x", b"y" * 256, b'say "hi" \\ back', "né ünïcödé €".encode(), b"\x00\x01\n\t"],
+)
+def test_valid_texts_round_trip(text: bytes) -> None:
+    body = json.loads(event_body(_event(text)))
+    assert body["text"] == text.decode("utf-8")
+    assert "text_base64" not in body
+    assert list(body) == ["database", "owner", "name", "raised_at", "text"]
+
+
+def test_non_ascii_text_is_written_as_utf8_not_escaped() -> None:
+    assert '"text":"né"'.encode() in event_body(_event("né".encode()))
+
+
+@pytest.mark.parametrize("text", [b"\xff", b"caf\xe9", b"\xc3", bytes(range(256))])
+def test_invalid_utf8_goes_to_base64(text: bytes) -> None:
+    body = json.loads(event_body(_event(text)))
+    assert body["text"] is None
+    assert base64.b64decode(body["text_base64"], validate=True) == text
+    assert list(body) == ["database", "owner", "name", "raised_at", "text", "text_base64"]
+
+
+def test_configured_encoding_is_used() -> None:
+    assert json.loads(event_body(_event(b"caf\xe9"), "latin-1"))["text"] == "café"
+    # 0x81 is undefined in cp1252: not valid there either.
+    assert json.loads(event_body(_event(b"\x81"), "cp1252"))["text_base64"] == "gQ=="
+
+
+@pytest.mark.parametrize(
+    ("moment", "text"),
+    [
+        (RAISED, "2026-11-25T08:22:23.123456Z"),
+        (datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), "2026-01-02T03:04:05.000000Z"),
+        (datetime(2026, 1, 2, 3, 4, 5, 7, tzinfo=UTC), "2026-01-02T03:04:05.000007Z"),
+        (
+            datetime(2026, 1, 2, 1, 0, 0, tzinfo=timezone(timedelta(hours=2))),
+            "2026-01-01T23:00:00.000000Z",
+        ),
+    ],
+)
+def test_timestamp_format(moment: datetime, text: str) -> None:
+    assert format_timestamp(moment) == text
+
+
+def test_naive_timestamp_is_refused() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        format_timestamp(datetime(2026, 1, 1))
+
+
+def test_properties_and_headers() -> None:
+    message = build_event_message(_event(b"t"))
+    assert message.body == event_body(_event(b"t"))
+    assert message.content_type == "application/json"
+    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert message.message_id == "id-1"
+    assert message.timestamp == RAISED
+    assert message.app_id == "dbevent-bridge"
+    assert message.type == "ingres.order_placed"
+    assert message.headers == {
+        "x-dbevent-database": "salesdb",
+        "x-dbevent-owner": "ingres",
+        "x-dbevent-name": "order_placed",
+    }
+
+
+def test_headers_carry_raw_values() -> None:
+    message = build_event_message(_event(None, owner="o.w n", name="é#*"))
+    assert message.headers["x-dbevent-owner"] == "o.w n"
+    assert message.headers["x-dbevent-name"] == "é#*"
+    assert message.type == "o.w n.é#*"
+
+
+def test_gap_marker_message() -> None:
+    marker = GapMarker(
+        database="salesdb",
+        lost_from=datetime(2026, 11, 25, 8, 0, tzinfo=UTC),
+        lost_until=datetime(2026, 11, 25, 8, 5, 0, 500, tzinfo=UTC),
+        reason="ingres connection lost",
+        message_id="gap-1",
+    )
+    assert gap_body(marker) == (
+        b'{"database":"salesdb","lost_from":"2026-11-25T08:00:00.000000Z",'
+        b'"lost_until":"2026-11-25T08:05:00.000500Z","reason":"ingres connection lost"}'
+    )
+    message = build_gap_message(marker)
+    assert message.body == gap_body(marker)
+    assert message.type == "dbevent-bridge.gap"
+    assert message.content_type == "application/json"
+    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert message.message_id == "gap-1"
+    assert message.app_id == "dbevent-bridge"
+    assert message.timestamp == marker.lost_until  # AMQP truncates to seconds on the wire
+    assert message.headers == {"x-dbevent-database": "salesdb"}
+
+
+def test_gap_markers_get_unique_ids() -> None:
+    now = datetime.now(UTC)
+    assert GapMarker("d", now, now, "r").message_id != GapMarker("d", now, now, "r").message_id
+
+
+@pytest.mark.parametrize("encoding", ["nope", "hex", "rot13"])
+def test_unusable_encodings(encoding: str) -> None:
+    with pytest.raises(ValueError, match="unusable text encoding"):
+        check_encoding(encoding)
