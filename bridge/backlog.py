@@ -1,0 +1,457 @@
+"""The backlog between catcher and publisher: a bounded queue in memory, backed by the spool.
+
+Life of an event (spool enabled): `put` (on the event loop) appends it to a
+pending batch; one loop iteration's events are committed to the spool in one
+transaction; only then is the event handed to `get`, so a broker confirm can
+never precede durability. `confirmed` forgets it: deletes are buffered a few
+milliseconds and committed in one transaction (a crash in between publishes
+those events again after the restart: at least once, never lost).
+
+Memory is bounded by `max_events`. When it is full, further events live only
+in the spool ("spilled") and are read back in order (by seq) when memory
+drains; events left in the spool by an earlier run are read back first, with
+their original message_id. With the spool disabled (faster, not crash-safe),
+the in-memory queue is the only store and `max_events` is its limit.
+
+When the store is full (spool: `max_bytes` of unconfirmed events; no spool:
+`max_events` waiting in memory), `FullPolicy` decides, always logged and
+counted (`events_dropped{reason="spool_full"}`):
+
+- `drop_newest`: the new event is dropped.
+- `drop_oldest`: the oldest event not yet handed to the publisher is dropped.
+- `block`: the room gate closes (`has_room` / `wait_for_room`, thread-safe) so
+  the catcher stops taking events from Ingres until there is room. Ingres then
+  discards the events raised meanwhile; the catcher reports that as a gap. An
+  event the catcher had already taken is still accepted (the bridge holds the
+  only copy), so the limit can be overshot by what the catcher holds when the
+  gate closes; past `block_slack` such events a caller that ignores the gate
+  gets its events dropped (logged, counted), so memory and disk stay bounded.
+
+Everything except `has_room` and `wait_for_room` must be called on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from enum import StrEnum
+from typing import Final
+
+from bridge.event import CaughtEvent
+from bridge.metrics import Metrics
+from bridge.spool import Spool, SpoolError, event_size
+
+logger = logging.getLogger(__name__)
+
+# Fill levels for the "getting full" warnings; the warning is not repeated
+# until the fill has gone back below the low mark (no log flood at the edge).
+_HIGH_FRACTION: Final = 0.8
+_LOW_FRACTION: Final = 0.7
+_NORMAL, _HIGH, _FULL = 0, 1, 2
+
+
+class FullPolicy(StrEnum):
+    """What to do with an event when the backlog is full (BRIDGE_SPOOL__FULL_POLICY)."""
+
+    DROP_NEWEST = "drop_newest"
+    DROP_OLDEST = "drop_oldest"
+    BLOCK = "block"
+
+
+class Backlog:
+    """Ordered, bounded, optionally durable hand-over from the catcher to the publisher.
+
+    Implements the publisher's `EventSource` protocol (`get`, `confirmed`).
+    The backlog owns `spool`: `shutdown` closes it.
+    """
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        spool: Spool | None,
+        *,
+        max_events: int = 10_000,
+        max_bytes: int = 1024**3,
+        full_policy: FullPolicy | str = FullPolicy.BLOCK,
+        flush_max: int = 256,
+        delete_max: int = 512,
+        delete_delay: float = 0.005,
+        refill_chunk: int = 1024,
+        block_slack: int = 1024,
+    ) -> None:
+        """Wrap `spool` (None: memory only). Leftovers in the spool are handed out first.
+
+        `flush_max` caps the events per append transaction, `delete_max` and
+        `delete_delay` (seconds) how many confirmed ids are buffered and for
+        how long, `refill_chunk` how many spilled events are read back at once.
+        """
+        if max_events < 1 or max_bytes < 1 or flush_max < 1 or delete_max < 1:
+            raise ValueError("max_events, max_bytes, flush_max and delete_max must be >= 1")
+        self._metrics = metrics
+        self._spool = spool
+        self._max_events = max_events
+        self._max_bytes = max_bytes
+        self._policy = FullPolicy(full_policy)
+        self._flush_max = flush_max
+        self._delete_max = delete_max
+        self._delete_delay = delete_delay
+        self._refill_chunk = max(1, min(refill_chunk, max_events))
+        self._block_slack = block_slack
+        limit = max_bytes if spool is not None else max_events
+        self._limit = limit
+        self._high_mark = limit * _HIGH_FRACTION
+        self._low_mark = limit * _LOW_FRACTION
+
+        self._mem: deque[CaughtEvent] = deque()  # committed, waiting for get(), in order
+        self._pending: list[CaughtEvent] = []  # put, not yet committed to the spool
+        self._flush_scheduled = False
+        self._to_delete: list[str] = []  # confirmed ids, not yet deleted from the spool
+        self._delete_timer: asyncio.TimerHandle | None = None
+        # Spilled: events with seq > _mem_last_seq are in the spool only.
+        self._spilled = False
+        self._mem_last_seq = 0
+        self._held = 0  # events not yet confirmed or dropped (pending, queued, in flight)
+        self._held_bytes = 0
+        self._closed = False
+        self._shut = False
+        self._level = _NORMAL
+        self._warned_full = False
+        self._overshoot = 0
+        self._late_confirm_warned = False
+        self._nonempty = asyncio.Event()
+        self._room = threading.Event()
+        self._room.set()
+        self._dropped_full = metrics.events_dropped.labels(reason="spool_full")
+        if spool is not None:
+            self._resume(spool)
+        self._after_change()
+        self._update_gauges()
+
+    def _resume(self, spool: Spool) -> None:
+        """Adopt what an earlier run left in the spool: it is published first."""
+        self._held = spool.depth
+        self._held_bytes = spool.bytes
+        if spool.depth:
+            self._spilled = True
+            logger.info(
+                "spool %s holds %d unconfirmed events (%d bytes) from an earlier run; "
+                "publishing them first", spool.path, spool.depth, spool.bytes,
+            )
+
+    # --- intake (catcher side) -------------------------------------------------------
+
+    def put(self, event: CaughtEvent) -> bool:
+        """Take a caught event; on the event loop. True when it was taken.
+
+        False means it was dropped (logged and counted): the backlog is closed,
+        or full under `drop_newest` (or `block`, past `block_slack`).
+        """
+        if self._closed:
+            self._drop(event, "shutdown", "the backlog is closed")
+            return False
+        size = event_size(event)
+        if self._is_full(size) and not self._make_room(event, size):
+            return False
+        self._held += 1
+        self._held_bytes += size
+        if self._spool is None:
+            self._mem.append(event)
+            self._metrics.queue_depth.set(len(self._mem))
+            self._nonempty.set()
+        else:
+            self._pending.append(event)
+            if len(self._pending) >= self._flush_max:
+                self._flush()
+            elif not self._flush_scheduled:
+                # Everything put during this loop iteration goes in one transaction.
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+        self._after_change()
+        return True
+
+    @property
+    def has_room(self) -> bool:
+        """False while the `block` policy holds the catcher back; thread-safe."""
+        return self._room.is_set() and not self._closed
+
+    def wait_for_room(self, timeout: float | None = None) -> bool:
+        """Block the calling (catcher) thread until there is room; thread-safe.
+
+        True when there is room; False on timeout or when the backlog is closed.
+        Only the `block` policy ever makes this wait.
+        """
+        return self._room.wait(timeout) and not self._closed
+
+    def _is_full(self, size: int) -> bool:
+        if self._spool is None:
+            return len(self._mem) >= self._max_events
+        return self._held_bytes + size > self._max_bytes
+
+    def _make_room(self, event: CaughtEvent, size: int) -> bool:
+        """Apply the full policy; True when `event` may be taken."""
+        if self._policy is FullPolicy.DROP_NEWEST:
+            self._drop(event, "spool_full", "the backlog is full (policy drop_newest)")
+            return False
+        if self._policy is FullPolicy.DROP_OLDEST:
+            while self._is_full(size):
+                victim = self._take_oldest_waiting()
+                if victim is None:  # Everything is in flight: only the new one can go.
+                    self._drop(event, "spool_full", "the backlog is full and all in flight")
+                    return False
+                self._drop(victim, "spool_full", "the backlog is full (policy drop_oldest)")
+            return True
+        if self._overshoot < self._block_slack:
+            # Already taken from Ingres: refusing it now would lose it.
+            self._overshoot += 1
+            return True
+        self._drop(event, "spool_full", "the backlog is full and the catcher ignores the gate")
+        return False
+
+    def _take_oldest_waiting(self) -> CaughtEvent | None:
+        """Remove and return the oldest event not yet handed out, or None."""
+        if not self._mem and self._spilled:
+            self._refill()
+        if self._mem:
+            victim = self._mem.popleft()
+            if self._spool is not None:
+                self._forget(victim.message_id)
+        elif self._pending:
+            victim = self._pending.pop(0)
+        else:
+            return None
+        self._held -= 1
+        self._held_bytes -= event_size(victim)
+        return victim
+
+    def _drop(self, event: CaughtEvent, reason: str, why: str) -> None:
+        counter = self._dropped_full if reason == "spool_full" else (
+            self._metrics.events_dropped.labels(reason=reason))
+        counter.inc()
+        logger.error(
+            "DROPPED event message_id=%s owner=%s name=%s database=%s: %s",
+            event.message_id, event.owner, event.name, event.database, why,
+        )
+
+    # --- spool writes ----------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Commit pending events to the spool, then make them available to `get`."""
+        self._flush_scheduled = False
+        spool = self._spool
+        if spool is None or spool.closed:
+            return
+        while self._pending:
+            batch = self._pending[: self._flush_max]
+            del self._pending[: self._flush_max]
+            try:
+                spool.append(batch)
+            except SpoolError as exc:
+                self._spool_failed(batch, exc)
+                continue
+            self._committed(batch, spool.last_seq)
+        self._update_gauges()
+        if self._mem:
+            self._nonempty.set()
+
+    def _committed(self, batch: list[CaughtEvent], last_seq: int) -> None:
+        if self._spilled:
+            return  # Read back from the spool, in order, once memory drains.
+        room = self._max_events - len(self._mem)
+        if room >= len(batch):
+            self._mem.extend(batch)
+            self._mem_last_seq = last_seq
+            return
+        self._mem.extend(batch[:room])
+        self._mem_last_seq = last_seq - len(batch) + room
+        self._spilled = True
+        logger.info("in-memory queue full (%d events): spilling to the spool", self._max_events)
+
+    def _spool_failed(self, batch: list[CaughtEvent], exc: SpoolError) -> None:
+        """Keep what memory can hold (not crash-safe); drop the rest, loudly."""
+        room = 0 if self._spilled else self._max_events - len(self._mem)
+        keep = batch[: max(room, 0)]
+        logger.error(
+            "%s; %d events kept in memory only (lost on a crash), %d dropped",
+            exc, len(keep), len(batch) - len(keep),
+        )
+        self._mem.extend(keep)
+        for event in batch[len(keep):]:
+            self._held -= 1
+            self._held_bytes -= event_size(event)
+            self._drop(event, "spool_error", "the spool cannot be written")
+
+    def _refill(self) -> None:
+        """Read spilled events back into memory, in seq order."""
+        assert self._spool is not None  # Only the spool ever spills.
+        limit = min(self._refill_chunk, self._max_events - len(self._mem))
+        if limit <= 0:
+            return
+        rows = self._spool.read(self._mem_last_seq, limit)
+        self._mem.extend(event for _, event in rows)
+        if rows:
+            self._mem_last_seq = rows[-1][0]
+        if len(rows) < limit or self._mem_last_seq >= self._spool.last_seq:
+            # Caught up with what is committed: later commits go straight to memory.
+            self._spilled = False
+            self._mem_last_seq = self._spool.last_seq
+            logger.info("spilled events all read back from the spool")
+
+    # --- output (publisher side) -----------------------------------------------------
+
+    async def get(self) -> CaughtEvent | None:
+        """The next event, in order; None once closed and everything was handed out."""
+        while True:
+            if not self._mem and self._spilled and not self._shut:
+                self._refill()
+            if self._mem:
+                event = self._mem.popleft()
+                self._metrics.queue_depth.set(len(self._mem) + len(self._pending))
+                if self._spool is None:
+                    self._after_change()  # Without a spool, the limit counts what waits.
+                return event
+            if self._shut or (self._closed and not self._pending):
+                return None
+            self._nonempty.clear()
+            await self._nonempty.wait()
+
+    def confirmed(self, event: CaughtEvent) -> None:
+        """The broker confirmed `event` (calls come in order): forget it durably, soon."""
+        if self._shut:
+            if not self._late_confirm_warned:
+                self._late_confirm_warned = True
+                logger.warning(
+                    "confirm after shutdown (message_id=%s): such events stay in the spool "
+                    "and are published again on the next start", event.message_id,
+                )
+            return
+        self._held -= 1
+        self._held_bytes -= event_size(event)
+        if self._spool is not None:
+            self._forget(event.message_id)
+        self._after_change()
+
+    def _forget(self, message_id: str) -> None:
+        """Buffer a delete; flushed when `delete_max` ids wait or after `delete_delay`."""
+        self._to_delete.append(message_id)
+        if len(self._to_delete) >= self._delete_max:
+            self._flush_deletes()
+        elif self._delete_timer is None:
+            loop = asyncio.get_running_loop()
+            self._delete_timer = loop.call_later(self._delete_delay, self._flush_deletes)
+
+    def _flush_deletes(self) -> None:
+        if self._delete_timer is not None:
+            self._delete_timer.cancel()
+            self._delete_timer = None
+        if not self._to_delete or self._spool is None or self._spool.closed:
+            return
+        ids, self._to_delete = self._to_delete, []
+        try:
+            self._spool.delete(ids)
+        except SpoolError as exc:
+            logger.error(
+                "%s; %d confirmed events stay in the spool and will be published again "
+                "after a restart", exc, len(ids),
+            )
+        self._update_gauges()
+
+    # --- life cycle ------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop intake (later `put` drops, logged) and flush to the spool; idempotent.
+
+        `get` keeps handing out what is held and then returns None; `confirmed`
+        keeps working until `shutdown`.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._flush()
+        self._flush_deletes()
+        self._room.set()  # Wake a catcher blocked in wait_for_room; it sees "closed".
+        self._nonempty.set()
+        logger.info(
+            "backlog closed: %d events waiting in memory, %d unconfirmed in all",
+            len(self._mem), self._held,
+        )
+
+    def shutdown(self) -> None:
+        """Close, flush the buffered deletes and close the spool; idempotent.
+
+        Events not confirmed by now stay in the spool and are published first
+        on the next start.
+        """
+        self.close()
+        if self._shut:
+            return
+        self._flush_deletes()
+        self._shut = True
+        self._nonempty.set()
+        if self._spool is not None:
+            logger.info("spool %s closed holding %d events", self._spool.path, self._spool.depth)
+            self._spool.close()
+
+    @property
+    def depth(self) -> int:
+        """Events not yet confirmed or dropped: waiting, spilled and in flight."""
+        return self._held
+
+    @property
+    def bytes(self) -> int:
+        """The `event_size` total of the events counted by `depth`."""
+        return self._held_bytes
+
+    @property
+    def spilled(self) -> bool:
+        """Whether some events wait in the spool only (memory was full)."""
+        return self._spilled
+
+    @property
+    def memory_depth(self) -> int:
+        """Events held in memory waiting for `get` (committed or pending commit)."""
+        return len(self._mem) + len(self._pending)
+
+    # --- fill level: gate, warnings, gauges ------------------------------------------
+
+    def _after_change(self) -> None:
+        used = self._held_bytes if self._spool is not None else len(self._mem)
+        full = used >= self._limit
+        if self._policy is FullPolicy.BLOCK and full == self._room.is_set() and not self._closed:
+            if full:
+                self._room.clear()
+            else:
+                self._room.set()
+                self._overshoot = 0
+        if full:
+            level = _FULL
+        elif used >= self._high_mark or (self._level != _NORMAL and used >= self._low_mark):
+            level = _HIGH
+        else:
+            level = _NORMAL
+        if level != self._level:
+            self._level_changed(level, used)
+
+    def _level_changed(self, level: int, used: int) -> None:
+        what = "spool" if self._spool is not None else "in-memory queue"
+        unit = "bytes" if self._spool is not None else "events"
+        if level == _NORMAL:
+            logger.info("%s back below %d%% of its limit (%d of %d %s)", what,
+                        _LOW_FRACTION * 100, used, self._limit, unit)
+            self._warned_full = False
+        elif level == _HIGH and self._level == _NORMAL:
+            logger.warning("%s above %d%% of its limit (%d of %d %s)", what,
+                           _HIGH_FRACTION * 100, used, self._limit, unit)
+        elif level == _FULL and not self._warned_full:
+            self._warned_full = True
+            logger.warning("%s FULL (%d of %d %s): policy %s applies", what, used,
+                           self._limit, unit, self._policy.value)
+        self._level = level
+
+    def _update_gauges(self) -> None:
+        m = self._metrics
+        m.queue_depth.set(len(self._mem) + len(self._pending))
+        if self._spool is not None and not self._spool.closed:
+            m.spool_depth.set(self._spool.depth)
+            m.spool_bytes.set(self._spool.bytes)

@@ -1,0 +1,362 @@
+"""The backlog: order, durability before hand-out, spilling, resume, full policies, close."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bridge.backlog import Backlog, FullPolicy
+from bridge.event import CaughtEvent
+from bridge.metrics import Metrics
+from bridge.spool import Spool, event_size
+
+T0 = datetime(2024, 5, 17, 12, 0, 0, tzinfo=UTC)
+
+
+def make_event(i: int) -> CaughtEvent:
+    return CaughtEvent("db", "owner", f"ev{i % 5}", T0 + timedelta(microseconds=i),
+                       b"t" * 10, message_id=f"id-{i:05d}")
+
+
+SIZE = event_size(make_event(0))  # Every make_event has the same size.
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+def spool_path(tmp_path: Path) -> Path:
+    return tmp_path / "spool.sqlite"
+
+
+@pytest.fixture
+def spool(spool_path: Path) -> Iterator[Spool]:
+    opened = Spool.open(spool_path)
+    yield opened
+    opened.close()
+
+
+def dropped(metrics: Metrics, reason: str = "spool_full") -> float:
+    value = metrics.registry.get_sample_value(
+        "dbevent_bridge_events_dropped_total", {"reason": reason})
+    return value or 0.0
+
+
+async def take(backlog: Backlog, count: int) -> list[CaughtEvent]:
+    return [e for e in [await asyncio.wait_for(backlog.get(), 5) for _ in range(count)]
+            if e is not None]
+
+
+async def settle() -> None:
+    """Let scheduled flushes and delete timers run."""
+    await asyncio.sleep(0.02)
+
+
+async def test_event_is_handed_out_only_once_committed(metrics: Metrics, spool: Spool) -> None:
+    backlog = Backlog(metrics, spool)
+    events = [make_event(i) for i in range(3)]
+    for event in events:
+        assert backlog.put(event)
+    assert spool.depth == 0  # Batched: nothing committed within the loop iteration.
+    first = await backlog.get()
+    assert first == events[0]
+    assert spool.depth == 3  # Committed, in one transaction, before the hand-out.
+    assert await take(backlog, 2) == events[1:]
+    backlog.shutdown()
+
+
+async def test_confirmed_events_are_deleted_in_batches(metrics: Metrics, spool: Spool) -> None:
+    backlog = Backlog(metrics, spool, delete_max=4, delete_delay=0.01)
+    events = [make_event(i) for i in range(10)]
+    for event in events:
+        backlog.put(event)
+    got = await take(backlog, 10)
+    for event in got[:5]:
+        backlog.confirmed(event)
+    assert spool.depth == 6  # Four deleted at once (delete_max), one buffered.
+    await settle()
+    assert spool.depth == 5  # The timer flushed the buffered one.
+    assert [e for _, e in spool.read(0, 100)] == events[5:]
+    assert metrics.registry.get_sample_value("dbevent_bridge_spool_depth") == 5
+    assert metrics.registry.get_sample_value("dbevent_bridge_spool_bytes") == 5 * SIZE
+    for event in got[5:]:
+        backlog.confirmed(event)
+    assert backlog.depth == 0
+    assert backlog.bytes == 0
+    backlog.shutdown()  # Flushes the buffered deletes.
+    reopened = Spool.open(spool.path)
+    assert reopened.depth == 0
+    reopened.close()
+
+
+async def test_order_across_memory_spill_memory(metrics: Metrics, spool: Spool) -> None:
+    backlog = Backlog(metrics, spool, max_events=10, flush_max=8, refill_chunk=4)
+    expected = [make_event(i) for i in range(200)]
+    feed = iter(expected)
+    got: list[CaughtEvent] = []
+    saw_spill = False
+    for round_no in range(40):
+        for _ in range(7 if round_no < 20 else 3):  # Fill faster than we drain, then slower.
+            event = next(feed, None)
+            if event is not None:
+                backlog.put(event)
+        await asyncio.sleep(0)
+        saw_spill = saw_spill or backlog.spilled
+        got.extend(await take(backlog, min(5, len(expected) - len(got))))
+        assert backlog.memory_depth <= 10 + 8  # Queue plus at most one pending batch.
+    got.extend(await take(backlog, len(expected) - len(got)))
+    assert saw_spill
+    assert not backlog.spilled
+    assert got == expected
+    for event in got:
+        backlog.confirmed(event)
+    backlog.shutdown()
+
+
+async def test_memory_stays_bounded_when_nobody_reads(metrics: Metrics, spool: Spool) -> None:
+    backlog = Backlog(metrics, spool, max_events=50, flush_max=16)
+    events = [make_event(i) for i in range(2000)]
+    for event in events:
+        backlog.put(event)
+        assert backlog.memory_depth <= 50 + 16
+    await settle()
+    assert backlog.memory_depth <= 50
+    assert spool.depth == 2000
+    assert await take(backlog, 2000) == events
+    backlog.shutdown()
+
+
+async def test_restart_yields_leftovers_first_with_their_ids(
+    metrics: Metrics, spool_path: Path
+) -> None:
+    first = Backlog(metrics, Spool.open(spool_path))
+    old = [make_event(i) for i in range(20)]
+    for event in old:
+        first.put(event)
+    got = await take(first, 8)
+    for event in got[:5]:  # Three more are in flight, unconfirmed, at "crash" time.
+        first.confirmed(event)
+    first.shutdown()
+
+    second = Backlog(Metrics(), Spool.open(spool_path), max_events=4, refill_chunk=3)
+    assert second.depth == 15
+    assert second.spilled
+    new = [make_event(i) for i in range(100, 105)]
+    for event in new:
+        second.put(event)
+    assert await take(second, 20) == old[5:] + new
+    second.shutdown()
+
+
+async def test_drop_newest(metrics: Metrics, spool: Spool,
+                           caplog: pytest.LogCaptureFixture) -> None:
+    backlog = Backlog(metrics, spool, max_bytes=5 * SIZE, full_policy="drop_newest")
+    events = [make_event(i) for i in range(8)]
+    with caplog.at_level(logging.INFO, logger="bridge.backlog"):
+        taken = [backlog.put(event) for event in events]
+    assert taken == [True] * 5 + [False] * 3
+    assert dropped(metrics) == 3
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 3
+    for event, message in zip(events[5:], errors, strict=True):
+        assert event.message_id in message
+        assert f"owner={event.owner}" in message
+        assert f"name={event.name}" in message
+    assert await take(backlog, 5) == events[:5]
+    await settle()
+    assert spool.depth == 5
+    backlog.shutdown()
+
+
+async def test_drop_oldest_spares_events_in_flight(metrics: Metrics, spool: Spool,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    backlog = Backlog(metrics, spool, max_bytes=5 * SIZE, full_policy=FullPolicy.DROP_OLDEST,
+                      delete_delay=0.001)
+    events = [make_event(i) for i in range(9)]
+    for event in events[:5]:
+        backlog.put(event)
+    in_flight = await take(backlog, 2)
+    with caplog.at_level(logging.ERROR, logger="bridge.backlog"):
+        for event in events[5:]:
+            assert backlog.put(event)
+    assert dropped(metrics) == 4
+    dropped_ids = [e.message_id for e in events[2:5]] + [events[5].message_id]
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert [next(i for i in dropped_ids if i in m) for m in messages] == dropped_ids
+    assert await take(backlog, 3) == events[6:]
+    await settle()
+    # The dropped events are gone from the spool too; the ones in flight stay.
+    assert [e for _, e in spool.read(0, 100)] == in_flight + events[6:]
+    assert backlog.depth == 5
+    backlog.shutdown()
+
+
+async def test_drop_oldest_when_everything_is_in_flight_drops_the_new_one(
+    metrics: Metrics, spool: Spool
+) -> None:
+    backlog = Backlog(metrics, spool, max_bytes=2 * SIZE, full_policy="drop_oldest")
+    backlog.put(make_event(0))
+    backlog.put(make_event(1))
+    await take(backlog, 2)
+    assert not backlog.put(make_event(2))
+    assert dropped(metrics) == 1
+    backlog.shutdown()
+
+
+async def test_block_closes_the_gate_and_overshoot_is_bounded(
+    metrics: Metrics, spool: Spool, caplog: pytest.LogCaptureFixture
+) -> None:
+    backlog = Backlog(metrics, spool, max_bytes=4 * SIZE, full_policy="block", block_slack=2)
+    events = [make_event(i) for i in range(8)]
+    with caplog.at_level(logging.INFO, logger="bridge.backlog"):
+        for event in events[:4]:
+            assert backlog.put(event)
+        assert not backlog.has_room
+        assert not backlog.wait_for_room(0.01)
+        # The catcher already held two when the gate closed: still taken, not lost.
+        assert backlog.put(events[4])
+        assert backlog.put(events[5])
+        # A caller that ignores the gate gets drops, so memory and disk stay bounded.
+        assert not backlog.put(events[6])
+        assert dropped(metrics) == 1
+
+        waiter_saw: list[bool] = []
+        waiter = threading.Thread(target=lambda: waiter_saw.append(backlog.wait_for_room(5)))
+        waiter.start()
+        got = await take(backlog, 6)
+        for event in got[:3]:
+            backlog.confirmed(event)
+        await asyncio.to_thread(waiter.join, 5)
+    assert waiter_saw == [True]
+    assert backlog.has_room
+    assert got == events[:6]
+    assert any("FULL" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    backlog.shutdown()
+
+
+async def test_fill_warnings_are_not_repeated(metrics: Metrics, spool: Spool,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    backlog = Backlog(metrics, spool, max_bytes=10 * SIZE, full_policy="drop_newest")
+    with caplog.at_level(logging.INFO, logger="bridge.backlog"):
+        for i in range(10):
+            backlog.put(make_event(i))
+        got = await take(backlog, 10)
+        # Flap at the edge: confirm one, put one, many times.
+        for i in range(10, 30):
+            backlog.confirmed(got.pop(0))
+            backlog.put(make_event(i))
+            got.extend(await take(backlog, 1))
+        for event in got:
+            backlog.confirmed(event)
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+    warnings = [m for level, m in messages if level == logging.WARNING]
+    assert len(warnings) == 2
+    assert "above 80%" in warnings[0]
+    assert "FULL" in warnings[1]
+    assert sum("back below 70%" in m for level, m in messages if level == logging.INFO) == 1
+    backlog.shutdown()
+
+
+async def test_spool_off_keeps_order_and_bounds_memory(metrics: Metrics) -> None:
+    backlog = Backlog(metrics, None, max_events=5, full_policy="drop_newest")
+    events = [make_event(i) for i in range(7)]
+    taken = [backlog.put(event) for event in events]
+    assert taken == [True] * 5 + [False] * 2
+    assert backlog.memory_depth == 5
+    assert dropped(metrics) == 2
+    assert metrics.registry.get_sample_value("dbevent_bridge_queue_depth") == 5
+    got = await take(backlog, 5)
+    assert got == events[:5]
+    for event in got:
+        backlog.confirmed(event)
+    assert backlog.depth == 0
+    backlog.close()
+    assert await backlog.get() is None
+    backlog.shutdown()
+
+
+async def test_spool_off_drop_oldest_and_block(metrics: Metrics) -> None:
+    oldest = Backlog(metrics, None, max_events=3, full_policy="drop_oldest")
+    for i in range(5):
+        assert oldest.put(make_event(i))
+    assert await take(oldest, 3) == [make_event(i) for i in (2, 3, 4)]
+    blocking = Backlog(metrics, None, max_events=3, full_policy="block", block_slack=1)
+    for i in range(3):
+        assert blocking.put(make_event(i))
+    assert not blocking.has_room
+    assert blocking.put(make_event(3))
+    assert not blocking.put(make_event(4))
+    assert dropped(metrics) == 3
+    await take(blocking, 1)
+    assert not blocking.has_room  # Three still wait: the limit counts what waits.
+    await take(blocking, 1)
+    assert blocking.has_room
+
+
+async def test_close_semantics(metrics: Metrics, spool: Spool,
+                               caplog: pytest.LogCaptureFixture) -> None:
+    backlog = Backlog(metrics, spool)
+    waiting = asyncio.create_task(backlog.get())
+    await asyncio.sleep(0)
+    backlog.put(make_event(0))
+    assert await asyncio.wait_for(waiting, 5) == make_event(0)
+
+    backlog.put(make_event(1))
+    backlog.put(make_event(2))
+    backlog.close()  # Flushes the pending batch at once.
+    assert spool.depth == 3
+    with caplog.at_level(logging.ERROR, logger="bridge.backlog"):
+        assert not backlog.put(make_event(3))
+    assert "id-00003" in caplog.text
+    assert dropped(metrics, "shutdown") == 1
+    assert not backlog.wait_for_room(0)
+    assert await take(backlog, 2) == [make_event(1), make_event(2)]
+    assert await backlog.get() is None
+    assert await backlog.get() is None
+
+    backlog.confirmed(make_event(0))  # Confirms still count after close...
+    backlog.shutdown()  # ...and shutdown makes them durable before closing the spool.
+    assert spool.closed
+    reopened = Spool.open(spool.path)
+    assert [e.message_id for _, e in reopened.read(0, 10)] == ["id-00001", "id-00002"]
+    reopened.close()
+
+
+async def test_waiting_getter_sees_none_on_close(metrics: Metrics) -> None:
+    backlog = Backlog(metrics, None)
+    waiting = asyncio.create_task(backlog.get())
+    await asyncio.sleep(0)
+    backlog.close()
+    assert await asyncio.wait_for(waiting, 5) is None
+
+
+async def test_batch_the_spool_refuses_stays_in_memory(
+    metrics: Metrics, spool: Spool, caplog: pytest.LogCaptureFixture
+) -> None:
+    backlog = Backlog(metrics, spool)
+    backlog.put(make_event(0))
+    await settle()
+    # The same message_id again makes the spool refuse the whole next batch.
+    backlog.put(make_event(1))
+    backlog.put(make_event(0))
+    with caplog.at_level(logging.ERROR, logger="bridge.backlog"):
+        await settle()
+    assert "kept in memory only" in caplog.text
+    assert await take(backlog, 3) == [make_event(0), make_event(1), make_event(0)]
+    assert spool.depth == 1
+    backlog.shutdown()
+
+
+def test_bad_settings_are_refused(metrics: Metrics) -> None:
+    with pytest.raises(ValueError, match="max_events"):
+        Backlog(metrics, None, max_events=0)
+    with pytest.raises(ValueError, match="drop_everything"):
+        Backlog(metrics, None, full_policy="drop_everything")
