@@ -220,6 +220,19 @@ class SimServer:
         self._pending.clear()
         log.info("dbmssim stopped")
 
+    async def __aenter__(self) -> SimServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def session(self, user: str = "ingres", database: str = "demodb") -> wire.SimClient:
+        """A protocol client session on this server (any password unless `users`)."""
+        password = self.users.get(user, "") if self.users is not None else "x"
+        host = self.host if self.host not in ("", "0.0.0.0") else "127.0.0.1"
+        return await wire.SimClient.connect(host, self._port, user, password, database)
+
     # ------------------------------------------------------------ faults
 
     def drop_sessions(self, reason: str = "fault: drop sessions") -> int:

@@ -44,13 +44,13 @@ _QE = 0x60000
 _GC = 0xC0000
 
 
-def syntax_error(symbol: str) -> IngresError:
+def syntax_error(symbol: str, line: int = 1) -> IngresError:
     """E_US09C4 (erusf.msg): the parser met something it does not accept."""
     return IngresError(
         "E_US09C4",
         _US | 0x09C4,
         "42000",
-        f"Syntax error on line 1.  Last symbol read was: '{symbol}'.",
+        f"Syntax error on line {line}.  Last symbol read was: '{symbol}'.",
     )
 
 
@@ -289,31 +289,36 @@ class Token:
     kind: str  # ident, delim, string, number, punct, eof
     text: str
     raw: str
+    line: int = 1
 
 
 def tokenize(sql: str) -> list[Token]:
     """Split a statement into tokens (ending with an `eof` token)."""
     tokens: list[Token] = []
     pos = 0
+    line = 1
     while pos < len(sql):
         m = _TOKEN.match(sql, pos)
         if m is None:
-            raise syntax_error(sql[pos])
+            raise syntax_error(sql[pos], line)
         pos = m.end()
         kind = m.lastgroup or "ws"
         raw = m.group()
-        if kind == "ws":
-            continue
-        if kind == "ident":
-            tokens.append(Token(kind, raw.lower(), raw))
-        elif kind == "delim":
-            tokens.append(Token(kind, raw[1:-1].replace('""', '"'), raw))
-        elif kind == "string":
-            tokens.append(Token(kind, raw[1:-1].replace("''", "'"), raw))
-        else:
-            tokens.append(Token(kind, raw, raw))
-    tokens.append(Token("eof", "", ""))
+        if kind != "ws":
+            tokens.append(Token(kind, _value(kind, raw), raw, line))
+        line += raw.count("\n")
+    tokens.append(Token("eof", "", "", line))
     return tokens
+
+
+def _value(kind: str, raw: str) -> str:
+    if kind == "ident":
+        return raw.lower()
+    if kind == "delim":
+        return raw[1:-1].replace('""', '"')
+    if kind == "string":
+        return raw[1:-1].replace("''", "'")
+    return raw
 
 
 # ---------------------------------------------------------------- parser
@@ -335,7 +340,7 @@ class _Parser:
         tok = self.tok
         if tok.kind == "eof" and self.pos > 0:
             tok = self.tokens[self.pos - 1]
-        return syntax_error(tok.raw)
+        return syntax_error(tok.raw, tok.line)
 
     def advance(self) -> Token:
         tok = self.tok

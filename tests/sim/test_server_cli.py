@@ -1,0 +1,117 @@
+"""The simulator's command line: `serve` as a subprocess, `ctl`, `ii-system`."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from bridge.sim import cli
+from bridge.sim.server import ServerThread
+from bridge.sim.wire import SimClient
+
+
+@pytest.fixture
+def thread_server() -> Iterator[ServerThread]:
+    with ServerThread() as st:
+        yield st
+
+
+@contextmanager
+def _serve(*args: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """`python -m bridge.sim serve` in a subprocess, and the port it reports."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge.sim", "serve", "--listen", "127.0.0.1:0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        assert match, line
+        yield proc, int(match.group(1))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+async def test_serve_subprocess_prints_listening_and_exits_0_on_sigterm(tmp_path: Path) -> None:
+    users = tmp_path / "users.json"
+    users.write_text(json.dumps({"alice": "secret"}))
+    with _serve("--database", "demodb", "--dba", "alice", "--users", str(users)) as (proc, port):
+        client = await SimClient.connect("127.0.0.1", port, "alice", "secret", "demodb")
+        result = await client.ok("select dbmsinfo('dba')")
+        assert result.rows == [[b"alice"]]
+        await client.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
+def test_serve_subprocess_exits_0_on_sigint() -> None:
+    with _serve() as (proc, _):
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+
+
+def test_ctl_commands(thread_server: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:
+    server = f"127.0.0.1:{thread_server.port}"
+    assert cli.main(["ctl", "--server", server, "stats"]) == 0
+    assert json.loads(capsys.readouterr().out)["sessions"] == 0
+    assert cli.main(["ctl", "--server", server, "delay", "25"]) == 0
+    assert thread_server.stats()["delay_ms"] == 25
+    assert cli.main(["ctl", "--server", server, "drop-sessions"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {"ok": True, "dropped": 0}
+    assert cli.main(["ctl", "--server", server, "refuse", "0"]) == 0
+    assert cli.main(["ctl", "--server", server, "restart", "0"]) == 0
+
+
+def test_ctl_reports_an_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
+    with ServerThread() as st:
+        port = st.port
+    assert cli.main(["ctl", "--server", f"127.0.0.1:{port}", "stats"]) == 1
+    assert "127.0.0.1" in capsys.readouterr().err
+
+
+def _fake_build(monkeypatch: pytest.MonkeyPatch, result: Path | None) -> None:
+    module = types.ModuleType("bridge.sim.build")
+
+    class BuildError(Exception):
+        pass
+
+    def ensure_ii_system() -> Path:
+        if result is None:
+            raise BuildError("no C compiler")
+        return result
+
+    module.BuildError = BuildError  # type: ignore[attr-defined]
+    module.ensure_ii_system = ensure_ii_system  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "bridge.sim.build", module)
+
+
+def test_ii_system_prints_the_directory(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    _fake_build(monkeypatch, tmp_path)
+    assert cli.main(["ii-system"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path)
+
+
+def test_ii_system_reports_a_build_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fake_build(monkeypatch, None)
+    assert cli.main(["ii-system"]) == 1
+    assert "no C compiler" in capsys.readouterr().err
