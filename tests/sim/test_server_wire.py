@@ -21,6 +21,7 @@ def test_ingresdate_layout() -> None:
     assert (highday, year, month, lowday) == (0, 2024, 2, 29)
     assert millis == (13 * 3600 + 45 * 60 + 7) * 1000
     assert wire.decode_ingresdate(raw) == datetime(2024, 2, 29, 13, 45, 7, tzinfo=UTC)
+    assert raw.hex(" ") == "3d 00 e8 07 02 00 1d 00 b8 6a f3 02"  # the PROTOCOL.md example
 
 
 def test_ingresdate_rejects_non_absolute_dates() -> None:
