@@ -19,13 +19,15 @@ counted (`events_dropped{reason="spool_full"}`):
 
 - `drop_newest`: the new event is dropped.
 - `drop_oldest`: the oldest event not yet handed to the publisher is dropped.
-- `block`: the room gate closes (`has_room` / `wait_for_room`, thread-safe) so
-  the catcher stops taking events from Ingres until there is room. Ingres then
-  discards the events raised meanwhile; the catcher reports that as a gap. An
-  event the catcher had already taken is still accepted (the bridge holds the
-  only copy), so the limit can be overshot by what the catcher holds when the
-  gate closes; past `block_slack` such events a caller that ignores the gate
-  gets its events dropped (logged, counted), so memory and disk stay bounded.
+- `block`: the room gate closes so the catcher stops taking events from Ingres
+  until there is room (check `has_room` after `put`, or `wait_for_room` in the
+  catcher thread; `when_room` calls back on the loop when it reopens). Ingres
+  then discards the events raised meanwhile; the catcher reports that as a
+  gap. An event the catcher had already taken is still accepted (the bridge
+  holds the only copy), so the limit can be overshot by what the catcher holds
+  when the gate closes; past `block_slack` such events, `put` drops (logged,
+  counted) and returns False, so memory and disk stay bounded even for a
+  caller that ignores the gate.
 
 Everything except `has_room` and `wait_for_room` must be called on the event loop.
 """
@@ -36,6 +38,7 @@ import asyncio
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Final
 
@@ -64,7 +67,7 @@ class Backlog:
     """Ordered, bounded, optionally durable hand-over from the catcher to the publisher.
 
     Implements the publisher's `EventSource` protocol (`get`, `confirmed`).
-    The backlog owns `spool`: `shutdown` closes it.
+    `shutdown` closes `spool`; alternatively call `flush` and close it yourself.
     """
 
     def __init__(
@@ -74,7 +77,7 @@ class Backlog:
         *,
         max_events: int = 10_000,
         max_bytes: int = 1024**3,
-        full_policy: FullPolicy | str = FullPolicy.BLOCK,
+        policy: FullPolicy | str = FullPolicy.BLOCK,
         flush_max: int = 256,
         delete_max: int = 512,
         delete_delay: float = 0.005,
@@ -93,7 +96,7 @@ class Backlog:
         self._spool = spool
         self._max_events = max_events
         self._max_bytes = max_bytes
-        self._policy = FullPolicy(full_policy)
+        self._policy = FullPolicy(policy)
         self._flush_max = flush_max
         self._delete_max = delete_max
         self._delete_delay = delete_delay
@@ -123,6 +126,7 @@ class Backlog:
         self._nonempty = asyncio.Event()
         self._room = threading.Event()
         self._room.set()
+        self._room_callbacks: list[Callable[[], object]] = []
         self._dropped_full = metrics.events_dropped.labels(reason="spool_full")
         if spool is not None:
             self._resume(spool)
@@ -183,6 +187,16 @@ class Backlog:
         Only the `block` policy ever makes this wait.
         """
         return self._room.wait(timeout) and not self._closed
+
+    def when_room(self, callback: Callable[[], object]) -> None:
+        """Call `callback` on the loop once the gate is open (soon, if it is open now).
+
+        Registering the same callback again while waiting has no further effect.
+        """
+        if self._room.is_set():
+            asyncio.get_running_loop().call_soon(callback)
+        elif callback not in self._room_callbacks:
+            self._room_callbacks.append(callback)
 
     def _is_full(self, size: int) -> bool:
         if self._spool is None:
@@ -319,18 +333,21 @@ class Backlog:
     def confirmed(self, event: CaughtEvent) -> None:
         """The broker confirmed `event` (calls come in order): forget it durably, soon."""
         if self._shut:
-            if not self._late_confirm_warned:
-                self._late_confirm_warned = True
-                logger.warning(
-                    "confirm after shutdown (message_id=%s): such events stay in the spool "
-                    "and are published again on the next start", event.message_id,
-                )
+            self._late_confirms(1)
             return
         self._held -= 1
         self._held_bytes -= event_size(event)
         if self._spool is not None:
             self._forget(event.message_id)
         self._after_change()
+
+    def _late_confirms(self, count: int) -> None:
+        if not self._late_confirm_warned:
+            self._late_confirm_warned = True
+            logger.warning(
+                "%d confirm(s) after the spool was closed: those events stay in the spool and "
+                "are published again on the next start (warned once)", count,
+            )
 
     def _forget(self, message_id: str) -> None:
         """Buffer a delete; flushed when `delete_max` ids wait or after `delete_delay`."""
@@ -345,7 +362,11 @@ class Backlog:
         if self._delete_timer is not None:
             self._delete_timer.cancel()
             self._delete_timer = None
-        if not self._to_delete or self._spool is None or self._spool.closed:
+        if not self._to_delete or self._spool is None:
+            return
+        if self._spool.closed:
+            self._late_confirms(len(self._to_delete))
+            self._to_delete.clear()
             return
         ids, self._to_delete = self._to_delete, []
         try:
@@ -359,6 +380,11 @@ class Backlog:
 
     # --- life cycle ------------------------------------------------------------------
 
+    def flush(self) -> None:
+        """Commit pending events and buffered deletes now (e.g. before closing the spool)."""
+        self._flush()
+        self._flush_deletes()
+
     def close(self) -> None:
         """Stop intake (later `put` drops, logged) and flush to the spool; idempotent.
 
@@ -368,8 +394,7 @@ class Backlog:
         if self._closed:
             return
         self._closed = True
-        self._flush()
-        self._flush_deletes()
+        self.flush()
         self._room.set()  # Wake a catcher blocked in wait_for_room; it sees "closed".
         self._nonempty.set()
         logger.info(
@@ -388,6 +413,7 @@ class Backlog:
             return
         self._flush_deletes()
         self._shut = True
+        self._room_callbacks.clear()
         self._nonempty.set()
         if self._spool is not None:
             logger.info("spool %s closed holding %d events", self._spool.path, self._spool.depth)
@@ -422,8 +448,7 @@ class Backlog:
             if full:
                 self._room.clear()
             else:
-                self._room.set()
-                self._overshoot = 0
+                self._open_gate()
         if full:
             level = _FULL
         elif used >= self._high_mark or (self._level != _NORMAL and used >= self._low_mark):
@@ -432,6 +457,15 @@ class Backlog:
             level = _NORMAL
         if level != self._level:
             self._level_changed(level, used)
+
+    def _open_gate(self) -> None:
+        self._room.set()
+        self._overshoot = 0
+        if self._room_callbacks:
+            callbacks, self._room_callbacks = self._room_callbacks, []
+            loop = asyncio.get_running_loop()
+            for callback in callbacks:
+                loop.call_soon(callback)
 
     def _level_changed(self, level: int, used: int) -> None:
         what = "spool" if self._spool is not None else "in-memory queue"

@@ -158,7 +158,7 @@ async def test_restart_yields_leftovers_first_with_their_ids(
 
 async def test_drop_newest(metrics: Metrics, spool: Spool,
                            caplog: pytest.LogCaptureFixture) -> None:
-    backlog = Backlog(metrics, spool, max_bytes=5 * SIZE, full_policy="drop_newest")
+    backlog = Backlog(metrics, spool, max_bytes=5 * SIZE, policy="drop_newest")
     events = [make_event(i) for i in range(8)]
     with caplog.at_level(logging.INFO, logger="bridge.backlog"):
         taken = [backlog.put(event) for event in events]
@@ -178,7 +178,7 @@ async def test_drop_newest(metrics: Metrics, spool: Spool,
 
 async def test_drop_oldest_spares_events_in_flight(metrics: Metrics, spool: Spool,
                                                    caplog: pytest.LogCaptureFixture) -> None:
-    backlog = Backlog(metrics, spool, max_bytes=5 * SIZE, full_policy=FullPolicy.DROP_OLDEST,
+    backlog = Backlog(metrics, spool, max_bytes=5 * SIZE, policy=FullPolicy.DROP_OLDEST,
                       delete_delay=0.001)
     events = [make_event(i) for i in range(9)]
     for event in events[:5]:
@@ -202,7 +202,7 @@ async def test_drop_oldest_spares_events_in_flight(metrics: Metrics, spool: Spoo
 async def test_drop_oldest_when_everything_is_in_flight_drops_the_new_one(
     metrics: Metrics, spool: Spool
 ) -> None:
-    backlog = Backlog(metrics, spool, max_bytes=2 * SIZE, full_policy="drop_oldest")
+    backlog = Backlog(metrics, spool, max_bytes=2 * SIZE, policy="drop_oldest")
     backlog.put(make_event(0))
     backlog.put(make_event(1))
     await take(backlog, 2)
@@ -214,7 +214,7 @@ async def test_drop_oldest_when_everything_is_in_flight_drops_the_new_one(
 async def test_block_closes_the_gate_and_overshoot_is_bounded(
     metrics: Metrics, spool: Spool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    backlog = Backlog(metrics, spool, max_bytes=4 * SIZE, full_policy="block", block_slack=2)
+    backlog = Backlog(metrics, spool, max_bytes=4 * SIZE, policy="block", block_slack=2)
     events = [make_event(i) for i in range(8)]
     with caplog.at_level(logging.INFO, logger="bridge.backlog"):
         for event in events[:4]:
@@ -231,12 +231,25 @@ async def test_block_closes_the_gate_and_overshoot_is_bounded(
         waiter_saw: list[bool] = []
         waiter = threading.Thread(target=lambda: waiter_saw.append(backlog.wait_for_room(5)))
         waiter.start()
+        resumed: list[str] = []
+
+        def resume() -> None:
+            resumed.append("resume")
+
+        backlog.when_room(resume)
+        backlog.when_room(resume)  # Once is enough.
         got = await take(backlog, 6)
+        assert resumed == []
         for event in got[:3]:
             backlog.confirmed(event)
         await asyncio.to_thread(waiter.join, 5)
+        await asyncio.sleep(0)
     assert waiter_saw == [True]
+    assert resumed == ["resume"]
     assert backlog.has_room
+    backlog.when_room(resume)  # Room now: called back on the next loop iteration.
+    await asyncio.sleep(0)
+    assert resumed == ["resume", "resume"]
     assert got == events[:6]
     assert any("FULL" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
     backlog.shutdown()
@@ -244,7 +257,7 @@ async def test_block_closes_the_gate_and_overshoot_is_bounded(
 
 async def test_fill_warnings_are_not_repeated(metrics: Metrics, spool: Spool,
                                               caplog: pytest.LogCaptureFixture) -> None:
-    backlog = Backlog(metrics, spool, max_bytes=10 * SIZE, full_policy="drop_newest")
+    backlog = Backlog(metrics, spool, max_bytes=10 * SIZE, policy="drop_newest")
     with caplog.at_level(logging.INFO, logger="bridge.backlog"):
         for i in range(10):
             backlog.put(make_event(i))
@@ -266,7 +279,7 @@ async def test_fill_warnings_are_not_repeated(metrics: Metrics, spool: Spool,
 
 
 async def test_spool_off_keeps_order_and_bounds_memory(metrics: Metrics) -> None:
-    backlog = Backlog(metrics, None, max_events=5, full_policy="drop_newest")
+    backlog = Backlog(metrics, None, max_events=5, policy="drop_newest")
     events = [make_event(i) for i in range(7)]
     taken = [backlog.put(event) for event in events]
     assert taken == [True] * 5 + [False] * 2
@@ -284,11 +297,11 @@ async def test_spool_off_keeps_order_and_bounds_memory(metrics: Metrics) -> None
 
 
 async def test_spool_off_drop_oldest_and_block(metrics: Metrics) -> None:
-    oldest = Backlog(metrics, None, max_events=3, full_policy="drop_oldest")
+    oldest = Backlog(metrics, None, max_events=3, policy="drop_oldest")
     for i in range(5):
         assert oldest.put(make_event(i))
     assert await take(oldest, 3) == [make_event(i) for i in (2, 3, 4)]
-    blocking = Backlog(metrics, None, max_events=3, full_policy="block", block_slack=1)
+    blocking = Backlog(metrics, None, max_events=3, policy="block", block_slack=1)
     for i in range(3):
         assert blocking.put(make_event(i))
     assert not blocking.has_room
@@ -330,6 +343,25 @@ async def test_close_semantics(metrics: Metrics, spool: Spool,
     reopened.close()
 
 
+async def test_flush_then_close_the_spool_yourself(
+    metrics: Metrics, spool: Spool, caplog: pytest.LogCaptureFixture
+) -> None:
+    backlog = Backlog(metrics, spool, delete_delay=60)
+    for i in range(3):
+        backlog.put(make_event(i))
+    got = await take(backlog, 3)
+    backlog.close()
+    backlog.confirmed(got[0])
+    assert spool.depth == 3  # Buffered: the delete timer is a minute away.
+    backlog.flush()
+    assert spool.depth == 2
+    spool.close()
+    with caplog.at_level(logging.WARNING, logger="bridge.backlog"):
+        backlog.confirmed(got[1])  # Too late to be durable: published again next start.
+        backlog.flush()
+    assert "published again on the next start" in caplog.text
+
+
 async def test_waiting_getter_sees_none_on_close(metrics: Metrics) -> None:
     backlog = Backlog(metrics, None)
     waiting = asyncio.create_task(backlog.get())
@@ -359,4 +391,4 @@ def test_bad_settings_are_refused(metrics: Metrics) -> None:
     with pytest.raises(ValueError, match="max_events"):
         Backlog(metrics, None, max_events=0)
     with pytest.raises(ValueError, match="drop_everything"):
-        Backlog(metrics, None, full_policy="drop_everything")
+        Backlog(metrics, None, policy="drop_everything")
