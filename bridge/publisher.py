@@ -1,0 +1,688 @@
+"""Publishes caught DBEvents (and gap markers) to RabbitMQ with publisher confirms.
+
+How it works
+------------
+`Publisher.run(source)` pulls events from an `EventSource` in order and keeps
+up to `confirm_window` of them unconfirmed at once (pipelined confirms, not one
+round trip per event). It reports them back through `source.confirmed()` strictly
+in order: event N is reported only once every event before it is confirmed or
+dropped, so a spool can forget a prefix.
+
+Outcomes of one publish (mandatory=True, within `publish_timeout`):
+
+- ack: confirmed. A message the broker RETURNED as unroutable is logged and
+  counted (`events_returned`) and also counts as confirmed: the broker has
+  accepted it and acks it right after basic.return; waiting would only block.
+- nack or no confirm within `publish_timeout`: published again, same
+  message_id (`events_republished`). The publisher first lets every in-flight
+  publish settle, waits a growing back-off (`retry_wait_initial` doubling up
+  to `retry_wait_max`, reset by the next ack), then PROBES: it sends one
+  message at a time until one is acked, then pipelines again. A queue that
+  nacks for ever (e.g. x-overflow=reject-publish, full) therefore costs one
+  publish per back-off period, never a hot loop, and the window fills up so
+  the source stops being read (back-pressure to the spool).
+- connection or channel lost: the connection is dropped, a new one is opened
+  with back-off (stamina; `reconnect_wait_*`; counted in
+  `reconnects{side="amqp"}`), the exchange declared (or checked) again and
+  every unconfirmed message published again, in order.
+
+Ordering: messages are written in the order the source gave them, also after
+a reconnect. Duplicates (same message_id) happen only for messages whose
+confirm was lost (connection loss, timeout). After a NACK the nacked message
+is published again after messages that were already in flight behind it, so
+nacks (a broker refusing messages) can reorder; consumers that care use
+`raised_at` / message_id.
+
+Connection: one plain aio-pika connection per session rather than
+`connect_robust`. Recovery is this module's own loop because it must decide
+what to republish and when; a robust connection restores channels in the
+background with a fixed interval, which would race with that loop and add a
+second, differently configured back-off.
+
+Logging: logger "bridge.publisher". Event-level lines carry
+`extra={"message_id", "event_owner", "event_name"}` (`name` itself is a
+reserved LogRecord attribute), gap-marker lines `message_id`, `event_database`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Protocol
+from urllib.parse import unquote
+
+import aio_pika
+import aio_pika.abc
+import aiormq
+import aiormq.abc
+import aiormq.exceptions
+import stamina
+from yarl import URL
+
+from bridge.event import CaughtEvent
+from bridge.message import GapMarker, build_event_message, build_gap_message, check_encoding
+from bridge.metrics import Metrics
+from bridge.routing import (
+    DEFAULT_TEMPLATE,
+    MAX_ROUTING_KEY_BYTES,
+    RoutingKeyBuilder,
+    RoutingKeyTooLong,
+    validate_template,
+)
+
+log = logging.getLogger("bridge.publisher")
+
+# Errors that mean "could not talk to the broker" while opening a session.
+_BROKER_ERRORS = (aiormq.exceptions.AMQPError, OSError, TimeoutError)
+
+
+class PublisherError(Exception):
+    """Base class of the publisher's own errors."""
+
+
+class PublisherStartupError(PublisherError):
+    """The broker cannot be reached, refuses us, or the exchange is unusable.
+
+    The message names the (password-masked) URL, the exchange and the vhost;
+    it never contains the password.
+    """
+
+
+class EventSource(Protocol):
+    """Where the publisher takes events from (the spool, or a `QueueSource`)."""
+
+    async def get(self) -> CaughtEvent | None:
+        """The next event, in order; None once the source is closed and drained."""
+        ...
+
+    def confirmed(self, event: CaughtEvent) -> None:
+        """The broker confirmed `event` (or it was dropped by policy): forget it.
+
+        Called in the order get() returned the events, exactly once per event.
+        """
+        ...
+
+
+class QueueSource:
+    """An in-memory `EventSource` (tests, and the spool-off mode).
+
+    `put()` waits while `maxsize` events (0: unbounded) are queued. After
+    `close()`, get() returns the remaining events, then None.
+    """
+
+    def __init__(self, maxsize: int = 0) -> None:
+        """An empty, open source."""
+        self._items: deque[CaughtEvent] = deque()
+        self._maxsize = maxsize
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._closed = False
+        self.confirmed_count = 0
+
+    def __len__(self) -> int:
+        """Events queued, not yet taken by get()."""
+        return len(self._items)
+
+    async def put(self, event: CaughtEvent) -> None:
+        """Queue `event`, waiting for room if the source is bounded and full."""
+        while self._maxsize and len(self._items) >= self._maxsize:
+            self._writable.clear()
+            await self._writable.wait()
+        self.put_nowait(event)
+
+    def put_nowait(self, event: CaughtEvent) -> None:
+        """Queue `event` now (ignores `maxsize`); RuntimeError once closed."""
+        if self._closed:
+            raise RuntimeError("QueueSource is closed")
+        self._items.append(event)
+        self._readable.set()
+
+    def close(self) -> None:
+        """No more events: get() returns None once the queued ones are taken."""
+        self._closed = True
+        self._readable.set()
+
+    async def get(self) -> CaughtEvent | None:
+        """The next event in order, or None when closed and drained."""
+        while not self._items:
+            if self._closed:
+                return None
+            self._readable.clear()
+            await self._readable.wait()
+        self._writable.set()
+        return self._items.popleft()
+
+    def confirmed(self, event: CaughtEvent) -> None:
+        """Counts confirmations; an in-memory source has nothing to forget."""
+        self.confirmed_count += 1
+
+
+def mask_url(url: str) -> str:
+    """`url` with its password (if any) replaced by `****`, for messages and logs."""
+    parsed = URL(url)
+    return str(parsed.with_password("****")) if parsed.password else str(parsed)
+
+
+def vhost_of(url: str) -> str:
+    """The virtual host an AMQP URL names (`/` when the path is empty)."""
+    raw = URL(url).raw_path[1:]
+    return unquote(raw) if raw else "/"
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherConfig:
+    """What the publisher needs; AmqpSettings maps onto it field by field.
+
+    Times are in seconds. `url` is the plain URL (pass SecretStr's value); it
+    is kept out of repr().
+    """
+
+    url: str = field(repr=False)
+    exchange: str = "ingres.dbevents"
+    exchange_type: str = "topic"
+    declare_exchange: bool = True
+    routing_key: str = DEFAULT_TEMPLATE
+    gap_routing_key: str = "dbevent-bridge.gap"
+    confirm_window: int = 256
+    publish_timeout: float = 30.0
+    text_encoding: str = "utf-8"
+    connect_timeout: float = 15.0
+    reconnect_wait_initial: float = 0.1
+    reconnect_wait_max: float = 10.0
+    reconnect_wait_jitter: float = 1.0
+    retry_wait_initial: float = 0.1
+    retry_wait_max: float = 30.0
+
+    def __post_init__(self) -> None:
+        """Reject unusable values with a message naming the field."""
+        validate_template(self.routing_key)
+        check_encoding(self.text_encoding)
+        if not self.exchange:
+            raise ValueError("exchange must not be empty (the default exchange is not supported)")
+        if not self.exchange_type:
+            raise ValueError("exchange_type must not be empty")
+        if len(self.gap_routing_key.encode("utf-8")) > MAX_ROUTING_KEY_BYTES:
+            raise ValueError(f"gap_routing_key is longer than {MAX_ROUTING_KEY_BYTES} bytes")
+        if self.confirm_window < 1:
+            raise ValueError("confirm_window must be at least 1")
+        for name in ("publish_timeout", "connect_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        for name in ("reconnect_wait_initial", "reconnect_wait_max", "reconnect_wait_jitter",
+                     "retry_wait_initial", "retry_wait_max"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+
+    @property
+    def masked_url(self) -> str:
+        """The URL with the password masked."""
+        return mask_url(self.url)
+
+    @property
+    def vhost(self) -> str:
+        """The virtual host the URL names."""
+        return vhost_of(self.url)
+
+
+class _State(Enum):
+    QUEUED = "queued"  # to be (re)sent
+    SENT = "sent"  # written or being written; confirm pending
+    ACKED = "acked"
+    DROPPED = "dropped"  # by policy (routing key too long): settled, never sent
+    NACKED = "nacked"
+    TIMED_OUT = "timed out"
+    LOST = "lost"  # connection or channel died before the confirm
+
+
+_SETTLED = frozenset({_State.ACKED, _State.DROPPED})
+_FAILED = frozenset({_State.NACKED, _State.TIMED_OUT, _State.LOST})
+
+
+@dataclass(eq=False, slots=True)
+class _Entry:
+    """One event or gap marker between get() and its in-order report."""
+
+    item: CaughtEvent | GapMarker
+    routing_key: str
+    message: aio_pika.Message | None  # None when dropped
+    state: _State
+    sends: int = 0
+    done: asyncio.Future[None] | None = None  # gap markers: resolved at confirm
+
+    def log_extra(self) -> dict[str, str]:
+        """The `extra` of log lines about this entry."""
+        if isinstance(self.item, CaughtEvent):
+            return {"message_id": self.item.message_id, "event_owner": self.item.owner,
+                    "event_name": self.item.name}
+        return {"message_id": self.item.message_id, "event_database": self.item.database}
+
+
+@dataclass(eq=False, slots=True)
+class _Session:
+    """One connection + confirming channel; `broken` once either is gone."""
+
+    connection: aio_pika.abc.AbstractConnection
+    channel: aiormq.abc.AbstractChannel
+    broken: bool = False
+
+    def mark_broken(self, *_: object) -> None:
+        """Close callback of the connection and the channel."""
+        self.broken = True
+
+
+class _ClosedSource:
+    """The source of a drive that only publishes gap markers."""
+
+    async def get(self) -> CaughtEvent | None:
+        return None
+
+    def confirmed(self, event: CaughtEvent) -> None:  # pragma: no cover - never called
+        raise AssertionError(f"unexpected event {event.message_id}")
+
+
+class Publisher:
+    """Publishes events from an EventSource to one exchange, confirmed and in order.
+
+    Use: `await start()` (connect + declare; PublisherStartupError), then
+    `await run(source)`; `publish_gap()` may be called at any time; finally
+    `await close()`. One Publisher serves one run() at a time.
+    """
+
+    def __init__(self, config: PublisherConfig, metrics: Metrics) -> None:
+        """A publisher that is not connected yet."""
+        self._config = config
+        self._metrics = metrics
+        self._router = RoutingKeyBuilder(config.routing_key)
+        self._session: _Session | None = None
+        self._source: EventSource | None = None
+        self._pending: deque[_Entry] = deque()  # taken, not yet reported; in order
+        self._queued: deque[_Entry] = deque()  # subset of _pending to send; in order
+        self._in_flight = 0
+        self._failed = 0  # entries nacked / timed out / lost since the last recovery
+        self._probing = False
+        self._retry_streak = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._kick = asyncio.Event()  # something changed: the send loop looks again
+        self._space = asyncio.Event()  # the window has room: the feeder looks again
+        self._drive_lock = asyncio.Lock()
+        self._driving = False
+        self._eof = False
+        self._closed = False
+
+    @property
+    def is_connected(self) -> bool:
+        """True while a session is open and healthy (for readiness probes)."""
+        session = self._session
+        return session is not None and not session.broken and not session.connection.is_closed
+
+    async def start(self) -> None:
+        """Connect, open a confirming channel and declare (or check) the exchange.
+
+        Raises PublisherStartupError when the broker cannot be reached, refuses
+        the credentials or the vhost, or the exchange is missing (with
+        declare_exchange=False) or declared differently.
+        """
+        if self._closed:
+            raise PublisherError("publisher is closed")
+        if self._session is None or self._session.broken:
+            self._session = await self._open_session()
+
+    async def close(self) -> None:
+        """Close the connection. Cancel a running run() first; idempotent."""
+        self._closed = True
+        await self._cancel_tasks()
+        session, self._session = self._session, None
+        if session is not None:
+            await self._close_session(session)
+
+    async def run(self, source: EventSource) -> None:
+        """Publish every event of `source` until get() returns None and all are confirmed.
+
+        Connects first if start() was not called (PublisherStartupError). Later
+        connection losses are retried for ever. If run() is cancelled or the
+        source raises, unconfirmed events are abandoned (never reported
+        confirmed) and the exception propagates.
+        """
+        async with self._drive_lock:
+            await self._drive(source)
+
+    async def publish_gap(self, marker: GapMarker) -> None:
+        """Publish a gap marker; return once the broker confirmed it.
+
+        During run() the marker is published after the events already taken
+        from the source; otherwise it is published on its own. Retried like
+        events; cancelling the caller does not withdraw a marker run() has.
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(_retrieve)
+        self._append(_Entry(marker, self._config.gap_routing_key, build_gap_message(marker),
+                            _State.QUEUED, done=done))
+        if not self._driving:
+            async with self._drive_lock:
+                if not done.done():
+                    await self._drive(_ClosedSource())
+        await asyncio.shield(done)
+
+    # -- the drive: feeder + send loop ------------------------------------------------
+
+    async def _drive(self, source: EventSource) -> None:
+        self._source, self._eof, self._driving = source, False, True
+        feeder = asyncio.create_task(self._feed(source))
+        try:
+            if self._session is None:
+                await self.start()
+            await self._send_loop(feeder)
+        except BaseException as exc:
+            self._driving = False
+            await self._abandon(exc)
+            raise
+        finally:
+            self._driving = False
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeder
+
+    async def _feed(self, source: EventSource) -> None:
+        """Take events from the source while the window has room."""
+        try:
+            while True:
+                while len(self._pending) >= self._config.confirm_window:
+                    self._space.clear()
+                    await self._space.wait()
+                event = await source.get()
+                if event is None:
+                    self._eof = True
+                    return
+                self._append(self._event_entry(event))
+        finally:
+            self._kick.set()
+
+    def _event_entry(self, event: CaughtEvent) -> _Entry:
+        try:
+            key = self._router.for_event(event)
+        except RoutingKeyTooLong as exc:
+            entry = _Entry(event, "", None, _State.DROPPED)
+            log.error("event dropped: %s", exc, extra=entry.log_extra())
+            self._metrics.events_dropped.labels(reason="routing_key_too_long").inc()
+            return entry
+        message = build_event_message(event, self._config.text_encoding)
+        return _Entry(event, key, message, _State.QUEUED)
+
+    def _append(self, entry: _Entry) -> None:
+        self._pending.append(entry)
+        if entry.state is _State.QUEUED:
+            self._queued.append(entry)
+        self._kick.set()
+
+    async def _send_loop(self, feeder: asyncio.Task[None]) -> None:
+        while True:
+            self._kick.clear()
+            self._report_settled()
+            if feeder.done():
+                feeder.result()  # re-raises the source's error, if any
+            if self._eof and not self._pending:
+                self._driving = False  # before any await: see publish_gap()
+                return
+            if self._needs_recovery():
+                await self._recover()
+                continue
+            self._send_queued()
+            await self._kick.wait()
+
+    def _needs_recovery(self) -> bool:
+        session = self._session
+        return session is None or session.broken or self._failed > 0
+
+    def _send_queued(self) -> None:
+        session = self._session
+        assert session is not None
+        while self._queued:
+            if self._probing and self._in_flight:
+                return  # one message at a time until the broker acks again
+            self._send(self._queued.popleft(), session)
+
+    def _report_settled(self) -> None:
+        """Report the settled prefix of _pending to the source, in order."""
+        reported = False
+        while self._pending and self._pending[0].state in _SETTLED:
+            entry = self._pending.popleft()
+            if isinstance(entry.item, CaughtEvent):
+                assert self._source is not None
+                self._source.confirmed(entry.item)
+            reported = True
+        if reported:
+            self._space.set()
+
+    # -- one publish -------------------------------------------------------------------
+
+    def _send(self, entry: _Entry, session: _Session) -> None:
+        # Tasks start in creation order and reach the channel's (FIFO) lock
+        # without suspending first, so messages hit the wire in this order.
+        entry.state = _State.SENT
+        if entry.sends:
+            self._metrics.events_republished.inc()
+        entry.sends += 1
+        self._metrics.events_published.inc()
+        self._in_flight += 1
+        task = asyncio.create_task(self._publish(entry, session))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish(self, entry: _Entry, session: _Session) -> None:
+        assert entry.message is not None
+        message = entry.message
+        try:
+            # The outer deadline covers waiting for the channel, writing to a
+            # stalled socket and the confirm itself.
+            async with asyncio.timeout(self._config.publish_timeout):
+                result = await session.channel.basic_publish(
+                    message.body, exchange=self._config.exchange,
+                    routing_key=entry.routing_key, properties=message.properties,
+                    mandatory=True,
+                )
+        except aiormq.exceptions.DeliveryError:
+            self._failed_with(entry, _State.NACKED)
+        except TimeoutError:
+            self._failed_with(entry, _State.TIMED_OUT)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # our own cancellation (close, abandon)
+            session.broken = True  # the channel cancelled the confirm: it is gone
+            self._failed_with(entry, _State.LOST)
+        except Exception as exc:
+            session.broken = True
+            self._failed_with(entry, _State.LOST)
+            log.debug("publish failed: %r", exc, extra=entry.log_extra())
+        else:
+            if isinstance(result, aiormq.abc.DeliveredMessage):
+                self._returned(entry)
+            self._acked(entry)
+        finally:
+            self._in_flight -= 1
+            self._kick.set()
+
+    def _failed_with(self, entry: _Entry, state: _State) -> None:
+        entry.state = state
+        self._failed += 1
+        level = logging.DEBUG if state is _State.LOST else logging.WARNING
+        log.log(level, "publish %s; it will be published again", state.value,
+                extra=entry.log_extra())
+
+    def _returned(self, entry: _Entry) -> None:
+        self._metrics.events_returned.inc()
+        log.warning("message returned as unroutable (no queue bound for routing key %r)",
+                    entry.routing_key, extra=entry.log_extra())
+
+    def _acked(self, entry: _Entry) -> None:
+        entry.state = _State.ACKED
+        self._retry_streak = 0
+        self._probing = False
+        item = entry.item
+        if isinstance(item, CaughtEvent):
+            self._metrics.events_confirmed.inc()
+            latency = (datetime.now(UTC) - item.raised_at).total_seconds()
+            self._metrics.raise_to_confirm.observe(max(latency, 0.0))
+        else:
+            self._metrics.gap_markers.inc()
+            if entry.done is not None and not entry.done.done():
+                entry.done.set_result(None)
+
+    # -- recovery ----------------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        """Let in-flight publishes settle, reconnect or back off, then requeue failures."""
+        session = self._session
+        if session is not None and session.broken:
+            await self._close_session(session)  # fails its pending confirms at once
+        while self._in_flight:
+            self._kick.clear()
+            if self._in_flight:
+                await self._kick.wait()
+        if self._closed:
+            raise PublisherError("publisher closed while publishing")
+        if self._session is None or self._session.broken:
+            await self._reconnect()
+        elif self._failed:
+            await self._back_off()
+        self._requeue()
+
+    async def _back_off(self) -> None:
+        cfg = self._config
+        delay = min(cfg.retry_wait_max, cfg.retry_wait_initial * 2**self._retry_streak)
+        delay *= random.uniform(0.8, 1.0)  # de-synchronise several bridges
+        self._retry_streak += 1
+        self._probing = True
+        log.warning("broker refused or did not confirm %d message(s); publishing again in "
+                    "%.2fs, one at a time until it acks", self._failed, delay)
+        await asyncio.sleep(delay)
+
+    def _requeue(self) -> None:
+        for entry in self._pending:
+            if entry.state in _FAILED:
+                entry.state = _State.QUEUED
+        self._queued = deque(e for e in self._pending if e.state is _State.QUEUED)
+        self._failed = 0
+
+    async def _reconnect(self) -> None:
+        cfg = self._config
+        old, self._session = self._session, None
+        if old is not None:
+            await self._close_session(old)
+        log.warning("connection to RabbitMQ lost; reconnecting to %s", cfg.masked_url)
+        async for attempt in stamina.retry_context(
+            on=PublisherStartupError, attempts=None, timeout=None,
+            wait_initial=cfg.reconnect_wait_initial, wait_max=cfg.reconnect_wait_max,
+            wait_jitter=cfg.reconnect_wait_jitter,
+        ):
+            with attempt:
+                try:
+                    self._session = await self._open_session()
+                except PublisherStartupError as exc:
+                    log.warning("reconnect failed: %s", exc)
+                    raise
+        self._metrics.reconnects.labels(side="amqp").inc()
+        log.info("reconnected to %s; publishing %d unconfirmed message(s) again",
+                 cfg.masked_url, sum(e.state in _FAILED for e in self._pending))
+
+    # -- sessions ----------------------------------------------------------------------
+
+    async def _open_session(self) -> _Session:
+        cfg = self._config
+        try:
+            async with asyncio.timeout(cfg.connect_timeout):
+                connection = await aio_pika.connect(
+                    cfg.url, client_properties={"connection_name": "dbevent-bridge publisher"},
+                )
+        except _BROKER_ERRORS as exc:
+            raise PublisherStartupError(
+                f"cannot connect to RabbitMQ at {cfg.masked_url} (vhost {cfg.vhost!r}): "
+                f"{self._describe(exc)}"
+            ) from None
+        try:
+            async with asyncio.timeout(cfg.connect_timeout):
+                channel = await connection.channel(publisher_confirms=True,
+                                                   on_return_raises=False)
+                await self._declare(channel)
+                underlay = await channel.get_underlay_channel()
+        except BaseException:
+            await self._close_connection(connection)
+            raise
+        session = _Session(connection, underlay)
+        connection.close_callbacks.add(session.mark_broken)
+        channel.close_callbacks.add(session.mark_broken)
+        return session
+
+    async def _declare(self, channel: aio_pika.abc.AbstractChannel) -> None:
+        cfg = self._config
+        where = f"exchange {cfg.exchange!r} in vhost {cfg.vhost!r} at {cfg.masked_url}"
+        try:
+            if cfg.declare_exchange:
+                await channel.declare_exchange(cfg.exchange, cfg.exchange_type, durable=True)
+            else:
+                await channel.get_exchange(cfg.exchange, ensure=True)  # passive declare
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            raise PublisherStartupError(
+                f"{where} does not exist; with declare_exchange=false it must be declared "
+                "beforehand"
+            ) from None
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise PublisherStartupError(
+                f"{where} exists with other settings than durable {cfg.exchange_type!r}: {exc}"
+            ) from None
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise PublisherStartupError(f"{where}: access refused: {exc}") from None
+        except _BROKER_ERRORS as exc:
+            raise PublisherStartupError(
+                f"cannot declare {where}: {self._describe(exc)}"
+            ) from None
+
+    def _describe(self, exc: BaseException) -> str:
+        """An exception as text, guaranteed free of the password."""
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        password = URL(self._config.url).password
+        return text.replace(password, "****") if password else text
+
+    async def _close_session(self, session: _Session) -> None:
+        session.broken = True
+        await self._close_connection(session.connection)
+
+    @staticmethod
+    async def _close_connection(connection: aio_pika.abc.AbstractConnection) -> None:
+        # A dead peer must not hang us; errors closing a broken connection are moot.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5.0):
+                await connection.close()
+
+    # -- aborting ----------------------------------------------------------------------
+
+    async def _cancel_tasks(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _abandon(self, exc: BaseException) -> None:
+        """Forget everything unconfirmed after run() failed; gap callers get an error."""
+        await self._cancel_tasks()
+        for entry in self._pending:
+            if entry.done is not None and not entry.done.done():
+                error = PublisherError(f"publisher stopped before the gap marker was "
+                                       f"confirmed: {exc!r}")
+                entry.done.set_exception(error)
+        self._pending.clear()
+        self._queued.clear()
+        self._failed = 0
+        self._probing = False
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Mark a future's exception as retrieved (its caller may be gone)."""
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,517 @@
+"""The publisher against the real broker: delivery, order, returns, nacks, lost connections."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aio_pika
+import aio_pika.abc
+import pytest
+
+from bridge.event import CaughtEvent
+from bridge.message import GapMarker, event_body, gap_body
+from bridge.metrics import Metrics
+from bridge.publisher import (
+    Publisher,
+    PublisherConfig,
+    PublisherStartupError,
+    QueueSource,
+)
+
+pytestmark = pytest.mark.amqp
+
+T0 = datetime(2026, 11, 25, 8, 22, 23, 123456, tzinfo=UTC)
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def _config(url: str, exchange: str, **overrides: Any) -> PublisherConfig:
+    fast: dict[str, Any] = {
+        "reconnect_wait_initial": 0.05, "reconnect_wait_max": 0.5,
+        "reconnect_wait_jitter": 0.05, "retry_wait_initial": 0.05, "retry_wait_max": 0.4,
+        "connect_timeout": 5.0, "publish_timeout": 10.0,
+    }
+    return PublisherConfig(url=url, exchange=exchange, **(fast | overrides))
+
+
+def _events(count: int, database: str = "salesdb") -> list[CaughtEvent]:
+    return [
+        CaughtEvent(database, "ingres", f"ev{i % 7}", T0 + timedelta(microseconds=i),
+                    f"text {i}".encode())
+        for i in range(count)
+    ]
+
+
+class RecordingSource(QueueSource):
+    """A QueueSource that remembers what was confirmed, and can act on a count."""
+
+    def __init__(self, events: list[CaughtEvent], close: bool = True) -> None:
+        super().__init__()
+        for event in events:
+            self.put_nowait(event)
+        if close:
+            self.close()
+        self.confirmed_events: list[CaughtEvent] = []
+        self.on_confirm: Callable[[int], None] = lambda count: None
+
+    def confirmed(self, event: CaughtEvent) -> None:
+        super().confirmed(event)
+        self.confirmed_events.append(event)
+        self.on_confirm(len(self.confirmed_events))
+
+
+def _sample(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(f"dbevent_bridge_{name}_total", labels or None)
+    return value or 0.0
+
+
+@pytest.fixture
+async def exchange(
+    unique_name: str, amqp_connection: aio_pika.abc.AbstractConnection
+) -> AsyncIterator[str]:
+    """A fresh exchange name, deleted after the test (the publisher declares it)."""
+    yield unique_name
+    channel = await amqp_connection.channel()
+    await channel.exchange_delete(unique_name)
+    await channel.close()
+
+
+class Collector:
+    """A queue bound to the exchange, collecting every message it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[aio_pika.abc.AbstractIncomingMessage] = []
+        self._arrived = asyncio.Event()
+
+    async def bind(
+        self, connection: aio_pika.abc.AbstractConnection, exchange: str,
+        arguments: dict[str, Any] | None = None, consume: bool = True,
+    ) -> aio_pika.abc.AbstractQueue:
+        channel = await connection.channel()
+        await channel.declare_exchange(exchange, "topic", durable=True)
+        queue = await channel.declare_queue(exclusive=True, arguments=arguments)
+        await queue.bind(exchange, "#")
+        if consume:
+            await self.consume(queue)
+        return queue
+
+    async def consume(self, queue: aio_pika.abc.AbstractQueue) -> None:
+        await queue.consume(self._on_message, no_ack=True)
+
+    async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        self.messages.append(message)
+        self._arrived.set()
+
+    async def wait_for(self, count: int) -> None:
+        async with asyncio.timeout(30):
+            while len(self.messages) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
+
+    def ids(self) -> list[str | None]:
+        return [m.message_id for m in self.messages]
+
+
+def _assert_is_event(message: aio_pika.abc.AbstractIncomingMessage, event: CaughtEvent,
+                     exchange: str) -> None:
+    assert message.body == event_body(event)
+    assert message.exchange == exchange
+    assert message.routing_key == f"{event.owner}.{event.name}"
+    assert message.content_type == "application/json"
+    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert message.message_id == event.message_id
+    assert message.timestamp == event.raised_at.replace(microsecond=0)
+    assert message.app_id == "dbevent-bridge"
+    assert message.type == f"{event.owner}.{event.name}"
+    assert message.headers == {
+        "x-dbevent-database": event.database,
+        "x-dbevent-owner": event.owner,
+        "x-dbevent-name": event.name,
+    }
+
+
+@contextlib.asynccontextmanager
+async def _publisher(config: PublisherConfig, metrics: Metrics) -> AsyncIterator[Publisher]:
+    publisher = Publisher(config, metrics)
+    try:
+        yield publisher
+    finally:
+        await publisher.close()
+
+
+# -- delivery ----------------------------------------------------------------------------
+
+
+async def test_ten_thousand_events_arrive_once_in_order_exactly(
+    amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
+) -> None:
+    collector = Collector()
+    await collector.bind(amqp_connection, exchange)
+    events = _events(10_000)
+    source = RecordingSource(events)
+    metrics = Metrics()
+    async with _publisher(_config(amqp_url, exchange), metrics) as publisher:
+        await publisher.start()
+        assert publisher.is_connected
+        await publisher.run(source)
+        await collector.wait_for(len(events))
+    assert not publisher.is_connected
+    assert collector.ids() == [e.message_id for e in events]
+    for message, event in zip(collector.messages, events, strict=True):
+        _assert_is_event(message, event, exchange)
+    assert source.confirmed_events == events
+    assert _sample(metrics, "events_published") == 10_000
+    assert _sample(metrics, "events_confirmed") == 10_000
+    assert _sample(metrics, "events_republished") == 0
+    assert metrics.registry.get_sample_value(
+        "dbevent_bridge_raise_to_confirm_seconds_count") == 10_000
+
+
+async def test_unroutable_events_are_counted_as_returned_and_do_not_block(
+    amqp_url: str, exchange: str
+) -> None:
+    events = _events(50)
+    source = RecordingSource(events)
+    metrics = Metrics()
+    async with _publisher(_config(amqp_url, exchange), metrics) as publisher:
+        await publisher.run(source)  # no queue is bound: every message comes back
+    assert source.confirmed_events == events
+    assert _sample(metrics, "events_returned") == 50
+    assert _sample(metrics, "events_confirmed") == 50
+
+
+async def test_too_long_routing_key_drops_that_event_only(
+    amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
+) -> None:
+    collector = Collector()
+    await collector.bind(amqp_connection, exchange)
+    events = _events(3)
+    long_one = CaughtEvent("salesdb", "ingres", "n" * 300, T0, None)
+    events.insert(1, long_one)
+    source = RecordingSource(events)
+    metrics = Metrics()
+    async with _publisher(_config(amqp_url, exchange), metrics) as publisher:
+        await publisher.run(source)
+        await collector.wait_for(3)
+    assert source.confirmed_events == events  # dropped by policy: reported, in order
+    assert collector.ids() == [e.message_id for e in events if e is not long_one]
+    assert _sample(metrics, "events_dropped", reason="routing_key_too_long") == 1
+
+
+async def test_gap_marker_published_in_line_with_events(
+    amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
+) -> None:
+    collector = Collector()
+    await collector.bind(amqp_connection, exchange)
+    before, after = _events(5), _events(5)
+    source = RecordingSource(before, close=False)
+    marker = GapMarker("salesdb", T0, T0 + timedelta(seconds=90), "ingres connection lost")
+    metrics = Metrics()
+    async with _publisher(_config(amqp_url, exchange), metrics) as publisher:
+        running = asyncio.create_task(publisher.run(source))
+        await collector.wait_for(5)
+        await publisher.publish_gap(marker)
+        for event in after:
+            source.put_nowait(event)
+        source.close()
+        await running
+        await collector.wait_for(11)
+    expected = [e.message_id for e in before] + [marker.message_id]
+    assert collector.ids() == expected + [e.message_id for e in after]
+    gap = collector.messages[5]
+    assert gap.routing_key == "dbevent-bridge.gap"
+    assert gap.type == "dbevent-bridge.gap"
+    assert gap.body == gap_body(marker)
+    assert gap.headers == {"x-dbevent-database": "salesdb"}
+    assert _sample(metrics, "gap_markers") == 1
+    assert source.confirmed_events == before + after
+
+
+async def test_gap_marker_on_its_own(
+    amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
+) -> None:
+    collector = Collector()
+    await collector.bind(amqp_connection, exchange)
+    marker = GapMarker("salesdb", T0, T0 + timedelta(seconds=1), "bridge restarted")
+    async with _publisher(_config(amqp_url, exchange), Metrics()) as publisher:
+        await publisher.publish_gap(marker)  # connects by itself
+        await collector.wait_for(1)
+    assert collector.messages[0].body == gap_body(marker)
+
+
+# -- startup -----------------------------------------------------------------------------
+
+
+async def test_missing_exchange_without_declare_fails_clearly(
+    amqp_url: str, unique_name: str
+) -> None:
+    config = _config(amqp_url, unique_name, declare_exchange=False)
+    async with _publisher(config, Metrics()) as publisher:
+        with pytest.raises(PublisherStartupError) as info:
+            await publisher.start()
+    assert f"exchange '{unique_name}' in vhost '/'" in str(info.value)
+    assert "does not exist" in str(info.value)
+
+
+async def test_existing_exchange_is_checked_passively(
+    amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
+) -> None:
+    collector = Collector()
+    await collector.bind(amqp_connection, exchange)  # declares the exchange
+    events = _events(3)
+    config = _config(amqp_url, exchange, declare_exchange=False)
+    async with _publisher(config, Metrics()) as publisher:
+        await publisher.run(RecordingSource(events))
+        await collector.wait_for(3)
+    assert collector.ids() == [e.message_id for e in events]
+
+
+async def test_exchange_of_another_type_fails_clearly(
+    amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
+) -> None:
+    channel = await amqp_connection.channel()
+    await channel.declare_exchange(exchange, "fanout", durable=True)
+    async with _publisher(_config(amqp_url, exchange), Metrics()) as publisher:
+        with pytest.raises(PublisherStartupError, match="exists with other settings"):
+            await publisher.start()
+
+
+async def test_bad_credentials_fail_clearly_without_the_password(amqp_url: str) -> None:
+    url = amqp_url.replace("guest:guest@", "guest:s3cr3t-pw@")
+    async with _publisher(_config(url, "x"), Metrics()) as publisher:
+        with pytest.raises(PublisherStartupError) as info:
+            await publisher.start()
+    text = str(info.value)
+    assert "s3cr3t-pw" not in text
+    assert "guest:****@" in text
+    assert "ACCESS_REFUSED" in text
+    assert "s3cr3t-pw" not in repr(publisher._config)
+
+
+async def test_connection_refused_fails_clearly() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nobody listens there
+    url = f"amqp://guest:pw@127.0.0.1:{port}/"
+    async with _publisher(_config(url, "x"), Metrics()) as publisher:
+        with pytest.raises(PublisherStartupError, match="cannot connect") as info:
+            await publisher.start()
+    assert "pw@" not in str(info.value)
+
+
+# -- nacks -------------------------------------------------------------------------------
+
+
+async def test_nacked_events_are_published_again_until_accepted(
+    amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
+) -> None:
+    collector = Collector()
+    queue = await collector.bind(
+        amqp_connection, exchange, {"x-max-length": 5, "x-overflow": "reject-publish"},
+        consume=False,
+    )
+    events = _events(20)
+    source = RecordingSource(events)
+    metrics = Metrics()
+    async with _publisher(_config(amqp_url, exchange), metrics) as publisher:
+        running = asyncio.create_task(publisher.run(source))
+        # The full queue nacks; wait for the first republish.
+        await _until(lambda: _sample(metrics, "events_republished") > 0)
+        assert not running.done()
+        await collector.consume(queue)  # make room: the retries get through
+        await running
+        await collector.wait_for(20)
+    # Nacked messages were never enqueued, so each event arrives exactly once;
+    # the order may differ (see the publisher's docstring on nacks).
+    assert sorted(collector.ids(), key=str) == sorted((e.message_id for e in events), key=str)
+    assert source.confirmed_events == events  # but reported in order
+    assert _sample(metrics, "events_confirmed") == 20
+    republished = _sample(metrics, "events_republished")
+    assert republished >= 1
+    assert _sample(metrics, "events_published") == 20 + republished
+
+
+async def test_a_queue_that_always_nacks_is_retried_with_back_off_not_hot(
+    amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
+) -> None:
+    collector = Collector()
+    await collector.bind(
+        amqp_connection, exchange, {"x-max-length": 0, "x-overflow": "reject-publish"},
+        consume=False,
+    )
+    source = RecordingSource(_events(10))
+    metrics = Metrics()
+    config = _config(amqp_url, exchange, retry_wait_initial=0.1, retry_wait_max=0.4)
+    async with _publisher(config, metrics) as publisher:
+        running = asyncio.create_task(publisher.run(source))
+        await asyncio.sleep(1.5)
+        assert not running.done()
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+    # 10 first publishes, then ONE probe per back-off period (0.1, 0.2, 0.4, 0.4 ... s):
+    # a handful in 1.5 s, where a hot loop would make thousands.
+    assert 1 <= _sample(metrics, "events_republished") <= 10
+    assert source.confirmed_events == []
+
+
+# -- lost connections --------------------------------------------------------------------
+
+
+class CuttingProxy:
+    """A TCP proxy between publisher and broker whose connections can be cut."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self._target = (target_host, target_port)
+        self._transports: list[asyncio.WriteTransport] = []
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    async def __aenter__(self) -> CuttingProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        self.cut()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    def cut(self) -> None:
+        """Abort every proxied connection, both sides, at once."""
+        for transport in self._transports:
+            transport.abort()
+        self._transports.clear()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._transports += [writer.transport, up_writer.transport]
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(src, dst))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.transport.abort()
+
+
+async def test_cut_connections_lose_nothing_and_duplicate_only_unconfirmed(
+    amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
+) -> None:
+    collector = Collector()
+    await collector.bind(amqp_connection, exchange)
+    events = _events(2_000)
+    source = RecordingSource(events)
+    metrics = Metrics()
+    async with CuttingProxy("127.0.0.1", _port_of(amqp_url)) as proxy:
+        url = amqp_url.replace(f":{_port_of(amqp_url)}/", f":{proxy.port}/")
+        cut_at = {300, 900, 1500}
+        source.on_confirm = lambda count: proxy.cut() if count in cut_at else None
+        async with _publisher(_config(url, exchange), metrics) as publisher:
+            await publisher.run(source)
+    assert _sample(metrics, "reconnects", side="amqp") == len(cut_at)
+    ids = [e.message_id for e in events]
+    await collector.wait_for(len(ids))
+    received = collector.ids()
+    first_seen = list(dict.fromkeys(received))
+    assert first_seen == ids  # nothing lost, first deliveries in order
+    duplicates = len(received) - len(ids)
+    assert duplicates <= _sample(metrics, "events_republished")
+    assert source.confirmed_events == events
+    assert _sample(metrics, "events_confirmed") == len(events)
+    # Duplicates are exact copies of the first delivery.
+    by_id = {m.message_id: m for m in collector.messages}
+    for message in collector.messages:
+        assert message.body == by_id[message.message_id].body
+
+
+async def test_channel_closed_by_the_broker_is_reopened_and_declared_again(
+    amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
+) -> None:
+    # Deleting the exchange mid-flow makes the broker close the publishing
+    # channel (404 on basic.publish); the publisher must reconnect, declare the
+    # exchange again and carry on.
+    channel = await amqp_connection.channel()
+    events = _events(2_000)
+    source = RecordingSource(events)
+    deletions: list[asyncio.Task[Any]] = []
+    source.on_confirm = lambda count: (
+        deletions.append(asyncio.create_task(channel.exchange_delete(exchange)))
+        if count == 500 else None
+    )
+    metrics = Metrics()
+    async with _publisher(_config(amqp_url, exchange), metrics) as publisher:
+        await publisher.run(source)
+    await asyncio.gather(*deletions)
+    assert source.confirmed_events == events
+    assert _sample(metrics, "reconnects", side="amqp") >= 1
+    await channel.get_exchange(exchange, ensure=True)  # declared again
+
+
+async def test_missing_exchange_after_a_reconnect_is_waited_for(
+    amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
+) -> None:
+    # With declare_exchange=False a vanished exchange cannot be fixed by the
+    # bridge: it keeps retrying (with back-off) until an operator declares it.
+    collector = Collector()
+    await collector.bind(amqp_connection, exchange)
+    channel = await amqp_connection.channel()
+    source = RecordingSource(_events(100), close=False)
+    deletions: list[asyncio.Task[Any]] = []
+    source.on_confirm = lambda count: (
+        deletions.append(asyncio.create_task(channel.exchange_delete(exchange)))
+        if count == 100 else None
+    )
+    metrics = Metrics()
+    config = _config(amqp_url, exchange, declare_exchange=False)
+    async with _publisher(config, metrics) as publisher:
+        running = asyncio.create_task(publisher.run(source))
+        await collector.wait_for(100)
+        await _until(lambda: len(deletions) == 1)
+        await asyncio.gather(*deletions)
+        late = _events(10)
+        for event in late:
+            source.put_nowait(event)
+        source.close()
+        await _until(lambda: not publisher.is_connected)  # publishing fails, reconnecting too
+        await asyncio.sleep(0.3)
+        assert not running.done()
+        await collector.bind(amqp_connection, exchange, consume=False)  # the operator's fix
+        await running
+    assert source.confirmed_count == 110
+    assert _sample(metrics, "reconnects", side="amqp") == 1
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait (polling, at most 10 s) until `condition()` holds."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached within 10 s")
+
+
+def _port_of(url: str) -> int:
+    port = aio_pika.connection.make_url(url).port
+    assert port is not None
+    return port
