@@ -293,6 +293,8 @@ class SimServer:
         """Counters and the dbevents of every database (JSON-friendly)."""
         return {
             "sessions": len(self._sessions),
+            "connections": len(self._conns),
+            "registrations": sum(len(s.registrations) for s in self._sessions.values()),
             "connects": self._connects,
             "events_raised": self._raised,
             "events_delivered": self._delivered,
