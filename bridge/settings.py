@@ -38,7 +38,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, cast
+from typing import Annotated, Any, Literal, Self, cast, get_args, get_origin
 from urllib.parse import urlsplit
 
 import pydantic_settings
@@ -250,7 +250,8 @@ def _check_target(target: IngresTarget) -> IngresTarget:
         raise ValueError("must not be empty; e.g. mydb, myvnode::mydb or @host,tcp_ip,II::mydb")
     shown = _mask_target(text)
     if text.count("[") != text.count("]") or ("[" in text and not _TARGET_CREDENTIALS.search(text)):
-        raise ValueError(f"credentials must be written [user,password]; got {shown!r}")
+        # Not shown: with its brackets broken, the password cannot be found to mask it.
+        raise ValueError("credentials must be written [user,password] (target not shown)")
     node, sep, database = text.rpartition("::")
     if sep and not node.strip():
         raise ValueError(f"has '::' but no node before it; got {shown!r}")
@@ -478,7 +479,8 @@ def _valid_short_string(value: str) -> str:
 def _check_text_encoding(value: str) -> str:
     """A codec Python knows that turns bytes into text; normalised to its canonical name."""
     try:
-        b"".decode(value)
+        # Not b"".decode(): empty input short-circuits the lookup of the codec.
+        "x".encode(value)
         return codecs.lookup(value).name
     except LookupError as exc:
         if "not a text encoding" in str(exc):
@@ -487,6 +489,8 @@ def _check_text_encoding(value: str) -> str:
             f"unknown text encoding {value!r}; use a Python codec name such as "
             "utf-8, latin-1 or cp1252"
         ) from None
+    except UnicodeError:  # e.g. the 'undefined' codec, which refuses everything
+        raise ValueError(f"{value!r} is not a usable text encoding") from None
 
 
 _LISTEN_OFF = frozenset({"", "off", "none", "false", "no", "disabled"})
@@ -553,7 +557,7 @@ class IngresSettings(_Section):
         default=None, description="User name for the connection (unless the target carries it)."
     )
     password: Annotated[SecretStr | None, BeforeValidator(_empty_to_none)] = Field(
-        default=None, description="Password for `user`; prefer the secrets directory."
+        default=None, description="Password for `user`."
     )
     events: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -801,13 +805,20 @@ class _SourcePlan:
     config_file: Path | None
     config_origin: str
     secrets_dir: Path
+    isolated: bool = False  # overrides and defaults only: for tests and embedding
 
 
 _PLAN: ContextVar[_SourcePlan | None] = ContextVar("bridge_settings_plan", default=None)
 
 
 class Settings(BaseSettings):
-    """Every setting of the bridge. Build it with `load_settings`, not directly."""
+    """Every setting of the bridge.
+
+    Build it with `load_settings` (every source) or `Settings.isolated` (overrides
+    and defaults only). Calling `Settings()` directly reads the environment, .env,
+    the secrets directory and BRIDGE_CONFIG_FILE, but reports problems as a raw
+    pydantic ValidationError, not as a SettingsError.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -841,6 +852,8 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """CLI (init kwargs) > environment > .env > secrets directory > TOML file > defaults."""
         plan = _PLAN.get() or _plan_from_environment(None)
+        if plan.isolated:
+            return (init_settings,)
         secrets = NestedSecretsSettingsSource(
             file_secret_settings,
             secrets_dir=plan.secrets_dir,
@@ -849,6 +862,15 @@ class Settings(BaseSettings):
         )
         toml = TomlConfigSettingsSource(settings_cls, toml_file=plan.config_file)
         return init_settings, env_settings, dotenv_settings, secrets, toml
+
+    @classmethod
+    def isolated(cls, overrides: Mapping[str, Any] | None = None) -> Settings:
+        """Settings from `overrides` and the defaults only: no environment, .env, secrets or file.
+
+        For tests and for embedding; raises SettingsError like `load_settings`.
+        """
+        plan = _SourcePlan(None, "--config", DEFAULT_SECRETS_DIR, isolated=True)
+        return _build(plan, overrides)
 
     def require_events(self) -> None:
         """Raise SettingsError unless at least one event is configured (`run` needs one).
@@ -937,15 +959,31 @@ def _setting_path(loc: tuple[int | str, ...]) -> tuple[str, ...]:
     return tuple(path)
 
 
+def _suggestion(path: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The known setting that `path` most likely misspells, looking below its parent.
+
+    Names are compared flattened ('loglevel' against 'log_level'), so a
+    missing level separator is recognised too.
+    """
+    parent, key = path[:-1], path[-1]
+    candidates: dict[str, tuple[str, ...]] = {}
+    for leaf, _field in leaf_fields():
+        for depth in range(len(parent) + 1, len(leaf) + 1):
+            if leaf[: len(parent)] == parent:
+                candidates.setdefault("_".join(leaf[len(parent) : depth]), leaf[:depth])
+    close = difflib.get_close_matches(key, list(candidates), n=1)
+    close = close or [name for name in candidates if name.startswith(key)][:1]
+    return candidates[close[0]] if close else None
+
+
 def _unknown_setting(path: tuple[str, ...]) -> str:
     if path in (("config_file",), ("secrets_dir",)):
         return "is read from the process environment only, not from .env; remove it there"
+    suggestion = _suggestion(path)
+    if suggestion is not None:
+        return f"unknown setting; did you mean {'.'.join(suggestion)} ({env_name(suggestion)})?"
     model = _model_at(path[:-1])
     known = list(model.model_fields) if model is not None else []
-    close = difflib.get_close_matches(path[-1], known, n=1)
-    if close:
-        suggestion = (*path[:-1], close[0])
-        return f"unknown setting; did you mean {'.'.join(suggestion)} ({env_name(suggestion)})?"
     return f"unknown setting; known here: {', '.join(known)}"
 
 
@@ -962,7 +1000,7 @@ def _message(error: ErrorDetails, path: tuple[str, ...]) -> str:
     if kind == "missing":
         return "is required"
     message = error["msg"]
-    message = re.sub(r"^Input should be ", "must be ", message)
+    message = re.sub(r"^(Input|String|List|Value) should ", "must ", message)
     if kind == "bool_parsing":
         message = "must be true or false (also: yes/no, on/off, 1/0)"
     value = error.get("input")
@@ -1037,6 +1075,10 @@ def load_settings(
     problems = _file_problems(plan)
     if problems:
         raise SettingsError(problems)
+    return _build(plan, overrides)
+
+
+def _build(plan: _SourcePlan, overrides: Mapping[str, Any] | None) -> Settings:
     token = _PLAN.set(plan)
     try:
         return Settings(**dict(overrides or {}))
@@ -1086,6 +1128,19 @@ def _default_text(field: FieldInfo) -> str:
     return "none" if default is None else str(default)
 
 
+def _metavar(path: tuple[str, ...], field: FieldInfo) -> str:
+    """What an option expects, as the help shows it: {a,b}, DURATION, SIZE or the setting's name."""
+    args = get_args(field.annotation)
+    if get_origin(field.annotation) is Literal:
+        return "{" + ",".join(str(arg).lower() for arg in args) + "}"
+    parsers = {getattr(item, "func", None) for item in field.metadata}
+    if _parse_positive_duration in parsers:
+        return "DURATION"
+    if _parse_byte_size in parsers:
+        return "SIZE"
+    return path[-1].upper()
+
+
 def add_cli_options(parser: argparse.ArgumentParser) -> None:
     """Add `--config PATH` and one option per setting (e.g. --amqp-exchange-type).
 
@@ -1110,7 +1165,7 @@ def add_cli_options(parser: argparse.ArgumentParser) -> None:
         if field.annotation is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs["metavar"] = path[-1].upper()
+            kwargs["metavar"] = _metavar(path, field)
         group.add_argument(_option(path), help=text.replace("%", "%%"), **kwargs)
 
 
