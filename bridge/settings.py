@@ -64,6 +64,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bridge.routing import validate_template
+
 __all__ = [
     "DEFAULT_SECRETS_DIR",
     "ENV_PREFIX",
@@ -431,39 +433,23 @@ def _parse_events(value: object) -> list[str]:
 # --------------------------------------------------------------------------- routing templates
 
 
-ROUTING_PLACEHOLDERS = ("owner", "name", "database")
-_MAX_SHORTSTR = 255  # AMQP routing keys and exchange names are short strings
+_MAX_SHORTSTR = 255  # AMQP exchange names and routing keys are short strings
 
 
-def _check_routing_template(template: str) -> None:
-    """Only {owner}, {name} and {database} placeholders; '{{' and '}}' for literal braces.
+def _valid_routing_template(template: str) -> str:
+    """The publisher's rule (`bridge.routing.validate_template`): {owner} {name} {database}.
 
-    Same rule as the publisher's `bridge.routing.validate_template`.
+    Unbalanced braces are caught here first, to tell the operator how to write
+    a literal brace.
     """
     try:
-        parsed = list(string.Formatter().parse(template))
+        list(string.Formatter().parse(template))
     except ValueError:
         raise ValueError(
             f"unbalanced brace in {template!r}: placeholders are {{owner}}, {{name}}, "
             "{database}; write {{ or }} for a literal brace"
         ) from None
-    for _literal, field, spec, conversion in parsed:
-        if field is None:
-            continue
-        if field not in ROUTING_PLACEHOLDERS or spec or conversion:
-            written = "{" + field + (f"!{conversion}" if conversion else "")
-            written += (f":{spec}" if spec else "") + "}"
-            raise ValueError(
-                f"unknown placeholder {written} in {template!r}: "
-                "use {owner}, {name} and {database} only"
-            )
-    literal = "".join(part[0] for part in parsed)
-    if len(literal.encode()) > _MAX_SHORTSTR:
-        raise ValueError(f"is longer than {_MAX_SHORTSTR} bytes")
-
-
-def _valid_routing_template(template: str) -> str:
-    _check_routing_template(template)
+    validate_template(template)
     return template
 
 
@@ -1148,7 +1134,7 @@ def add_cli_options(parser: argparse.ArgumentParser) -> None:
     """
     parser.add_argument(
         "--config",
-        dest="bridge_config_file",
+        dest="config",
         type=Path,
         default=None,
         metavar="PATH",
@@ -1183,7 +1169,7 @@ def overrides_from_args(ns: argparse.Namespace) -> dict[str, Any]:
 
 def config_file_from_args(ns: argparse.Namespace) -> Path | None:
     """The path given with --config, if any."""
-    value = getattr(ns, "bridge_config_file", None)
+    value = getattr(ns, "config", None)
     return value if isinstance(value, Path) else None
 
 

@@ -398,14 +398,14 @@ BAD_INPUTS = [
     (
         "BRIDGE_AMQP__ROUTING_KEY",
         "{owner}.{table}",
-        "BRIDGE_AMQP__ROUTING_KEY (amqp.routing_key): unknown placeholder {table} in "
-        "'{owner}.{table}': use {owner}, {name} and {database} only",
+        "BRIDGE_AMQP__ROUTING_KEY (amqp.routing_key): routing key template '{owner}.{table}' "
+        "uses unknown placeholder {table}; allowed: {database}, {name}, {owner}",
     ),
     (
         "BRIDGE_AMQP__ROUTING_KEY",
         "{name!r}",
-        "BRIDGE_AMQP__ROUTING_KEY (amqp.routing_key): unknown placeholder {name!r} in "
-        "'{name!r}': use {owner}, {name} and {database} only",
+        "BRIDGE_AMQP__ROUTING_KEY (amqp.routing_key): routing key template '{name!r}': "
+        "placeholder {name} must not have a format spec or conversion (':...' or '!...')",
     ),
     (
         "BRIDGE_AMQP__ROUTING_KEY",
