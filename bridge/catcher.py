@@ -133,6 +133,11 @@ class Catcher:
         """Stop taking events from Ingres (backlog full, `block` policy)."""
         self._paused.set()
 
+    @property
+    def paused(self) -> bool:
+        """True while intake is paused."""
+        return self._paused.is_set()
+
     def resume(self) -> None:
         """Take events again after `pause`."""
         self._paused.clear()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import struct
 import time
@@ -23,6 +24,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+log = logging.getLogger("bridge.openapi")
 
 # Status codes (iiapi.h); pyngres defines them too, but this module must be
 # importable before pyngres is.
@@ -131,6 +134,20 @@ class RawEvent:
     name: str
     raised_at: datetime
     text: bytes | None
+
+
+# ISO4 is "yyyymmdd hh:mm:ss" in Ingres; the dashed form is accepted too, in
+# case a client runtime renders it so.
+_ISO4_FORMATS = ("%Y%m%d %H:%M:%S", "%Y-%m-%d %H:%M:%S")
+
+
+def _parse_iso4(text: str) -> datetime | None:
+    for fmt in _ISO4_FORMATS:
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    return None
 
 
 def _text(value: bytes | None) -> str:
@@ -423,8 +440,12 @@ class Session:
         py.IIapi_formatData(parm)
         if parm.fd_status != ST_SUCCESS:
             raise OpenAPIError("IIapi_formatData(event time)", parm.fd_status, [])
-        text = dst.raw[: parm.fd_dstValue.dv_length].decode("ascii").strip()
-        seconds = datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+        text = dst.raw[: parm.fd_dstValue.dv_length].decode("ascii", "replace").strip()
+        seconds = _parse_iso4(text)
+        if seconds is None:
+            # Never lose the event over its time stamp: keep it, say so.
+            log.error("unexpected event time %r from IIapi_formatData; using the catch time", text)
+            return datetime.now(UTC)
         millis_of_day = struct.unpack_from("=i", raw, 8)[0] if len(raw) == 12 else 0
         if millis_of_day // 1000 % 60 == seconds.second:
             return seconds + timedelta(milliseconds=millis_of_day % 1000)

@@ -1,0 +1,316 @@
+"""The wiring: settings in, catcher → backlog (spool) → publisher, and an orderly shutdown.
+
+Shutdown follows uvicorn's shape: stop intake (the catcher closes its session),
+drain what is queued into RabbitMQ within a deadline, then cancel what is left;
+anything not confirmed stays in the spool for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from contextlib import suppress
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.backlog import Backlog
+from bridge.catcher import Catcher, CatcherConfig
+from bridge.event import CaughtEvent
+from bridge.health import Health
+from bridge.http import HttpServer, start_http
+from bridge.message import GapMarker
+from bridge.metrics import Metrics
+from bridge.publisher import Publisher, PublisherConfig
+from bridge.settings import AmqpSettings, Settings
+from bridge.spool import Spool
+from bridge.tls import build_ssl_context
+
+log = logging.getLogger("bridge.app")
+
+
+class StartupError(RuntimeError):
+    """The bridge cannot start; the message says why, in an operator's words."""
+
+
+def catcher_config(settings: Settings) -> CatcherConfig:
+    """The catcher's view of the settings."""
+    ingres = settings.ingres
+    if ingres.target is None:
+        raise StartupError("no Ingres target: set BRIDGE_INGRES__TARGET (ingres.target)")
+    return CatcherConfig(
+        target=ingres.target.get_secret_value(),
+        user=ingres.user,
+        password=ingres.password.get_secret_value() if ingres.password else None,
+        events=[name.sql for name in ingres.event_names()],
+        get_event_timeout_ms=int(ingres.get_event_timeout * 1000),
+        idle_probe_s=ingres.idle_probe_interval,
+        reconnect_min_s=ingres.reconnect_backoff_min,
+        reconnect_max_s=ingres.reconnect_backoff_max,
+    )
+
+
+def publisher_config(amqp: AmqpSettings) -> PublisherConfig:
+    """The publisher's view of the settings; TLS only for amqps:// URLs."""
+    url = amqp.url.get_secret_value()
+    ssl_context = None
+    if amqp.uses_tls:
+        tls = amqp.tls
+        ssl_context = build_ssl_context(
+            tls.ca_file, tls.cert_file, tls.key_file, tls.verify_hostname, tls.server_name
+        )
+    return PublisherConfig(
+        url=url,
+        exchange=amqp.exchange,
+        exchange_type=amqp.exchange_type,
+        declare_exchange=amqp.declare_exchange,
+        routing_key=amqp.routing_key,
+        gap_routing_key=amqp.gap_routing_key,
+        confirm_window=amqp.confirm_window,
+        publish_timeout=amqp.publish_timeout,
+        text_encoding=amqp.text_encoding,
+        ssl_context=ssl_context,
+    )
+
+
+def database_of(target: str) -> str:
+    """The database a connection target names (`[vnode::]database[/server_class]`)."""
+    return target.rsplit("::", 1)[-1].split("/", 1)[0].strip()
+
+
+class _LoopSink:
+    """Carries the catcher thread's reports onto the event loop, in batches.
+
+    One `call_soon_threadsafe` per burst rather than per event: under load the
+    loop wakes once and takes every event that arrived meanwhile.
+    """
+
+    def __init__(self, bridge: Bridge, loop: asyncio.AbstractEventLoop) -> None:
+        self._bridge = bridge
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._inbox: list[CaughtEvent] = []
+        self._scheduled = False
+
+    def event_caught(self, event: CaughtEvent) -> None:
+        with self._lock:
+            self._inbox.append(event)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            batch, self._inbox = self._inbox, []
+            self._scheduled = False
+        self._bridge.accept(batch)
+
+    def session_up(self, registered_at: datetime, reconnected: bool) -> None:
+        with suppress(RuntimeError):  # the loop is closed: we are shutting down anyway
+            self._loop.call_soon_threadsafe(self._bridge.on_session_up, registered_at, reconnected)
+
+    def session_down(self, lost_at: datetime, reason: str) -> None:
+        with suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._bridge.on_session_down, lost_at, reason)
+
+    def catcher_failed(self, error: BaseException) -> None:
+        with suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._bridge.fail, error)
+
+
+class Bridge:
+    """One running bridge. `start`, then `wait` for a stop request, then `shutdown`."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.health = Health()
+        self._spool: Spool | None = None
+        self._backlog: Backlog | None = None
+        self._publisher: Publisher | None = None
+        self._catcher: Catcher | None = None
+        self._http: HttpServer | None = None
+        self._publish_task: asyncio.Task[None] | None = None
+        self._failed: asyncio.Future[BaseException] | None = None
+        self._lost_at: datetime | None = None
+        self._lost_reason = ""
+        self._gap_tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the spool, connect to RabbitMQ, start catching. Raises StartupError."""
+        loop = asyncio.get_running_loop()
+        self._failed = loop.create_future()
+        config = catcher_config(self.settings)
+        self._open_backlog()
+        if self.settings.http.listen is not None:
+            self._http = await start_http(self.settings.http.listen, self.metrics, self.health)
+            log.info("health and metrics on http://%s:%d/", self._http.host, self._http.port)
+        self._publisher = Publisher(publisher_config(self.settings.amqp), self.metrics)
+        await self._publisher.start()
+        self.health.set("amqp", True)
+        self._publish_task = asyncio.create_task(self._publish(), name="publisher")
+        self._catcher = Catcher(config, _LoopSink(self, loop))
+        self._catcher.start()
+        self.health.watch_tasks([self._publish_task])
+
+    def _open_backlog(self) -> None:
+        spool_settings = self.settings.spool
+        if spool_settings.enabled:
+            self._spool = Spool.open(spool_settings.path)
+        self._backlog = Backlog(
+            self.metrics,
+            self._spool,
+            max_events=self.settings.queue.max_events,
+            max_bytes=spool_settings.max_bytes,
+            policy=spool_settings.full_policy,
+        )
+
+    def wait_registered(self, timeout: float) -> bool:
+        """Block (call it in a thread) until the first session registered every event."""
+        assert self._catcher is not None
+        return self._catcher.wait_registered(timeout)
+
+    async def _publish(self) -> None:
+        assert self._publisher is not None
+        assert self._backlog is not None
+        try:
+            await self._publisher.run(self._backlog)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            log.exception("publisher failed")
+            self.fail(exc)
+
+    async def wait(self, stop: asyncio.Event) -> None:
+        """Return when `stop` is set; raise when a component failed for good."""
+        assert self._failed is not None
+        stop_task = asyncio.ensure_future(stop.wait())
+        waiters: set[asyncio.Future[Any]] = {stop_task, self._failed}
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_task.cancel()
+        if self._failed.done():
+            raise self._failed.result()
+
+    async def shutdown(self) -> None:
+        """Stop intake, drain within the deadline, then cancel; leave the rest spooled."""
+        deadline = self.settings.shutdown.drain_timeout
+        if self._catcher is not None:
+            self._catcher.stop()
+            await asyncio.to_thread(self._catcher.join, 10.0)
+        if self._backlog is not None:
+            self._backlog.close()
+        if self._publish_task is not None:
+            await self._drain(self._publish_task, deadline)
+        for task in list(self._gap_tasks):
+            task.cancel()
+        if self._publisher is not None:
+            await self._publisher.close()
+        if self._backlog is not None:
+            self._backlog.flush()
+        if self._spool is not None:
+            self._spool.close()
+        if self._http is not None:
+            await self._http.close()
+
+    async def _drain(self, task: asyncio.Task[None], deadline: float) -> None:
+        assert self._backlog is not None
+        if not task.done():
+            log.info(
+                "draining %d queued event(s) into RabbitMQ, for at most %.0f s",
+                self._backlog.depth, deadline, extra={"wait_seconds": deadline},
+            )
+        done, _ = await asyncio.wait({task}, timeout=deadline)
+        if not done:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+            log.warning(
+                "shutdown deadline passed: %d event(s) left in the spool for the next start",
+                self._backlog.depth,
+            )
+
+    def fail(self, exc: BaseException) -> None:
+        """A component gave up: make `wait` raise it."""
+        if self._failed is not None and not self._failed.done():
+            self._failed.set_result(exc)
+
+    # -- reports from the catcher (on the loop) --------------------------------
+
+    def accept(self, events: list[CaughtEvent]) -> None:
+        """Take a batch of caught events into the backlog."""
+        assert self._backlog is not None
+        assert self._catcher is not None
+        self.metrics.events_caught.inc(len(events))
+        self.metrics.last_event_timestamp.set_to_current_time()
+        for event in events:
+            # False means dropped by policy: the backlog has logged and counted it.
+            self._backlog.put(event)
+        if not self._backlog.has_room and not self._catcher.paused:
+            # `block` policy: stop taking events; Ingres holds (or discards) the rest,
+            # and the catcher's gap report makes the loss visible.
+            self._catcher.pause()
+            self._backlog.when_room(self._catcher.resume)
+
+    def on_session_up(self, registered_at: datetime, reconnected: bool) -> None:
+        """A session registered every event; publish a gap marker after an outage."""
+        self.health.set("ingres", True)
+        if reconnected and self._lost_at is not None:
+            self.metrics.reconnects.labels(side="ingres").inc()
+            self._publish_gap(self._lost_at, registered_at, self._lost_reason)
+        self._lost_at = None
+
+    def on_session_down(self, lost_at: datetime, reason: str) -> None:
+        """The session is gone: not ready until it is back."""
+        self.health.set("ingres", False, str(reason))
+        if self._lost_at is None:
+            self._lost_at = lost_at
+            self._lost_reason = str(reason)
+
+    def _publish_gap(self, lost_from: datetime, lost_until: datetime, reason: str) -> None:
+        assert self._publisher is not None
+        marker = GapMarker(
+            database=database_of(catcher_config(self.settings).target),
+            lost_from=lost_from,
+            lost_until=lost_until,
+            reason=reason,
+        )
+        log.warning(
+            "DBEvents raised between %s and %s were not caught (%s); publishing a gap marker",
+            lost_from.isoformat(), lost_until.isoformat(), reason,
+        )
+        task = asyncio.create_task(self._publisher.publish_gap(marker))
+        self._gap_tasks.add(task)
+        task.add_done_callback(self._gap_tasks.discard)
+        self.metrics.gap_markers.inc()
+
+
+async def run_service(settings: Settings) -> int:
+    """Run the bridge until SIGTERM/SIGINT; return the exit status."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _on_signal, stop, signum)
+    bridge = Bridge(settings)
+    try:
+        await bridge.start()
+        log.info("dbevent-bridge running", extra={"started_at": datetime.now(UTC).isoformat()})
+        await bridge.wait(stop)
+        status = 0
+    except Exception as exc:
+        log.error("dbevent-bridge stopped: %s", exc)
+        status = 1
+    finally:
+        await bridge.shutdown()
+    log.info("dbevent-bridge stopped cleanly" if status == 0 else "dbevent-bridge gave up")
+    return status
+
+
+def _on_signal(stop: asyncio.Event, signum: int) -> None:
+    log.info("received %s: stopping intake and draining", signal.Signals(signum).name)
+    stop.set()

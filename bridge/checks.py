@@ -1,0 +1,71 @@
+"""`dbevent-bridge check-config`: show the effective settings, then try both sides."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from bridge.app import StartupError, catcher_config, publisher_config
+from bridge.metrics import Metrics
+from bridge.openapi import OpenAPIError, OpenAPIUnavailableError, Session
+from bridge.publisher import Publisher, PublisherError
+from bridge.settings import Settings
+from bridge.tls import TlsConfigError
+
+EXIT_OK = 0
+EXIT_INGRES_DOWN = 3
+EXIT_AMQP_DOWN = 4
+EXIT_BOTH_DOWN = 5
+
+
+def _check_ingres(settings: Settings) -> str | None:
+    """Connect, register every configured event, close: None when all went well."""
+    try:
+        config = catcher_config(settings)
+        session = Session(config.target, config.user, config.password, timeout_s=15.0)
+        try:
+            session.open()
+            session.probe()
+            for name in config.events:
+                session.execute(f"register dbevent {name}")
+        finally:
+            session.close()
+    except (StartupError, OpenAPIUnavailableError, OpenAPIError) as exc:
+        return str(exc)
+    return None
+
+
+async def _check_amqp(settings: Settings) -> str | None:
+    """Connect and declare (or passively check) the exchange: None when that worked."""
+    try:
+        publisher = Publisher(publisher_config(settings.amqp), Metrics())
+        try:
+            await publisher.start()
+        finally:
+            await publisher.close()
+    except (PublisherError, TlsConfigError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
+async def check_config(settings: Settings) -> int:
+    """Print the masked settings and the result of each check; return the exit status."""
+    print(json.dumps(settings.masked_dict(), indent=2, default=str))
+    ingres_problem, amqp_problem = await asyncio.gather(
+        asyncio.to_thread(_check_ingres, settings), _check_amqp(settings)
+    )
+    _report("Ingres", ingres_problem)
+    _report("RabbitMQ", amqp_problem)
+    if ingres_problem and amqp_problem:
+        return EXIT_BOTH_DOWN
+    if ingres_problem:
+        return EXIT_INGRES_DOWN
+    return EXIT_AMQP_DOWN if amqp_problem else EXIT_OK
+
+
+def _report(side: str, problem: str | None) -> None:
+    if problem is None:
+        print(f"{side}: OK")
+    else:
+        print(f"{side}: FAILED: {problem}", file=sys.stderr)
