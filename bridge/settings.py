@@ -1064,6 +1064,24 @@ def load_settings(
     return _build(plan, overrides)
 
 
+_SOURCE_NAMES = {
+    "EnvSettingsSource": "the environment",
+    "DotEnvSettingsSource": ".env",
+    "NestedSecretsSettingsSource": "the secrets directory",
+}
+
+
+def _source_problem(exc: pydantic_settings.SettingsError) -> str:
+    """A source could not be read: so far, a whole section given as JSON that is not JSON."""
+    found = re.search(r'field "(\w+)" from source "(\w+)"', str(exc))
+    if found is None:
+        return f"settings: {exc}"
+    path, source = (found.group(1),), _SOURCE_NAMES.get(found.group(2), found.group(2))
+    return _problem(
+        path, f"is not valid JSON (in {source}); set each setting as {env_name(path)}__... instead"
+    )
+
+
 def _build(plan: _SourcePlan, overrides: Mapping[str, Any] | None) -> Settings:
     token = _PLAN.set(plan)
     try:
@@ -1071,8 +1089,7 @@ def _build(plan: _SourcePlan, overrides: Mapping[str, Any] | None) -> Settings:
     except ValidationError as exc:
         problems = _problems_of(exc)
     except pydantic_settings.SettingsError as exc:
-        # Raised for a source that cannot be read, e.g. BRIDGE_AMQP='{not json'.
-        problems = [f"settings: {exc}"]
+        problems = [_source_problem(exc)]
     finally:
         _PLAN.reset(token)
     # Raised outside the except blocks: the ValidationError (which holds the raw

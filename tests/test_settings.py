@@ -714,6 +714,14 @@ def test_unknown_command_line_override() -> None:
     ]
 
 
+def test_section_as_bad_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_AMQP", "{not json")
+    assert problems_of() == [
+        "BRIDGE_AMQP (amqp): is not valid JSON (in the environment); set each setting as "
+        "BRIDGE_AMQP__... instead"
+    ]
+
+
 def test_settings_error_does_not_chain_the_validation_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
