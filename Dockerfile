@@ -1,0 +1,134 @@
+# syntax=docker/dockerfile:1
+#
+# dbevent-bridge container image.
+#
+# Actian's Ingres client runtime is not redistributable, so the production
+# image takes it from you, in one of two ways (README, "Deploying"):
+#
+#   INGRES_SOURCE=tarball (default): a tar.gz of an installed client's
+#       $II_SYSTEM/ingres tree, placed in the build context, e.g.
+#         tar -C "$II_SYSTEM" -czf ingres-client/ingres-client.tar.gz ingres
+#         docker build -t dbevent-bridge .
+#   INGRES_SOURCE=image: an image that already has the client installed:
+#         docker build --build-arg INGRES_SOURCE=image \
+#           --build-arg INGRES_BASE=my-registry/ingres-client:11.2 \
+#           --build-arg INGRES_BASE_II_SYSTEM=/opt/Actian/IngresII -t dbevent-bridge .
+#
+# The `demo` target needs neither: it compiles the OpenAPI simulator's
+# libiiapi.1.so (`dbevent-bridge sim ii-system`) in a throw-away stage that
+# has gcc, and copies only the library into an image without a compiler:
+#         docker build --target demo -t dbevent-bridge:demo .
+#
+# Both final images: python:3.11-slim, non-root user `bridge` (uid 10001),
+# spool on VOLUME /var/lib/dbevent-bridge, HEALTHCHECK on GET /healthz,
+# entrypoint config/docker/entrypoint.sh (checks II_SYSTEM, then execs
+# `dbevent-bridge "$@"`, default `run`).
+
+ARG PYTHON_IMAGE=python:3.11-slim
+ARG INGRES_SOURCE=tarball
+ARG INGRES_BASE=scratch
+
+# ---------------------------------------------------------------------------
+# build: the bridge and its dependencies in a virtual environment. Every
+# dependency ships wheels, so this stage needs no compiler.
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY bridge ./bridge
+# `.` is this source tree; its dependency ranges live in pyproject.toml.
+RUN /opt/venv/bin/pip install --no-compile . \
+    && /opt/venv/bin/python -m compileall -q /opt/venv/lib
+
+# ---------------------------------------------------------------------------
+# The Ingres client runtime, way 1: copied out of an image that has it.
+FROM ${INGRES_BASE} AS ingres-base-image
+
+FROM ${PYTHON_IMAGE} AS ingres-image
+ARG INGRES_BASE_II_SYSTEM=/opt/Actian/IngresII
+COPY --from=ingres-base-image ${INGRES_BASE_II_SYSTEM}/ingres /opt/ingres/ingres
+RUN test -f /opt/ingres/ingres/lib/libiiapi.1.so \
+    || { echo "INGRES_BASE has no ${INGRES_BASE_II_SYSTEM}/ingres/lib/libiiapi.1.so: set INGRES_BASE_II_SYSTEM to its II_SYSTEM" >&2; exit 1; }
+
+# The Ingres client runtime, way 2: a tarball of $II_SYSTEM/ingres in the
+# build context (only the ingres-client/ directory gets past .dockerignore).
+# A bind mount instead of COPY keeps the tarball itself out of every layer.
+FROM ${PYTHON_IMAGE} AS ingres-tarball
+ARG INGRES_CLIENT_TARBALL=ingres-client/ingres-client.tar.gz
+RUN --mount=type=bind,target=/context \
+    if [ ! -f "/context/${INGRES_CLIENT_TARBALL}" ]; then \
+        echo "No Ingres client tarball at ${INGRES_CLIENT_TARBALL} in the build context." >&2; \
+        echo "Make one from an installed client: tar -C \"\$II_SYSTEM\" -czf ${INGRES_CLIENT_TARBALL} ingres" >&2; \
+        echo "or build with --build-arg INGRES_SOURCE=image --build-arg INGRES_BASE=<image>," >&2; \
+        echo "or try the stack without Actian's client: docker build --target demo ." >&2; \
+        exit 1; \
+    fi \
+    && mkdir -p /opt/ingres \
+    && tar -xzf "/context/${INGRES_CLIENT_TARBALL}" -C /opt/ingres --no-same-owner \
+    && test -f /opt/ingres/ingres/lib/libiiapi.1.so \
+    || { echo "${INGRES_CLIENT_TARBALL} must hold ingres/lib/libiiapi.1.so (an archive of \$II_SYSTEM/ingres)" >&2; exit 1; }
+
+# A stage chosen by name, not an image: nothing to tag.
+# hadolint ignore=DL3006
+FROM ingres-${INGRES_SOURCE} AS ingres-client
+
+# ---------------------------------------------------------------------------
+# The demo's client runtime: the simulator's libiiapi.1.so, compiled here
+# with gcc; only /opt/ingres leaves this stage.
+FROM build AS simulator-client
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+# The last line `sim ii-system` prints is the II_SYSTEM it built.
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+RUN ii_system="$(/opt/venv/bin/dbevent-bridge sim ii-system | tail -n 1)" \
+    && mkdir -p /opt/ingres/ingres/lib \
+    && cp "${ii_system}/ingres/lib/libiiapi.1.so" /opt/ingres/ingres/lib/ \
+    && test -f /opt/ingres/ingres/lib/libiiapi.1.so
+
+# ---------------------------------------------------------------------------
+# base: what both final images share.
+FROM ${PYTHON_IMAGE} AS base
+LABEL org.opencontainers.image.title="dbevent-bridge" \
+      org.opencontainers.image.description="Publishes Actian Ingres DBEvents to RabbitMQ" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV PATH=/opt/venv/bin:${PATH} \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    II_SYSTEM=/opt/ingres
+RUN groupadd --system --gid 10001 bridge \
+    && useradd --system --uid 10001 --gid bridge --no-create-home \
+       --home-dir /var/lib/dbevent-bridge --shell /usr/sbin/nologin bridge \
+    && install -d -o bridge -g bridge -m 0750 /var/lib/dbevent-bridge
+COPY --from=build /opt/venv /opt/venv
+COPY --chmod=0755 config/docker/entrypoint.sh /usr/local/bin/dbevent-bridge-entrypoint
+COPY --chmod=0644 config/docker/healthcheck.py /usr/local/lib/dbevent-bridge/healthcheck.py
+VOLUME ["/var/lib/dbevent-bridge"]
+EXPOSE 8080
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "/usr/local/lib/dbevent-bridge/healthcheck.py"]
+WORKDIR /var/lib/dbevent-bridge
+ENTRYPOINT ["/usr/local/bin/dbevent-bridge-entrypoint"]
+CMD ["run"]
+
+# ---------------------------------------------------------------------------
+# demo: the bridge with the simulator's client library (no Actian download).
+# The same image also runs the simulator itself: `sim serve --listen ...`.
+FROM base AS demo
+COPY --from=simulator-client /opt/ingres /opt/ingres
+USER 10001:10001
+
+# ---------------------------------------------------------------------------
+# runtime (the default target): the bridge with your Ingres client runtime.
+FROM base AS runtime
+COPY --from=ingres-client /opt/ingres /opt/ingres
+# Fail the build, not the first start, when the client needs a shared
+# library this base image lacks.
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+RUN missing="$(LD_LIBRARY_PATH=/opt/ingres/ingres/lib ldd /opt/ingres/ingres/lib/libiiapi.1.so | grep 'not found' || true)" \
+    && if [ -n "${missing}" ]; then echo "libiiapi.1.so needs libraries this image lacks:" >&2; echo "${missing}" >&2; exit 1; fi
+USER 10001:10001
