@@ -14,7 +14,8 @@ Actian and as the Ingres source (fosslc/Ingres) implements it:
 * event text is bytes, cut silently at DB_EVDATA_MAX (256) bytes; empty text
   is "no text".
 
-Errors and where their numbers come from (ge_errorCode = facility << 16 | n):
+Errors (ge_errorCode = facility << 16 | number; texts and SQLSTATEs from the
+message files named; which error applies when, from the code named):
 
 =========  ==========  =====  ==============================================
 name       code        state  when
@@ -23,12 +24,17 @@ E_US09C4   0x000009C4  42000  statement not understood (erusf.msg)
 E_US0010   0x00000010  08004  CONNECT to an unknown database (erusf.msg)
 E_GC000B   0x000C000B  50000  CONNECT with a wrong password (ergcf.msg)
 E_QE020A   0x0006020A  42502  CREATE DBEVENT of an existing one (erqef.msg)
-E_QE020B   0x0006020B  42505  DROP DBEVENT absent / not owned (erqef.msg)
+E_QE020B   0x0006020B  42505  DROP DBEVENT of none of the user's (erqef.msg)
 E_QE020C   0x0006020C  42502  REGISTER twice (erqef.msg)
 E_QE020D   0x0006020D  42505  REMOVE of an unregistered event (erqef.msg)
-E_PS0D3A   0x00050D3A  42503  GRANT/CREATE on another user's schema (erpsf.msg)
-E_PS0D3B   0x00050D3B  42505  REGISTER/REMOVE/RAISE/GRANT: no such event
-E_PS0D3C   0x00050D3C  42503  REGISTER/RAISE without the privilege (erpsf.msg)
+E_PS0D3B   0x00050D3B  42505  unqualified name found nowhere (psyevent.c)
+E_US088F   0x0000088F  42000  owner.name not found, or GRANT by a user
+                              holding no privilege on it (psyevent.c)
+E_PS0D3C   0x00050D3C  42503  REGISTER/RAISE without the privilege
+E_PS0551   0x00050551  01007  GRANT by a non-owner holding some privilege
+E_PS0563   0x00050563  01007  GRANT ALL by a non-owner holding some
+E_PS0420   0x00050420  42503  DROP DBEVENT other.name (pslsgram.yi)
+E_PS0421   0x00050421  42503  CREATE DBEVENT other.name (pslsgram.yi)
 E_PS0D35   0x00050D35  42000  GRANT of another privilege on a dbevent
 E_PS0D36   0x00050D36  42000  RAISE DBEVENT text given as a bare name
 E_PS0D38   0x00050D38  42000  RAISE DBEVENT ... WITH <not [NO]SHARE>
@@ -65,6 +71,7 @@ DB_EVDATA_MAX = 256  # iicommon.h: the longest dbevent text; longer is cut
 DEFAULT_VERSION = "II 10.2.0 (a64.lnx/100)"
 DEFAULT_QUEUE_LIMIT = 64 << 20
 DBMSINFO_LENGTH = 64  # declared VARCHAR length of a dbmsinfo() column
+CATALOG_OWNER = "$ingres"  # owner of system objects, searched after the DBA
 
 EventKey = tuple[str, str]  # (owner, name)
 
@@ -413,9 +420,9 @@ class SimServer:
 
     def _check_login(self, user: str, password: str, dbname: str) -> IngresError | None:
         if self.users is not None and self.users.get(user) != password:
-            return sql.login_failed()
+            return sql.ingres_error("E_GC000B")
         if self._known is not None and dbname not in self._known:
-            return sql.database_absent(dbname)
+            return sql.ingres_error("E_US0010", dbname)
         return None
 
     def _end_session(self, session: Session) -> None:
@@ -466,10 +473,10 @@ class SimServer:
                 self._remove(session, ref)
             case sql.RaiseEvent(ref, text, share):
                 event = self._resolve(session, ref, "RAISE DBEVENT")
-                self._require(session, event, "raise", "RAISE DBEVENT")
+                self._require(session, event, "raise")
                 self._raise(session.database, event, text, share, session)
-            case sql.GrantEvent(privileges, ref, grantees):
-                self._grant(session, privileges, ref, grantees)
+            case sql.GrantEvent():
+                self._grant(session, stmt)
             case sql.SelectConstant(value):
                 return self._rows(wire.IIAPI_INT_TYPE, 4, struct.pack("<i", value))
             case sql.SelectDbmsinfo(request):
@@ -500,50 +507,62 @@ class SimServer:
         return values.get(request.lower(), "")[:DBMSINFO_LENGTH]
 
     def _resolve(self, session: Session, ref: sql.EventRef, statement: str) -> DbEvent:
+        """Find the event a statement names (psy_gevent in psyevent.c).
+
+        Unqualified: the user's, then the DBA's, then $ingres'; not found is
+        E_PS0D3B. Qualified: that schema's only; not found is E_US088F.
+        """
         events = session.database.events
-        owners = [ref.owner] if ref.owner is not None else [session.user, session.database.dba]
-        for owner in owners:
+        if ref.owner is not None:
+            event = events.get((ref.owner, ref.name))
+            if event is None:
+                raise sql.ingres_error("E_US088F", statement, ref.owner, ref.name)
+            return event
+        for owner in (session.user, session.database.dba, CATALOG_OWNER):
             event = events.get((owner, ref.name))
             if event is not None:
                 return event
-        raise sql.event_absent(statement, ref.display())
+        raise sql.ingres_error("E_PS0D3B", statement, ref.name)
 
     @staticmethod
-    def _require(session: Session, event: DbEvent, privilege: str, statement: str) -> None:
+    def _require(session: Session, event: DbEvent, privilege: str) -> None:
+        """REGISTER and RAISE need ownership or a grant (E_PS0D3C, psy_evperm)."""
         if not event.allows(session.user, privilege):
-            raise sql.missing_privilege(statement, privilege.upper(), event.name, event.owner)
+            op = privilege.upper()
+            raise sql.ingres_error("E_PS0D3C", op, op, event.name, event.owner)
 
     def _create(self, session: Session, ref: sql.EventRef) -> None:
-        owner = ref.owner if ref.owner is not None else session.user
-        if owner != session.user:
-            raise sql.illegal_reference("CREATE DBEVENT", ref.name, owner)
+        if ref.owner is not None and ref.owner != session.user:
+            raise sql.ingres_error("E_PS0421", "CREATE DBEVENT", ref.owner)
         events = session.database.events
-        if (owner, ref.name) in events:
-            raise sql.event_exists(ref.name)
-        events[(owner, ref.name)] = DbEvent(owner, ref.name)
+        if (session.user, ref.name) in events:
+            raise sql.ingres_error("E_QE020A", ref.name)
+        events[(session.user, ref.name)] = DbEvent(session.user, ref.name)
 
     def _drop(self, session: Session, ref: sql.EventRef) -> None:
-        owner = ref.owner if ref.owner is not None else session.user
+        if ref.owner is not None and ref.owner != session.user:
+            raise sql.ingres_error("E_PS0420", "DROP DBEVENT", ref.owner)
         events = session.database.events
-        if owner != session.user or (owner, ref.name) not in events:
-            raise sql.drop_absent(ref.display())
+        if (session.user, ref.name) not in events:
+            raise sql.ingres_error("E_QE020B", ref.name)
         # Registrations stay (SQL reference, Drop Dbevent); privileges go.
-        del events[(owner, ref.name)]
+        del events[(session.user, ref.name)]
 
     def _register(self, session: Session, ref: sql.EventRef) -> None:
-        event = self._resolve(session, ref, "REGISTER")
-        self._require(session, event, "register", "REGISTER")
+        event = self._resolve(session, ref, "REGISTER DBEVENT")
+        self._require(session, event, "register")
         key = (event.owner, event.name)
         if key in session.registrations:
-            raise sql.already_registered(event.owner, event.name)
+            raise sql.ingres_error("E_QE020C", event.owner, event.name)
         session.registrations.add(key)
         session.database.registered.setdefault(key, set()).add(session)
 
     def _remove(self, session: Session, ref: sql.EventRef) -> None:
-        event = self._resolve(session, ref, "REMOVE")
+        # No privilege is needed to remove a registration (SQL reference).
+        event = self._resolve(session, ref, "REMOVE DBEVENT")
         key = (event.owner, event.name)
         if key not in session.registrations:
-            raise sql.not_registered(event.owner, event.name)
+            raise sql.ingres_error("E_QE020D", event.owner, event.name)
         session.registrations.discard(key)
         holders = session.database.registered.get(key)
         if holders is not None:
@@ -551,18 +570,25 @@ class SimServer:
             if not holders:
                 del session.database.registered[key]
 
-    def _grant(
-        self,
-        session: Session,
-        privileges: frozenset[str],
-        ref: sql.EventRef,
-        grantees: tuple[str, ...],
-    ) -> None:
-        event = self._resolve(session, ref, "GRANT ON DBEVENT")
+    def _grant(self, session: Session, stmt: sql.GrantEvent) -> None:
+        """GRANT ON DBEVENT; only the owner may (no WITH GRANT OPTION here)."""
+        event = self._resolve(session, stmt.ref, "GRANT")
         if event.owner != session.user:
-            raise sql.illegal_reference("GRANT", event.name, event.owner)
-        for grantee in grantees:
-            event.grants.setdefault(grantee, set()).update(privileges)
+            raise self._grant_refused(session, stmt, event)
+        for grantee in stmt.grantees:
+            event.grants.setdefault(grantee, set()).update(stmt.privileges)
+
+    @staticmethod
+    def _grant_refused(session: Session, stmt: sql.GrantEvent, event: DbEvent) -> IngresError:
+        # psy_evperm: no privilege at all on it hides the event (E_US088F);
+        # otherwise the privileges lack the grant option.
+        held = any(event.allows(session.user, p) for p in ("register", "raise"))
+        if not held:
+            return sql.ingres_error("E_US088F", "GRANT", event.owner, event.name)
+        if stmt.grant_all:
+            return sql.ingres_error("E_PS0563", event.name, event.owner)
+        names = ", ".join(p.upper() for p in ("register", "raise") if p in stmt.privileges)
+        return sql.ingres_error("E_PS0551", names, event.name, event.owner)
 
     # ------------------------------------------------------------ delivery
 

@@ -13,7 +13,6 @@ reaches the events as exactly the bytes the client sent, valid UTF-8 or not.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,9 +31,13 @@ class IngresError(Exception):
 
     @property
     def message(self) -> str:
-        """The message as an Ingres server formats it: name, text, timestamp line."""
-        stamp = time.strftime("%a %b %e %H:%M:%S %Y")
-        return f"{self.name} {self.text}\n    ({stamp})"
+        """What `ge_message` holds: the text alone.
+
+        The DBMS sends "<timestamp> <name> <text>"; the OpenAPI strips the
+        timestamp and the name (serverErrorText in aip/apierhnd.c), so the
+        simulator sends the text only.
+        """
+        return self.text
 
 
 # Facility masks (iicommon.h DB_*_ID << 16; gca.h E_GCF_MASK; usererror.h E_US_MASK).
@@ -43,126 +46,103 @@ _PS = 0x50000
 _QE = 0x60000
 _GC = 0xC0000
 
-
-def syntax_error(symbol: str, line: int = 1) -> IngresError:
-    """E_US09C4 (erusf.msg): the parser met something it does not accept."""
-    return IngresError(
-        "E_US09C4",
+# name -> (ge_errorCode, SQLSTATE, text). The texts are those of the Ingres
+# message files (erqef.msg, erpsf.msg, erusf.msg, ergcf.msg) as the message
+# compiler renders them: a line break inside a message becomes a space, a
+# written "\n" a newline. {0}, {1}... are the message parameters %0, %1...
+CATALOG: dict[str, tuple[int, str, str]] = {
+    "E_US0010": (_US | 0x0010, "08004", "Database does not exist: '{0}'."),
+    "E_US088F": (
+        _US | 0x088F,
+        "42000",
+        "{0}: Schema '{1}' does not contain  \ndbevent '{2}' or you lack privileges on that "
+        "dbevent \nwhich are required in order to execute this statement.",
+    ),
+    "E_US09C4": (
         _US | 0x09C4,
         "42000",
-        f"Syntax error on line {line}.  Last symbol read was: '{symbol}'.",
-    )
-
-
-def database_absent(database: str) -> IngresError:
-    """E_US0010 (erusf.msg, SS08004): CONNECT to an unknown database."""
-    return IngresError("E_US0010", _US | 0x0010, "08004", f"Database does not exist: '{database}'.")
-
-
-def login_failed() -> IngresError:
-    """E_GC000B (ergcf.msg, SS50000): a remote login with a wrong password."""
-    return IngresError(
-        "E_GC000B", _GC | 0x000B, "50000", "Login failure: invalid username/password."
-    )
-
-
-def event_exists(name: str) -> IngresError:
-    """E_QE020A (erqef.msg): CREATE DBEVENT of an existing one."""
-    return IngresError(
-        "E_QE020A", _QE | 0x020A, "42502", f"CREATE DBEVENT: Dbevent '{name}' already exists."
-    )
-
-
-def drop_absent(name: str) -> IngresError:
-    """E_QE020B (erqef.msg): DROP DBEVENT of one the user does not own."""
-    return IngresError(
-        "E_QE020B",
+        "Syntax error on line {0}.  Last symbol read was: '{1}'.",
+    ),
+    "E_GC000B": (_GC | 0x000B, "50000", "Login failure: invalid username/password."),
+    "E_QE020A": (_QE | 0x020A, "42502", "CREATE DBEVENT: Dbevent '{0}' already exists."),
+    "E_QE020B": (
         _QE | 0x020B,
         "42505",
-        f"DROP DBEVENT: Dbevent '{name}' does not exist or is not owned by you.",
-    )
-
-
-def already_registered(owner: str, name: str) -> IngresError:
-    """E_QE020C (erqef.msg): REGISTER of an event already registered."""
-    return IngresError(
-        "E_QE020C",
+        "DROP DBEVENT: Dbevent '{0}' does not exist or is not owned by you.",
+    ),
+    "E_QE020C": (
         _QE | 0x020C,
         "42502",
-        f"REGISTER DBEVENT: Dbevent '{owner}.{name}' is already registered.\n"
+        "REGISTER DBEVENT: Dbevent '{0}.{1}' is already registered. "
         "This new registration is ignored.",
-    )
-
-
-def not_registered(owner: str, name: str) -> IngresError:
-    """E_QE020D (erqef.msg): REMOVE of an event not registered (sic "Dbvent")."""
-    return IngresError(
-        "E_QE020D",
+    ),
+    "E_QE020D": (
         _QE | 0x020D,
         "42505",
-        f"REMOVE DBEVENT: Dbvent '{owner}.{name}' is not registered.  This statement is ignored.",
-    )
-
-
-def event_absent(statement: str, name: str) -> IngresError:
-    """E_PS0D3B (erpsf.msg): REGISTER/REMOVE/RAISE/GRANT of a nonexistent event."""
-    return IngresError(
-        "E_PS0D3B", _PS | 0x0D3B, "42505", f"{statement}: Dbevent '{name}' does not exist."
-    )
-
-
-def missing_privilege(statement: str, privilege: str, name: str, owner: str) -> IngresError:
-    """E_PS0D3C (erpsf.msg): the user lacks REGISTER or RAISE on the event."""
-    return IngresError(
-        "E_PS0D3C",
-        _PS | 0x0D3C,
-        "42503",
-        f"{statement}: you lack '{privilege}' on dbevent '{name}' owned by '{owner}'.",
-    )
-
-
-def illegal_reference(statement: str, name: str, owner: str) -> IngresError:
-    """E_PS0D3A (erpsf.msg): e.g. GRANT on a dbevent owned by someone else."""
-    return IngresError(
-        "E_PS0D3A",
-        _PS | 0x0D3A,
-        "42503",
-        f"{statement}: You may not apply this query to\n dbevent '{name}' owned by '{owner}'.",
-    )
-
-
-def bad_event_privilege() -> IngresError:
-    """E_PS0D35 (erpsf.msg): GRANT of something other than REGISTER/RAISE on a dbevent."""
-    return IngresError(
-        "E_PS0D35",
+        # "Dbvent" [sic]: that is the message file's spelling.
+        "REMOVE DBEVENT: Dbvent '{0}.{1}' is not registered.  This statement is ignored.",
+    ),
+    "E_PS0420": (_PS | 0x0420, "42503", "{0}: You may not drop an object owned by '{1}'."),
+    "E_PS0421": (_PS | 0x0421, "42503", "{0}: You may not create an object owned by '{1}'."),
+    "E_PS0551": (
+        _PS | 0x0551,
+        "01007",
+        "GRANT: '{0}' on '{1}' owned by '{2}' \nmust have been granted to you WITH GRANT "
+        "OPTION in order \nfor you to grant these privilege(s) to other users.",
+    ),
+    "E_PS0563": (
+        _PS | 0x0563,
+        "01007",
+        "GRANT ALL [PRIVILEGES]: You may not grant any privileges on \ndbevent '{0}' owned "
+        "by '{1}' because \nyou possess no grantable privileges on it.",
+    ),
+    "E_PS0D35": (
         _PS | 0x0D35,
         "42000",
-        "GRANT/REVOKE: Only REGISTER and RAISE privileges may be associated with\n"
-        "a DBEVENT.  These privileges may not be associated with any other objects.",
-    )
+        "GRANT/REVOKE: Only REGISTER and RAISE privileges may be associated with \na "
+        "DBEVENT.  These privileges may not be associated with any other objects.",
+    ),
+    "E_PS0D36": (
+        _PS | 0x0D36,
+        "42000",
+        "RAISE DBEVENT text identified by unquoted name '{0}' \noutside of database "
+        "procedure.  The text value must be a quoted string \nor database procedure variable.",
+    ),
+    "E_PS0D38": (
+        _PS | 0x0D38,
+        "42000",
+        "RAISE DBEVENT: Invalid word '{0}' in WITH clause \nof statement.  "
+        "Only [NO]SHARE is allowed.",
+    ),
+    "E_PS0D3B": (_PS | 0x0D3B, "42505", "{0}: Dbevent '{1}' does not exist."),
+    "E_PS0D3C": (_PS | 0x0D3C, "42503", "{0}: you lack '{1}' on dbevent '{2}' owned by '{3}'."),
+}
+
+
+def ingres_error(name: str, *params: object) -> IngresError:
+    """The error `name` of CATALOG with its parameters filled in."""
+    code, sqlstate, template = CATALOG[name]
+    return IngresError(name, code, sqlstate, template.format(*params))
+
+
+def syntax_error(symbol: str, line: int = 1) -> IngresError:
+    """E_US09C4: the parser met something it does not accept."""
+    return ingres_error("E_US09C4", line, symbol)
 
 
 def unquoted_text(word: str) -> IngresError:
-    """E_PS0D36 (erpsf.msg): RAISE DBEVENT text that is a bare name."""
-    return IngresError(
-        "E_PS0D36",
-        _PS | 0x0D36,
-        "42000",
-        f"RAISE DBEVENT text identified by unquoted name '{word}'\n"
-        "outside of database procedure.  The text value must be a quoted string\n"
-        "or database procedure variable.",
-    )
+    """E_PS0D36: RAISE DBEVENT text that is a bare name."""
+    return ingres_error("E_PS0D36", word)
 
 
 def bad_with_clause(word: str) -> IngresError:
-    """E_PS0D38 (erpsf.msg): RAISE DBEVENT ... WITH something other than [NO]SHARE."""
-    return IngresError(
-        "E_PS0D38",
-        _PS | 0x0D38,
-        "42000",
-        f"RAISE DBEVENT: Invalid word '{word}' in WITH clause\n"
-        "of statement.  Only [NO]SHARE is allowed.",
-    )
+    """E_PS0D38: RAISE DBEVENT ... WITH something other than [NO]SHARE."""
+    return ingres_error("E_PS0D38", word)
+
+
+def bad_event_privilege() -> IngresError:
+    """E_PS0D35: GRANT of something other than REGISTER/RAISE on a dbevent."""
+    return ingres_error("E_PS0D35")
 
 
 # ---------------------------------------------------------------- statements
@@ -224,6 +204,7 @@ class GrantEvent:
     privileges: frozenset[str]
     ref: EventRef
     grantees: tuple[str, ...]
+    grant_all: bool = False  # written as GRANT ALL [PRIVILEGES]
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,14 +414,15 @@ class _Parser:
         ref = self.event_ref()
         if privileges - {"register", "raise", "all"}:
             raise bad_event_privilege()
-        if "all" in privileges:
+        grant_all = "all" in privileges
+        if grant_all:
             privileges = {"register", "raise"}
         self.kw("to")
         grantees = [self._grantee()]
         while self.tok.kind == "punct" and self.tok.text == ",":
             self.advance()
             grantees.append(self._grantee())
-        return GrantEvent(frozenset(privileges), ref, tuple(grantees))
+        return GrantEvent(frozenset(privileges), ref, tuple(grantees), grant_all)
 
     def _privilege(self) -> str:
         word = self.kw(

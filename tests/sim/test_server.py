@@ -19,6 +19,24 @@ async def sim() -> AsyncIterator[SimServer]:
         yield server
 
 
+_NAMES = {
+    0x9C4: "E_US09C4",
+    0x6020A: "E_QE020A",
+    0x6020B: "E_QE020B",
+    0x6020C: "E_QE020C",
+    0x6020D: "E_QE020D",
+    0x50D35: "E_PS0D35",
+    0x50D36: "E_PS0D36",
+    0x50D38: "E_PS0D38",
+    0x50420: "E_PS0420",
+    0x50421: "E_PS0421",
+    0x50551: "E_PS0551",
+    0x50563: "E_PS0563",
+    0x50D3B: "E_PS0D3B",
+    0x50D3C: "E_PS0D3C",
+}
+
+
 async def _until(condition: Callable[[], bool]) -> None:
     """Wait (up to 5 s) for something the server does asynchronously."""
     for _ in range(500):
@@ -34,7 +52,7 @@ async def _failed(client: SimClient, sql: str) -> tuple[str, str, int]:
     assert not result.ok
     assert len(result.errors) == 1
     err = result.errors[0]
-    return err.message.split(" ", 1)[0], err.sqlstate, err.code
+    return _NAMES[err.code], err.sqlstate, err.code
 
 
 async def test_connect_reports_version_database_and_user(sim: SimServer) -> None:
@@ -68,6 +86,11 @@ async def test_register_twice_and_remove_unregistered(sim: SimServer) -> None:
     await client.ok("create dbevent ev")
     await client.ok("register dbevent ev")
     assert await _failed(client, "register dbevent ev") == ("E_QE020C", "42502", 0x6020C)
+    again = await client.query("register dbevent ev")
+    assert again.errors[0].message == (
+        "REGISTER DBEVENT: Dbevent 'ingres.ev' is already registered. "
+        "This new registration is ignored."
+    )
     await client.ok("remove dbevent ev")
     assert await _failed(client, "remove dbevent ev") == ("E_QE020D", "42505", 0x6020D)
     await client.close()
@@ -92,6 +115,8 @@ async def test_events_already_queued_stay_after_remove(sim: SimServer) -> None:
 async def test_nonexistent_event_errors(sim: SimServer) -> None:
     client = await sim.session()
     assert await _failed(client, "register dbevent nope") == ("E_PS0D3B", "42505", 0x50D3B)
+    result = await client.query("register dbevent nope")
+    assert result.errors[0].message == "REGISTER DBEVENT: Dbevent 'nope' does not exist."
     assert await _failed(client, "raise dbevent nope") == ("E_PS0D3B", "42505", 0x50D3B)
     assert await _failed(client, "remove dbevent nope") == ("E_PS0D3B", "42505", 0x50D3B)
     assert await _failed(client, "drop dbevent nope") == ("E_QE020B", "42505", 0x6020B)
@@ -224,16 +249,39 @@ async def test_privileges_need_a_grant(sim: SimServer) -> None:
     assert await _failed(bob, "raise dbevent alice.ev") == ("E_PS0D3C", "42503", 0x50D3C)
     await alice.ok("grant register on dbevent ev to bob")
     await bob.ok("register dbevent alice.ev")
-    assert await _failed(bob, "raise dbevent alice.ev") == ("E_PS0D3C", "42503", 0x50D3C)
+    result = await bob.query("raise dbevent alice.ev")
+    assert result.errors[0].message == ("RAISE: you lack 'RAISE' on dbevent 'ev' owned by 'alice'.")
     assert await _failed(carol, "register dbevent alice.ev") == ("E_PS0D3C", "42503", 0x50D3C)
+    await bob.ok("remove dbevent alice.ev")  # removing needs no privilege
     await alice.ok("grant all on dbevent ev to public")
     await carol.ok("register dbevent alice.ev")
     await carol.ok("raise dbevent alice.ev")
+    for client in (alice, bob, carol):
+        await client.close()
+
+
+async def test_only_the_owner_grants(sim: SimServer) -> None:
+    alice = await sim.session("alice")
+    bob = await sim.session("bob")
+    carol = await sim.session("carol")
+    await alice.ok("create dbevent ev")
+    await alice.ok("grant register on dbevent ev to bob")
+    # bob holds a privilege, without grant option
     assert await _failed(bob, "grant raise on dbevent alice.ev to carol") == (
-        "E_PS0D3A",
-        "42503",
-        0x50D3A,
+        "E_PS0551",
+        "01007",
+        0x50551,
     )
+    assert await _failed(bob, "grant all on dbevent alice.ev to carol") == (
+        "E_PS0563",
+        "01007",
+        0x50563,
+    )
+    # carol holds none: the event is not even admitted to exist
+    result = await carol.query("grant register on dbevent alice.ev to carol")
+    err = result.errors[0]
+    assert (err.sqlstate, err.code) == ("42000", 0x88F)
+    assert err.message.startswith("GRANT: Schema 'alice' does not contain  \ndbevent 'ev'")
     assert await _failed(alice, "grant select on dbevent ev to bob") == (
         "E_PS0D35",
         "42000",
@@ -243,11 +291,28 @@ async def test_privileges_need_a_grant(sim: SimServer) -> None:
         await client.close()
 
 
+async def test_qualified_names_stay_in_their_schema(sim: SimServer) -> None:
+    alice = await sim.session("alice")
+    bob = await sim.session("bob")
+    await alice.ok("create dbevent ev")
+    assert await _failed(bob, "create dbevent alice.other") == ("E_PS0421", "42503", 0x50421)
+    result = await bob.query("register dbevent bob.ev")  # bob has none; no fallback
+    err = result.errors[0]
+    assert (err.sqlstate, err.code) == ("42000", 0x88F)
+    assert err.message == (
+        "REGISTER DBEVENT: Schema 'bob' does not contain  \ndbevent 'ev' or you lack "
+        "privileges on that dbevent \nwhich are required in order to execute this statement."
+    )
+    await alice.close()
+    await bob.close()
+
+
 async def test_only_the_owner_drops(sim: SimServer) -> None:
     alice = await sim.session("alice")
     bob = await sim.session("bob")
     await alice.ok("create dbevent ev")
-    assert await _failed(bob, "drop dbevent alice.ev") == ("E_QE020B", "42505", 0x6020B)
+    assert await _failed(bob, "drop dbevent alice.ev") == ("E_PS0420", "42503", 0x50420)
+    assert await _failed(bob, "drop dbevent ev") == ("E_QE020B", "42505", 0x6020B)
     await alice.ok("drop dbevent ev")
     assert sim.stats()["dbevents"] == []
     await alice.close()
@@ -396,9 +461,7 @@ async def test_syntax_errors(sim: SimServer, sql: str, symbol: str) -> None:
     assert not result.ok
     err = result.errors[0]
     assert (err.sqlstate, err.code) == ("42000", 0x9C4)
-    assert err.message.startswith(
-        f"E_US09C4 Syntax error on line 1.  Last symbol read was: '{symbol}'."
-    )
+    assert err.message == f"Syntax error on line 1.  Last symbol read was: '{symbol}'."
     await client.close()
 
 

@@ -77,7 +77,9 @@ def test_payload_must_be_consumed_exactly() -> None:
         ),
         (
             "GRANT ALL PRIVILEGES ON DBEVENT e TO bob",
-            sql.GrantEvent(frozenset({"register", "raise"}), sql.EventRef(None, "e"), ("bob",)),
+            sql.GrantEvent(
+                frozenset({"register", "raise"}), sql.EventRef(None, "e"), ("bob",), True
+            ),
         ),
         ("commit work", sql.EndTransaction(commit=True)),
         ("rollback", sql.EndTransaction(commit=False)),
