@@ -50,6 +50,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -198,6 +199,8 @@ class PublisherConfig:
     reconnect_wait_jitter: float = 1.0
     retry_wait_initial: float = 0.1
     retry_wait_max: float = 30.0
+    # TLS: an amqps:// URL plus this context (see bridge.tls); None = aio-pika's default.
+    ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         """Reject unusable values with a message naming the field."""
@@ -511,7 +514,8 @@ class Publisher:
     def _failed_with(self, entry: _Entry, state: _State) -> None:
         entry.state = state
         self._failed += 1
-        level = logging.DEBUG if state is _State.LOST else logging.WARNING
+        # Per message at INFO: the back-off or reconnect line sums each incident up.
+        level = logging.DEBUG if state is _State.LOST else logging.INFO
         log.log(level, "publish %s; it will be published again", state.value,
                 extra=entry.log_extra())
 
@@ -529,10 +533,9 @@ class Publisher:
             self._metrics.events_confirmed.inc()
             latency = (datetime.now(UTC) - item.raised_at).total_seconds()
             self._metrics.raise_to_confirm.observe(max(latency, 0.0))
-        else:
-            self._metrics.gap_markers.inc()
-            if entry.done is not None and not entry.done.done():
-                entry.done.set_result(None)
+        elif entry.done is not None and not entry.done.done():
+            # metrics.gap_markers is counted by the caller (bridge.app), once per gap.
+            entry.done.set_result(None)
 
     # -- recovery ----------------------------------------------------------------------
 
@@ -598,7 +601,8 @@ class Publisher:
         try:
             async with asyncio.timeout(cfg.connect_timeout):
                 connection = await aio_pika.connect(
-                    cfg.url, client_properties={"connection_name": "dbevent-bridge publisher"},
+                    cfg.url, ssl_context=cfg.ssl_context,
+                    client_properties={"connection_name": "dbevent-bridge publisher"},
                 )
         except _BROKER_ERRORS as exc:
             raise PublisherStartupError(
