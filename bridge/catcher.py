@@ -111,6 +111,8 @@ class Catcher:
         self._started.wait(timeout)
         if self.startup_error is not None:
             raise self.startup_error
+        if self.crashed is not None:
+            raise RuntimeError("the catcher thread crashed") from self.crashed
         return self._started.is_set()
 
     def stop(self) -> None:
@@ -163,13 +165,18 @@ class Catcher:
         except BaseException as exc:
             log.exception("catcher thread crashed")
             self.crashed = exc
+            self._started.set()
             self._sink.catcher_failed(exc)
 
     def _connect_with_backoff(self, reconnected: bool) -> Session | None:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(OpenAPIError),
+            # Jitter in proportion to the first delay, so that a fleet of bridges
+            # does not reconnect in lock-step and a quick setting stays quick.
             wait=tenacity.wait_exponential_jitter(
-                initial=self._config.reconnect_min_s, max=self._config.reconnect_max_s
+                multiplier=self._config.reconnect_min_s,
+                max=self._config.reconnect_max_s,
+                jitter=self._config.reconnect_min_s,
             ),
             stop=tenacity.stop_when_event_set(self._stop),
             sleep=self._interruptible_sleep,

@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(overrides_from_args(args), getattr(args, "config", None))
         if args.command == "run":
-            settings.require_events()
+            settings.require_runnable()
     except SettingsError as exc:
         for problem in exc.problems:
             print(f"dbevent-bridge: {problem}", file=sys.stderr)

@@ -150,6 +150,11 @@ def _parse_iso4(text: str) -> datetime | None:
     return None
 
 
+def _describe(sql: str | bytes) -> str:
+    text = sql.decode("utf-8", "replace") if isinstance(sql, bytes) else sql
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _text(value: bytes | None) -> str:
     # Names come back blank-padded in real Ingres; trimming is documented behaviour.
     return (value or b"").decode("utf-8", "replace").strip()
@@ -287,7 +292,7 @@ class Session:
 
     # -- statements --------------------------------------------------------
 
-    def execute(self, sql: str) -> int:
+    def execute(self, sql: str | bytes) -> int:
         """Run one statement that returns no rows; return the row count."""
         py = self._py
         query = self._start_query(sql)
@@ -296,7 +301,7 @@ class Session:
             info = py.IIAPI_GETQINFOPARM()
             info.gq_stmtHandle = stmt
             py.IIapi_getQueryInfo(info)
-            self._complete(sql, info.gq_genParm)
+            self._complete(_describe(sql), info.gq_genParm)
             return int(info.gq_rowCount)
         finally:
             self._close_statement(stmt)
@@ -325,16 +330,17 @@ class Session:
         finally:
             self._close_statement(stmt)
 
-    def _start_query(self, sql: str) -> Any:
+    def _start_query(self, sql: str | bytes) -> Any:
         py = self._py
         query = py.IIAPI_QUERYPARM()
         query.qy_connHandle = self._conn
         query.qy_queryType = py.IIAPI_QT_QUERY
-        query.qy_queryText = sql.encode()
+        # Bytes pass through untouched: event text need not be valid UTF-8.
+        query.qy_queryText = sql if isinstance(sql, bytes) else sql.encode()
         query.qy_tranHandle = self._tran
         py.IIapi_query(query)
         try:
-            self._complete(sql, query.qy_genParm)
+            self._complete(_describe(sql), query.qy_genParm)
         except OpenAPIError:
             self._close_statement(query.qy_stmtHandle)
             raise

@@ -16,7 +16,24 @@ from urllib.parse import urlsplit
 import aio_pika
 import pytest
 
+from bridge.sim.build import ensure_ii_system
+
 DEFAULT_LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def use_simulated_ii_system() -> str:
+    """Build (or reuse) the simulator's libiiapi.1.so and point II_SYSTEM at it.
+
+    `import pyngres` reads II_SYSTEM at import time and exits the process when
+    it is unset, so this runs when the root conftest is imported, before any
+    test module can import pyngres.
+    """
+    path = str(ensure_ii_system())
+    os.environ["II_SYSTEM"] = path
+    return path
+
+
+use_simulated_ii_system()
 
 
 def _answers(url: str) -> bool:

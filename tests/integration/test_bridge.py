@@ -1,0 +1,130 @@
+"""End to end, in-process: pyngres raiser -> simulator -> bridge -> real RabbitMQ -> subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import aio_pika
+import pytest
+
+from bridge.app import Bridge
+from bridge.catcher import RegistrationError
+from bridge.settings import Settings
+from bridge.sim.server import ServerThread
+from tests.integration.conftest import (
+    Raised,
+    body_of,
+    decoded_text,
+    raise_all,
+    receive,
+    sample,
+)
+
+pytestmark = pytest.mark.amqp
+
+ROUTING_KEYS = {
+    ("ingres", "order_created"): "ingres.order_created",
+    ("alice", "audit_log"): "alice.audit_log",
+    ("ingres", "price changed"): "ingres.price%20changed",
+    ("ingres", "rate.limit"): "ingres.rate%2Elimit",
+}
+
+
+async def _started(settings: Settings) -> Bridge:
+    bridge = Bridge(settings)
+    await bridge.start()
+    registered = await asyncio.to_thread(bridge.wait_registered, 30.0)
+    assert registered, "the bridge did not register its events"
+    return bridge
+
+
+def _check_message(
+    message: aio_pika.abc.AbstractIncomingMessage, raised: Raised, started: datetime
+) -> None:
+    body = body_of(message)
+    assert message.routing_key == ROUTING_KEYS[(raised.owner, raised.name)]
+    assert (body["database"], body["owner"], body["name"]) == ("demodb", raised.owner, raised.name)
+    assert decoded_text(body) == raised.text
+    try:
+        raised.text.decode("utf-8") if raised.text is not None else None
+        assert "text_base64" not in body
+    except UnicodeDecodeError:
+        assert body["text"] is None
+    raised_at = datetime.fromisoformat(body["raised_at"].replace("Z", "+00:00"))
+    assert started - timedelta(seconds=1) <= raised_at <= datetime.now(UTC)
+    assert message.content_type == "application/json"
+    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert message.app_id == "dbevent-bridge"
+    assert message.type == f"{raised.owner}.{raised.name}"
+    assert message.timestamp is not None
+    assert message.headers == {
+        "x-dbevent-database": "demodb",
+        "x-dbevent-owner": raised.owner,
+        "x-dbevent-name": raised.name,
+    }
+
+
+async def test_every_event_arrives_once_in_order_with_exact_content(
+    settings: Settings, sim: ServerThread, subscriber: aio_pika.abc.AbstractQueue
+) -> None:
+    count = 10_000
+    events = [sample(i) for i in range(count)]
+    started = datetime.now(UTC).replace(microsecond=0)
+    bridge = await _started(settings)
+    try:
+        await asyncio.to_thread(raise_all, sim.target(), events)
+        messages = await receive(subscriber, count)
+    finally:
+        await bridge.shutdown()
+
+    assert len(messages) == count, f"{count - len(messages)} events lost"
+    ids = [m.message_id for m in messages]
+    assert len(set(ids)) == count, "duplicate message_id"
+    for message, raised in zip(messages, events, strict=True):
+        _check_message(message, raised, started)
+    assert bridge.metrics.events_caught._value.get() == count
+    assert bridge.metrics.events_confirmed._value.get() == count
+
+
+async def test_unroutable_events_are_counted_and_do_not_block(
+    settings: Settings, sim: ServerThread, subscriber: aio_pika.abc.AbstractQueue
+) -> None:
+    # Only order_created is bound; the other names have no route at all.
+    await subscriber.unbind(settings.amqp.exchange, routing_key="#")
+    await subscriber.bind(settings.amqp.exchange, routing_key="ingres.order_created")
+    events = [sample(i) for i in range(40)]
+    bridge = await _started(settings)
+    try:
+        await asyncio.to_thread(raise_all, sim.target(), events)
+        routed = [e for e in events if e.name == "order_created"]
+        messages = await receive(subscriber, len(routed))
+        await _eventually(lambda: bridge.metrics.events_confirmed._value.get() == len(events))
+    finally:
+        await bridge.shutdown()
+    assert [decoded_text(body_of(m)) for m in messages] == [e.text for e in routed]
+    assert bridge.metrics.events_returned._value.get() == len(events) - len(routed)
+
+
+async def test_unknown_event_is_a_clear_startup_error(
+    settings: Settings, sim: ServerThread
+) -> None:
+    ingres = settings.ingres.model_copy(update={"events": ["order_created", "no_such_event"]})
+    bridge = Bridge(settings.model_copy(update={"ingres": ingres}))
+    await bridge.start()
+    try:
+        with pytest.raises(RegistrationError, match="no_such_event") as caught:
+            await asyncio.to_thread(bridge.wait_registered, 30.0)
+        assert "E_" in str(caught.value) or "SQLSTATE" in str(caught.value)
+        with pytest.raises(RegistrationError):
+            await bridge.wait(asyncio.Event())
+    finally:
+        await bridge.shutdown()
+
+
+async def _eventually(condition: object, within: float = 30.0) -> None:
+    assert callable(condition)
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never became true"
+        await asyncio.sleep(0.05)
