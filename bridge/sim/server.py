@@ -625,7 +625,9 @@ class SimServer:
 
     def _deliver(self, targets: list[Session], data: bytes) -> None:
         for session in targets:
-            if session.closed:
+            # A peer that went away is reaped by its handler; until then
+            # writing to its closing transport would only log warnings.
+            if session.closed or session.writer.transport.is_closing():
                 continue
             if session.buffered() > self.queue_limit:
                 self._dropped += 1

@@ -185,3 +185,13 @@ def test_server_thread_wrappers() -> None:
             {"database": "demodb", "owner": "ingres", "name": "ev"}
         ]
         assert st.stats()["events_raised"] == 1
+
+
+async def test_raising_to_a_vanished_session_is_harmless(sim: SimServer) -> None:
+    gone = await sim.session()
+    await gone.ok("register dbevent ev")
+    await gone.close(bye=False)  # no BYE: the socket just closes
+    for _ in range(20):
+        sim.raise_event("ingres", "ev", b"into the void")
+    await _until(lambda: sim.stats()["sessions"] == 0)
+    assert sim.raise_event("ingres", "ev") == 0
