@@ -58,9 +58,9 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from bridge.sim import sql, wire
 from bridge.sim.sql import IngresError
@@ -74,6 +74,8 @@ DBMSINFO_LENGTH = 64  # declared VARCHAR length of a dbmsinfo() column
 CATALOG_OWNER = "$ingres"  # owner of system objects, searched after the DBA
 
 EventKey = tuple[str, str]  # (owner, name)
+T = TypeVar("T")
+Job = Coroutine[Any, Any, None]
 
 
 @dataclass(slots=True)
@@ -355,7 +357,7 @@ class SimServer:
 
     # ------------------------------------------------------------ connections
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Job) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -661,7 +663,7 @@ class SimServer:
         p = wire.Payload(payload)
         raw = p.lstr()
         p.end()
-        after: Any = None
+        after: Job | None = None
         try:
             command = json.loads(raw)
             reply, after = await self._command(command)
@@ -672,7 +674,7 @@ class SimServer:
         if after is not None:
             self._spawn(after)
 
-    async def _command(self, command: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    async def _command(self, command: dict[str, Any]) -> tuple[dict[str, Any], Job | None]:
         """Run one CONTROL command; returns the reply and work to start after it."""
         op = command["op"]
         if op == "drop_sessions":
@@ -725,13 +727,19 @@ class ServerThread:
         asyncio.set_event_loop(self._loop)
         self._loop.run_forever()
 
-    def _call(self, coro: Any, timeout: float = 60.0) -> Any:
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def start(self) -> ServerThread:
         """Start the thread and the server; returns self."""
         self._thread.start()
-        self._call(self.server.start())
+        try:
+            self._call(self.server.start())
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()
+            raise
         return self
 
     def stop(self) -> None:
@@ -758,13 +766,13 @@ class ServerThread:
         """The OpenAPI connection target for this server."""
         return f"@127.0.0.1,tcp_ip,{self.port}[{user},{password}]::{database}"
 
-    async def _sync(self, fn: Any, *args: Any) -> Any:
+    @staticmethod
+    async def _sync(fn: Callable[..., T], *args: Any) -> T:
         return fn(*args)
 
     def drop_sessions(self) -> int:
         """See SimServer.drop_sessions."""
-        dropped: int = self._call(self._sync(self.server.drop_sessions))
-        return dropped
+        return self._call(self._sync(self.server.drop_sessions))
 
     def refuse(self, seconds: float) -> None:
         """See SimServer.refuse."""
@@ -780,8 +788,7 @@ class ServerThread:
 
     def stats(self) -> dict[str, Any]:
         """See SimServer.stats."""
-        result: dict[str, Any] = self._call(self._sync(self.server.stats))
-        return result
+        return self._call(self._sync(self.server.stats))
 
     def create_event(self, owner: str, name: str, database: str = "demodb") -> None:
         """See SimServer.create_event."""
@@ -807,7 +814,4 @@ class ServerThread:
         database: str = "demodb",
     ) -> int:
         """See SimServer.raise_event."""
-        count: int = self._call(
-            self._sync(self.server.raise_event, owner, name, text, share, database)
-        )
-        return count
+        return self._call(self._sync(self.server.raise_event, owner, name, text, share, database))

@@ -195,3 +195,11 @@ async def test_raising_to_a_vanished_session_is_harmless(sim: SimServer) -> None
         sim.raise_event("ingres", "ev", b"into the void")
     await _until(lambda: sim.stats()["sessions"] == 0)
     assert sim.raise_event("ingres", "ev") == 0
+
+
+def test_server_thread_start_failure_is_reported() -> None:
+    with ServerThread() as first:
+        taken = ServerThread(SimServer(port=first.port, host="127.0.0.1"))
+        # SO_REUSEADDR does not allow two listeners on one port
+        with pytest.raises(OSError, match="address already in use"):
+            taken.start()
