@@ -55,7 +55,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 import aio_pika
@@ -367,10 +367,36 @@ class Publisher:
         self._append(_Entry(marker, self._config.gap_routing_key, build_gap_message(marker),
                             _State.QUEUED, done=done))
         if not self._driving:
-            async with self._drive_lock:
-                if not done.done():
-                    await self._drive(_ClosedSource())
+            await self._drive_unless_done(done)
         await asyncio.shield(done)
+
+    async def _drive_unless_done(self, done: asyncio.Future[None]) -> None:
+        """Drive alone for a gap marker, unless a run() takes the lock first and publishes it.
+
+        Waiting for the lock alone could block until that run() ends (for ever,
+        in the service), although its drive confirmed the marker long ago.
+        """
+        acquire = asyncio.ensure_future(self._drive_lock.acquire())
+        waiters: set[asyncio.Future[Any]] = {acquire, done}
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            await self._unlock(acquire)
+            raise
+        if not acquire.done() or done.done():
+            await self._unlock(acquire)
+            return
+        try:
+            await self._drive(_ClosedSource())
+        finally:
+            self._drive_lock.release()
+
+    async def _unlock(self, acquire: asyncio.Future[Any]) -> None:
+        """Withdraw a pending acquire of the drive lock, or release it if it got it."""
+        acquire.cancel()  # asyncio.Lock passes the lock on when a waiter cancels
+        await asyncio.gather(acquire, return_exceptions=True)
+        if not acquire.cancelled() and acquire.exception() is None:
+            self._drive_lock.release()
 
     # -- the drive: feeder + send loop ------------------------------------------------
 
@@ -388,8 +414,7 @@ class Publisher:
         finally:
             self._driving = False
             feeder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feeder
+            await asyncio.gather(feeder, return_exceptions=True)
 
     async def _feed(self, source: EventSource) -> None:
         """Take events from the source while the window has room."""

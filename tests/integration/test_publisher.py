@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,9 +26,11 @@ from bridge.publisher import (
 )
 from tests.rabbitnode import RabbitNode, require_rabbitmq_server
 
-pytestmark = pytest.mark.amqp
-
 T0 = datetime(2026, 11, 25, 8, 22, 23, 123456, tzinfo=UTC)
+
+
+# Every test that talks to a broker carries the `amqp` marker; the configuration
+# checks at the end do not need one.
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -150,6 +153,7 @@ async def _publisher(config: PublisherConfig, metrics: Metrics) -> AsyncIterator
 # -- delivery ----------------------------------------------------------------------------
 
 
+@pytest.mark.amqp
 async def test_ten_thousand_events_arrive_once_in_order_exactly(
     amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
 ) -> None:
@@ -175,6 +179,7 @@ async def test_ten_thousand_events_arrive_once_in_order_exactly(
         "dbevent_bridge_raise_to_confirm_seconds_count") == 10_000
 
 
+@pytest.mark.amqp
 async def test_unroutable_events_are_counted_as_returned_and_do_not_block(
     amqp_url: str, exchange: str
 ) -> None:
@@ -188,6 +193,7 @@ async def test_unroutable_events_are_counted_as_returned_and_do_not_block(
     assert _sample(metrics, "events_confirmed") == 50
 
 
+@pytest.mark.amqp
 async def test_too_long_routing_key_drops_that_event_only(
     amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
 ) -> None:
@@ -206,6 +212,7 @@ async def test_too_long_routing_key_drops_that_event_only(
     assert _sample(metrics, "events_dropped", reason="routing_key_too_long") == 1
 
 
+@pytest.mark.amqp
 async def test_gap_marker_published_in_line_with_events(
     amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
 ) -> None:
@@ -234,6 +241,32 @@ async def test_gap_marker_published_in_line_with_events(
     assert source.confirmed_events == before + after
 
 
+@pytest.mark.amqp
+async def test_gap_marker_confirmed_by_a_run_that_took_the_lock_first(
+    amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
+) -> None:
+    # publish_gap() finds no run() active and goes for the drive lock, but the
+    # run() started in the same tick gets it first. The run publishes the
+    # marker, and publish_gap() must return then, not when the run ends.
+    collector = Collector()
+    await collector.bind(amqp_connection, exchange)
+    source = RecordingSource(_events(3), close=False)
+    marker = GapMarker("salesdb", T0, T0 + timedelta(seconds=1), "ingres connection lost")
+    async with _publisher(_config(amqp_url, exchange), Metrics()) as publisher:
+        await publisher.start()
+        gap = asyncio.create_task(publisher.publish_gap(marker))
+        running = asyncio.create_task(publisher.run(source))
+        async with asyncio.timeout(10):
+            await gap
+        assert not running.done()
+        source.close()
+        await running
+        await collector.wait_for(4)
+    assert marker.message_id in collector.ids()
+    assert source.confirmed_count == 3
+
+
+@pytest.mark.amqp
 async def test_gap_marker_on_its_own(
     amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
 ) -> None:
@@ -249,6 +282,7 @@ async def test_gap_marker_on_its_own(
 # -- startup -----------------------------------------------------------------------------
 
 
+@pytest.mark.amqp
 async def test_missing_exchange_without_declare_fails_clearly(
     amqp_url: str, unique_name: str
 ) -> None:
@@ -260,6 +294,7 @@ async def test_missing_exchange_without_declare_fails_clearly(
     assert "does not exist" in str(info.value)
 
 
+@pytest.mark.amqp
 async def test_existing_exchange_is_checked_passively(
     amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
 ) -> None:
@@ -273,6 +308,7 @@ async def test_existing_exchange_is_checked_passively(
     assert collector.ids() == [e.message_id for e in events]
 
 
+@pytest.mark.amqp
 async def test_exchange_of_another_type_fails_clearly(
     amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
 ) -> None:
@@ -283,6 +319,7 @@ async def test_exchange_of_another_type_fails_clearly(
             await publisher.start()
 
 
+@pytest.mark.amqp
 async def test_bad_credentials_fail_clearly_without_the_password(amqp_url: str) -> None:
     url = amqp_url.replace("guest:guest@", "guest:s3cr3t-pw@")
     async with _publisher(_config(url, "x"), Metrics()) as publisher:
@@ -295,6 +332,7 @@ async def test_bad_credentials_fail_clearly_without_the_password(amqp_url: str) 
     assert "s3cr3t-pw" not in repr(publisher._config)
 
 
+@pytest.mark.amqp
 async def test_connection_refused_fails_clearly() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -309,6 +347,7 @@ async def test_connection_refused_fails_clearly() -> None:
 # -- nacks -------------------------------------------------------------------------------
 
 
+@pytest.mark.amqp
 async def test_nacked_events_are_published_again_until_accepted(
     amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
 ) -> None:
@@ -338,6 +377,7 @@ async def test_nacked_events_are_published_again_until_accepted(
     assert _sample(metrics, "events_published") == 20 + republished
 
 
+@pytest.mark.amqp
 async def test_a_queue_that_always_nacks_is_retried_with_back_off_not_hot(
     amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
 ) -> None:
@@ -426,6 +466,7 @@ class CuttingProxy:
         writer.transport.abort()
 
 
+@pytest.mark.amqp
 async def test_cut_connections_lose_nothing_and_duplicate_only_unconfirmed(
     amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
 ) -> None:
@@ -456,6 +497,7 @@ async def test_cut_connections_lose_nothing_and_duplicate_only_unconfirmed(
         assert message.body == by_id[message.message_id].body
 
 
+@pytest.mark.amqp
 async def test_confirm_timeouts_publish_again_without_losing_anything(
     amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
 ) -> None:
@@ -483,6 +525,7 @@ async def test_confirm_timeouts_publish_again_without_losing_anything(
     assert _sample(metrics, "reconnects", side="amqp") == 0
 
 
+@pytest.mark.amqp
 async def test_channel_closed_by_the_broker_is_reopened_and_declared_again(
     amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
 ) -> None:
@@ -506,6 +549,7 @@ async def test_channel_closed_by_the_broker_is_reopened_and_declared_again(
     await channel.get_exchange(exchange, ensure=True)  # declared again
 
 
+@pytest.mark.amqp
 async def test_missing_exchange_after_a_reconnect_is_waited_for(
     amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
 ) -> None:
@@ -557,6 +601,7 @@ def private_node(tmp_path: Path) -> Iterator[RabbitNode]:
         yield node
 
 
+@pytest.mark.amqp
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["stop", "kill"])
 async def test_broker_restart_loses_no_confirmed_event(private_node: RabbitNode, how: str) -> None:
@@ -607,3 +652,49 @@ def _port_of(url: str) -> int:
     port = aio_pika.connection.make_url(url).port
     assert port is not None
     return port
+
+
+# -- configuration (no broker) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"routing_key": "{owner}.{table}"}, "unknown placeholder {table}"),
+        ({"text_encoding": "nope"}, "unusable text encoding"),
+        ({"exchange": ""}, "exchange must not be empty"),
+        ({"gap_routing_key": "g" * 256}, "gap_routing_key"),
+        ({"confirm_window": 0}, "confirm_window"),
+        ({"publish_timeout": 0}, "publish_timeout"),
+        ({"retry_wait_max": -1}, "retry_wait_max"),
+    ],
+)
+def test_bad_configuration_is_refused(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PublisherConfig(url="amqp://u:p@h/", **overrides)
+
+
+def test_configuration_hides_the_password() -> None:
+    config = PublisherConfig(url="amqp://user:topsecret@rabbit:5672/prod%2Fv")
+    assert "topsecret" not in repr(config)
+    assert config.masked_url == "amqp://user:****@rabbit:5672/prod%2Fv"
+    assert config.vhost == "prod/v"
+    assert PublisherConfig(url="amqp://rabbit").vhost == "/"
+
+
+async def test_queue_source_hands_out_in_order_then_none() -> None:
+    source = QueueSource(maxsize=2)
+    events = _events(3)
+    putting = asyncio.create_task(_put_all(source, events))
+    received = [await source.get() for _ in events]
+    await putting
+    assert received == events
+    with pytest.raises(RuntimeError, match="closed"):
+        source.put_nowait(events[0])
+    assert await source.get() is None
+
+
+async def _put_all(source: QueueSource, events: list[CaughtEvent]) -> None:
+    for event in events:
+        await source.put(event)  # waits for room: maxsize is 2
+    source.close()
