@@ -108,12 +108,12 @@ static void free_everything(void)
             i = n;
         }
     }
+    orphans_free_all();
     all = reg_all(&n);
     while (n > 0) {
         hfree(all[n - 1]);
         all = reg_all(&n);
     }
-    orphans_free_all();
     take_deferred(&cl, pthread_self());
     for (comp_t *c = cl.head; c;) { /* nothing left to deliver them to */
         comp_t *x = c->next;
@@ -466,12 +466,12 @@ EXPORT void IIapi_connect(IIAPI_CONNPARM *p)
     put_str(&w, pw);
     put_str(&w, t.db);
     c->hello_len = (size_t)(w - c->hello);
+    snprintf(c->addr, sizeof c->addr, "%s:%s", t.host, t.port);
     int err = tcp_start(c, &t);
     if (err) {
         c->st = CS_FAILED;
         err_local(&c->h, E_GC0021_NO_PARTNER, "08004",
-                  "Requested association partner is unavailable: %s:%s: %s.", t.host, t.port,
-                  strerror(err));
+                  "Requested association partner is unavailable: %s: %s.", c->addr, strerror(err));
         defer(&p->co_genParm, IIAPI_ST_FAILURE, &c->h);
         goto out;
     }

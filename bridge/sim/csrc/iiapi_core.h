@@ -116,6 +116,7 @@ typedef struct conn {
     evcb_t *cbq;
     int pollers;
     int doomed;
+    char addr[300]; /* host:port, for messages */
 } conn_t;
 
 /* A completion to deliver once the mutex is released. */

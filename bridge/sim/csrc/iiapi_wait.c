@@ -54,7 +54,8 @@ static void finish_tcp_connect(conn_t *c, clist_t *cl)
     }
     c->st = CS_FAILED;
     err_local(&c->h, E_GC0021_NO_PARTNER, "08004",
-              "Requested association partner is unavailable: %s.", strerror(err ? err : EPIPE));
+              "Requested association partner is unavailable: %s: %s.", c->addr,
+              strerror(err ? err : EPIPE));
     end_read(c, cl, IIAPI_ST_FAILURE, &c->h);
 }
 
@@ -68,7 +69,8 @@ static void expire(conn_t *c, clist_t *cl, long long now)
     if (c->rd.kind == OP_CONNECT) {
         c->st = CS_FAILED;
         err_local(&c->h, E_GC0021_NO_PARTNER, "08004",
-                  "Requested association partner is unavailable: connection timed out.");
+                  "Requested association partner is unavailable: %s: connection timed out.",
+                  c->addr);
         end_read(c, cl, IIAPI_ST_FAILURE, &c->h);
     }
 }

@@ -1,0 +1,257 @@
+"""The OpenAPI simulator's surface: initialization, targets, handles, dates, queries."""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from collections.abc import Iterator
+
+import pyngres as py
+import pytest
+
+from bridge.sim.server import ServerThread, SimServer
+from tests.sim import _openapi_helpers as h
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerThread]:
+    """A DBMS simulator that knows demodb only and user ingres/secret."""
+    with ServerThread(SimServer(databases=["demodb"], users={"ingres": "secret"})) as srv:
+        yield srv
+
+
+@pytest.fixture
+def env() -> Iterator[int]:
+    """An initialized OpenAPI environment."""
+    with h.api() as handle:
+        yield handle
+
+
+def _connect(env: int, target: str) -> tuple[int, list[h.ErrorInfo], int]:
+    cp = py.IIAPI_CONNPARM()
+    cp.co_target = target.encode()
+    cp.co_connHandle = env
+    py.IIapi_connect(cp)
+    assert not cp.co_genParm.gp_completed  # asynchronous: completes in IIapi_wait
+    status = h.wait(cp.co_genParm)
+    errs = h.errors(cp.co_genParm.gp_errorHandle)
+    conn = int(cp.co_connHandle)
+    return status, errs, conn
+
+
+def _abort(conn: int) -> None:
+    ab = py.IIAPI_ABORTPARM()
+    ab.ab_connHandle = conn
+    py.IIapi_abort(ab)
+    assert h.wait(ab.ab_genParm) == py.IIAPI_ST_SUCCESS
+
+
+def test_every_function_before_initialize_reports_not_initialized() -> None:
+    wt = py.IIAPI_WAITPARM()
+    py.IIapi_wait(wt)
+    assert wt.wt_status == py.IIAPI_ST_NOT_INITIALIZED
+    qp = py.IIAPI_QUERYPARM()
+    py.IIapi_query(qp)
+    assert (qp.qy_genParm.gp_completed, qp.qy_genParm.gp_status) == (
+        1,
+        py.IIAPI_ST_NOT_INITIALIZED,
+    )
+    tp = py.IIAPI_TERMPARM()
+    py.IIapi_terminate(tp)
+    assert tp.tm_status == py.IIAPI_ST_NOT_INITIALIZED
+
+
+def test_garbage_handles_are_invalid_not_crashes(env: int) -> None:
+    garbage = ctypes.addressof(ctypes.create_string_buffer(64))
+    for fn, parm, field in [
+        (py.IIapi_query, py.IIAPI_QUERYPARM(), "qy_connHandle"),
+        (py.IIapi_getEvent, py.IIAPI_GETEVENTPARM(), "gv_connHandle"),
+        (py.IIapi_catchEvent, py.IIAPI_CATCHEVENTPARM(), "ce_connHandle"),
+        (py.IIapi_close, py.IIAPI_CLOSEPARM(), "cl_stmtHandle"),
+        (py.IIapi_cancel, py.IIAPI_CANCELPARM(), "cn_stmtHandle"),
+        (py.IIapi_disconnect, py.IIAPI_DISCONNPARM(), "dc_connHandle"),
+        (py.IIapi_abort, py.IIAPI_ABORTPARM(), "ab_connHandle"),
+        (py.IIapi_getColumns, py.IIAPI_GETCOLPARM(), "gc_stmtHandle"),
+    ]:
+        for value in (None, garbage, env):
+            setattr(parm, field, value)
+            fn(parm)
+            gp = parm.genParm()
+            assert (gp.gp_completed, gp.gp_status) == (1, py.IIAPI_ST_INVALID_HANDLE), fn
+    ge = py.IIAPI_GETEINFOPARM()
+    ge.ge_errorHandle = garbage
+    py.IIapi_getErrorInfo(ge)
+    assert ge.ge_status == py.IIAPI_ST_INVALID_HANDLE
+    py.IIapi_wait(None)  # a NULL parameter block is ignored, as the real API
+
+
+def test_wait_with_nothing_pending_returns_warning_at_once(env: int) -> None:
+    wt = py.IIAPI_WAITPARM()
+    wt.wt_timeout = -1
+    py.IIapi_wait(wt)
+    assert wt.wt_status == py.IIAPI_ST_WARNING
+
+
+def test_connect_with_login_in_the_target(server: ServerThread, env: int) -> None:
+    status, errs, conn = _connect(env, server.target("ingres", "secret"))
+    assert (status, errs) == (py.IIAPI_ST_SUCCESS, [])
+    dc = py.IIAPI_DISCONNPARM()
+    dc.dc_connHandle = conn
+    py.IIapi_disconnect(dc)
+    assert h.wait(dc.dc_genParm) == py.IIAPI_ST_SUCCESS
+
+
+def test_co_username_and_password_override_the_target(server: ServerThread, env: int) -> None:
+    cp = py.IIAPI_CONNPARM()
+    cp.co_target = f"@127.0.0.1,tcp_ip,{server.port}::demodb".encode()
+    cp.co_username = b"ingres"
+    cp.co_password = b"secret"
+    cp.co_connHandle = env
+    py.IIapi_connect(cp)
+    assert h.wait(cp.co_genParm) == py.IIAPI_ST_SUCCESS
+    assert cp.co_apiLevel >= py.IIAPI_LEVEL_1
+    assert cp.co_sizeAdvise > 0
+    _abort(cp.co_connHandle)
+
+
+def test_short_dynamic_vnode_form(server: ServerThread, env: int) -> None:
+    status, _, conn = _connect(env, f"@127.0.0.1,{server.port}[ingres,secret]::demodb")
+    assert status == py.IIAPI_ST_SUCCESS
+    _abort(conn)
+
+
+def test_server_errors_of_a_failed_connect(server: ServerThread, env: int) -> None:
+    status, errs, conn = _connect(env, server.target("ingres", "wrong"))
+    assert status == py.IIAPI_ST_FAILURE
+    assert errs
+    assert errs[0].server_info
+    _abort(conn)
+    status, errs, conn = _connect(env, server.target("ingres", "secret", "nosuchdb"))
+    assert status == py.IIAPI_ST_FAILURE
+    assert [e.sqlstate for e in errs] == ["08004"]
+    _abort(conn)
+
+
+@pytest.mark.parametrize(
+    ("target", "fragment"),
+    [
+        ("demodb", "local database"),
+        ("somenode::demodb", "Virtual node 'somenode'"),
+        ("@127.0.0.1,decnet,II::demodb", "Protocol 'decnet'"),
+        ("@127.0.0.1,tcp_ip,II::demodb", ":21064:"),
+        ("@127.0.0.1,tcp_ip,ii7::demodb", ":21071:"),
+        ("@127.0.0.1,tcp_ip,Z9::demodb", ":30152:"),
+        ("@127.0.0.1,tcp_ip,II16::demodb", "Invalid listen address"),
+    ],
+)
+def test_targets_that_cannot_connect(env: int, target: str, fragment: str) -> None:
+    status, errs, conn = _connect(env, target)
+    assert status == py.IIAPI_ST_FAILURE
+    assert fragment in errs[0].message
+    _abort(conn)
+
+
+def test_unsupported_functions_fail_with_a_clear_error(env: int) -> None:
+    cm = py.IIAPI_COMMITPARM()
+    py.IIapi_commit(cm)
+    assert (cm.cm_genParm.gp_completed, cm.cm_genParm.gp_status) == (1, py.IIAPI_ST_FAILURE)
+    (err,) = h.errors(cm.cm_genParm.gp_errorHandle)
+    assert "IIapi_commit is not supported by the OpenAPI simulator" in err.message
+    gi = py.IIAPI_GETCOLINFOPARM()
+    py.IIapi_getColumnInfo(gi)
+    assert gi.gi_status == py.IIAPI_ST_FAILURE
+
+
+def test_set_env_param_accepts_and_refuses_as_documented(env: int) -> None:
+    assert h.set_env(env, py.IIAPI_EP_TIMEZONE, "GMT") == py.IIAPI_ST_SUCCESS
+    assert h.set_env(env, py.IIAPI_EP_TIMEZONE, "NOT-A-ZONE") == py.IIAPI_ST_FAILURE
+    assert h.set_env(env, py.IIAPI_EP_DATE_FORMAT, py.IIAPI_EPV_DFRMT_ISO4) == 0
+    assert h.set_env(env, py.IIAPI_EP_DATE_FORMAT, 99) == py.IIAPI_ST_FAILURE
+    assert h.set_env(env, py.IIAPI_EP_CHAR_WIDTH, 10) == py.IIAPI_ST_SUCCESS
+    assert h.set_env(env, 0, 1) == py.IIAPI_ST_FAILURE
+
+
+DATE = struct.pack("<bbhhHi", 0x3D, 0, 2024, 11, 25, (8 * 3600 + 4 * 60 + 5) * 1000)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "zone", "expected"),
+    [
+        (py.IIAPI_EPV_DFRMT_US, "GMT", "25-nov-2024 08:04:05"),
+        (py.IIAPI_EPV_DFRMT_ISO4, "GMT", "20241125 08:04:05"),
+        (py.IIAPI_EPV_DFRMT_FINNISH, "GMT", "2024-11-25 08:04:05"),
+        (py.IIAPI_EPV_DFRMT_GERMAN, "GMT", "25.11.2024 08:04:05"),
+        (py.IIAPI_EPV_DFRMT_FINNISH, "GMT-10", "2024-11-24 22:04:05"),
+        (py.IIAPI_EPV_DFRMT_FINNISH, "GMT+1", "2024-11-25 09:04:05"),
+    ],
+)
+def test_format_data_honours_date_format_and_time_zone(
+    env: int, fmt: int, zone: str, expected: str
+) -> None:
+    assert h.set_env(env, py.IIAPI_EP_DATE_FORMAT, fmt) == py.IIAPI_ST_SUCCESS
+    assert h.set_env(env, py.IIAPI_EP_TIMEZONE, zone) == py.IIAPI_ST_SUCCESS
+    status, text = h.format_date(env, h.ingresdate(DATE))
+    assert status == py.IIAPI_ST_SUCCESS
+    assert text == expected.ljust(32)  # CHA: blank padded to the declared length
+
+
+def test_format_data_defaults_to_us_format(env: int) -> None:
+    assert h.format_date(env, h.ingresdate(DATE)) == (0, "25-nov-2024 08:04:05".ljust(32))
+
+
+def test_convert_data_uses_the_process_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("II_DATE_FORMAT", "SWEDEN")
+    monkeypatch.setenv("II_TIMEZONE_NAME", "GMT2")
+    with h.api():
+        assert h.convert_date(h.ingresdate(DATE)) == (0, "2024-11-25 10:04:05".ljust(32))
+
+
+def test_select_returns_rows_through_get_descriptor_and_get_columns(
+    server: ServerThread, env: int
+) -> None:
+    s = h.connect(env, server.target("ingres", "secret"))
+    qp = py.IIAPI_QUERYPARM()
+    qp.qy_connHandle = s.conn
+    qp.qy_queryText = b"select dbmsinfo('database')"
+    qp.qy_tranHandle = s.tran
+    py.IIapi_query(qp)
+    assert h.wait(qp.qy_genParm) == py.IIAPI_ST_SUCCESS
+    gd = py.IIAPI_GETDESCRPARM()
+    gd.gd_stmtHandle = qp.qy_stmtHandle
+    py.IIapi_getDescriptor(gd)
+    assert h.wait(gd.gd_genParm) == py.IIAPI_ST_SUCCESS
+    assert gd.gd_descriptorCount == 1
+    desc = gd.gd_descriptor[0]
+    assert desc.ds_dataType == py.IIAPI_VCH_TYPE
+    buf = ctypes.create_string_buffer(desc.ds_length)
+    data = (py.IIAPI_DATAVALUE * 1)()
+    data[0].dv_value = ctypes.addressof(buf)
+    gc = py.IIAPI_GETCOLPARM()
+    gc.gc_stmtHandle = qp.qy_stmtHandle
+    gc.gc_rowCount = 1
+    gc.gc_columnCount = 1
+    gc.gc_columnData = data
+    py.IIapi_getColumns(gc)
+    assert h.wait(gc.gc_genParm) == py.IIAPI_ST_SUCCESS
+    (n,) = struct.unpack("=H", buf.raw[:2])
+    assert buf.raw[2 : 2 + n] == b"demodb"
+    py.IIapi_getColumns(gc)
+    assert h.wait(gc.gc_genParm) == py.IIAPI_ST_NO_DATA
+    gq = py.IIAPI_GETQINFOPARM()
+    gq.gq_stmtHandle = qp.qy_stmtHandle
+    py.IIapi_getQueryInfo(gq)
+    assert h.wait(gq.gq_genParm) == py.IIAPI_ST_SUCCESS
+    assert gq.gq_mask & py.IIAPI_GQ_ROW_COUNT
+    assert gq.gq_rowCount == 1
+    assert h.close_handle(qp.qy_stmtHandle) == (py.IIAPI_ST_SUCCESS, [])
+    # A statement is open: autocommit cannot be turned off (E_AP0004).
+    s.abort()
+
+
+def test_syntax_error_reports_error_status(server: ServerThread, env: int) -> None:
+    s = h.connect(env, server.target("ingres", "secret"))
+    status, errs = s.run("this is not sql")
+    assert status == py.IIAPI_ST_ERROR
+    assert errs[0].sqlstate == "42000"
+    s.autocommit_off()
+    assert s.disconnect() == py.IIAPI_ST_SUCCESS
