@@ -49,8 +49,7 @@ def find_compiler() -> str:
         found = shutil.which(configured.split()[0])
         if found is None:
             raise BuildError(
-                f"CC={configured!r} is not an executable on PATH; "
-                "install a C compiler or fix CC"
+                f"CC={configured!r} is not an executable on PATH; install a C compiler or fix CC"
             )
         return found
     for name in _CANDIDATES:
