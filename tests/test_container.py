@@ -362,6 +362,22 @@ def test_demo_bridge_catches_from_the_simulator() -> None:
     assert env["BRIDGE_INGRES__EVENTS"].split(",") == list(demo_app.EVENTS)
 
 
+def test_sample_sql_raises_the_events_the_stack_registers() -> None:
+    sql = (REPO / "config" / "sql" / "create_events.sql").read_text()
+    code = re.sub(r"/\*.*?\*/", "", sql, flags=re.DOTALL)  # comments hold examples only
+    events = _compose()["services"]["bridge"]["environment"]["BRIDGE_INGRES__EVENTS"].split(",")
+    for name in events:
+        assert re.search(rf"CREATE DBEVENT {name};\\p\\g", code), name
+        assert re.search(rf"RAISE DBEVENT {name} :msg;", code), name
+    assert len(re.findall(r"CREATE RULE \w+ AFTER", code)) == 2
+    # The demo application imitates the procedure's event text.
+    assert _load(DEMO_APP).event_text(17, "new") == "order_id=17 customer=demo status=new"
+    for literal in ("'order_id='", "' customer='", "' status='"):
+        assert literal in code
+    statements = [s for s in code.split("\\p\\g") if s.strip()]
+    assert all(s.rstrip().endswith(";") for s in statements), "every statement ends with ;\\p\\g"
+
+
 def test_ingres_bridge_targets_the_ingres_service_by_default() -> None:
     services = _compose()["services"]
     host, port, _ = _target_parts(services["bridge"]["environment"]["BRIDGE_INGRES__TARGET"])
