@@ -68,6 +68,11 @@ class Metrics:
             "dbevent_bridge_last_event_timestamp_seconds",
             "Unix time at which the last DBEvent was caught (0 before the first).", registry=r,
         )
+        self.ready = Gauge(
+            "dbevent_bridge_ready",
+            "1 while a side is ready (ingres: session registered; amqp: connected), else 0.",
+            ["side"], registry=r,
+        )
         self.raise_to_confirm = Histogram(
             "dbevent_bridge_raise_to_confirm_seconds",
             "Time from RAISE DBEVENT (server time stamp) to the broker's confirm.",
