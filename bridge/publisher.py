@@ -10,9 +10,11 @@ dropped, so a spool can forget a prefix.
 
 Outcomes of one publish (mandatory=True, within `publish_timeout`):
 
-- ack: confirmed. A message the broker RETURNED as unroutable is logged and
-  counted (`events_returned`) and also counts as confirmed: the broker has
-  accepted it and acks it right after basic.return; waiting would only block.
+- ack: confirmed. A message the broker RETURNED as unroutable (no queue bound
+  for its key) is logged and counted (`events_returned`) and also counts as
+  confirmed: RabbitMQ acks it right after basic.return, and publishing it
+  again would only bring it back again. The fix is a binding, so alert on
+  `events_returned`; holding the pipeline would not help.
 - nack or no confirm within `publish_timeout`: published again, same
   message_id (`events_republished`). The publisher first lets every in-flight
   publish settle, waits a growing back-off (`retry_wait_initial` doubling up
@@ -20,11 +22,20 @@ Outcomes of one publish (mandatory=True, within `publish_timeout`):
   message at a time until one is acked, then pipelines again. A queue that
   nacks for ever (e.g. x-overflow=reject-publish, full) therefore costs one
   publish per back-off period, never a hot loop, and the window fills up so
-  the source stops being read (back-pressure to the spool).
+  the source stops being read (back-pressure to the spool). A connection that
+  died silently (no RST) shows up as timeouts until the AMQP heartbeat
+  (negotiated with the broker, 60 s by default) declares it dead; then the
+  next case applies.
 - connection or channel lost: the connection is dropped, a new one is opened
   with back-off (stamina; `reconnect_wait_*`; counted in
   `reconnects{side="amqp"}`), the exchange declared (or checked) again and
   every unconfirmed message published again, in order.
+
+Events that can never be published are dropped by policy: logged at ERROR,
+counted in `events_dropped{reason}` (`routing_key_too_long`: the key would
+exceed 255 bytes; `bad_event`: the message cannot be built, e.g. a naive
+raise time) and reported confirmed in their turn, so they cannot block the
+events behind them for ever.
 
 Ordering: messages are written in the order the source gave them, also after
 a reconnect. Duplicates (same message_id) happen only for messages whose
@@ -435,12 +446,21 @@ class Publisher:
         try:
             key = self._router.for_event(event)
         except RoutingKeyTooLong as exc:
-            entry = _Entry(event, "", None, _State.DROPPED)
-            log.error("event dropped: %s", exc, extra=entry.log_extra())
-            self._metrics.events_dropped.labels(reason="routing_key_too_long").inc()
-            return entry
-        message = build_event_message(event, self._config.text_encoding)
+            return self._dropped(event, "routing_key_too_long", str(exc))
+        try:
+            message = build_event_message(event, self._config.text_encoding)
+        except Exception as exc:
+            # A malformed event (e.g. a naive raise time) is a bug upstream. Dropping
+            # it loudly beats failing run(): the spool would hand the same event
+            # over again after every restart, and nothing behind it would ever go.
+            return self._dropped(event, "bad_event", repr(exc))
         return _Entry(event, key, message, _State.QUEUED)
+
+    def _dropped(self, event: CaughtEvent, reason: str, why: str) -> _Entry:
+        entry = _Entry(event, "", None, _State.DROPPED)
+        log.error("event dropped (%s): %s", reason, why, extra=entry.log_extra())
+        self._metrics.events_dropped.labels(reason=reason).inc()
+        return entry
 
     def _append(self, entry: _Entry) -> None:
         self._pending.append(entry)

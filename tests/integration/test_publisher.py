@@ -92,6 +92,7 @@ class Collector:
 
     def __init__(self) -> None:
         self.messages: list[aio_pika.abc.AbstractIncomingMessage] = []
+        self._unique: set[str | None] = set()
         self._arrived = asyncio.Event()
 
     async def bind(
@@ -111,11 +112,13 @@ class Collector:
 
     async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         self.messages.append(message)
+        self._unique.add(message.message_id)
         self._arrived.set()
 
     async def wait_for(self, count: int) -> None:
+        """Wait until `count` DIFFERENT messages (by message_id) have arrived."""
         async with asyncio.timeout(30):
-            while len(self.messages) < count:
+            while len(self._unique) < count:
                 self._arrived.clear()
                 await self._arrived.wait()
 
@@ -210,6 +213,24 @@ async def test_too_long_routing_key_drops_that_event_only(
     assert source.confirmed_events == events  # dropped by policy: reported, in order
     assert collector.ids() == [e.message_id for e in events if e is not long_one]
     assert _sample(metrics, "events_dropped", reason="routing_key_too_long") == 1
+
+
+@pytest.mark.amqp
+async def test_malformed_event_is_dropped_loudly_not_fatal(
+    amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
+) -> None:
+    collector = Collector()
+    await collector.bind(amqp_connection, exchange)
+    naive = CaughtEvent("salesdb", "ingres", "ev", datetime(2026, 1, 1), None)
+    events = [*_events(2), naive, *_events(2)]
+    source = RecordingSource(events)
+    metrics = Metrics()
+    async with _publisher(_config(amqp_url, exchange), metrics) as publisher:
+        await publisher.run(source)
+        await collector.wait_for(4)
+    assert source.confirmed_events == events
+    assert collector.ids() == [e.message_id for e in events if e is not naive]
+    assert _sample(metrics, "events_dropped", reason="bad_event") == 1
 
 
 @pytest.mark.amqp
