@@ -3,6 +3,11 @@
 Shutdown follows uvicorn's shape: stop intake (the catcher closes its session),
 drain what is queued into RabbitMQ within a deadline, then cancel what is left;
 anything not confirmed stays in the spool for the next start.
+
+Gap markers: DBEvents raised while no session of ours is registered are lost
+by Ingres's design. After a reconnect, and on a start that follows an earlier
+run (the spool remembers until when that run's session was known to have
+caught everything), the bridge publishes a gap marker for the window.
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ import asyncio
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from bridge.backlog import Backlog
 from bridge.catcher import Catcher, CatcherConfig
@@ -22,12 +28,23 @@ from bridge.health import Health
 from bridge.http import HttpServer, start_http
 from bridge.message import GapMarker
 from bridge.metrics import Metrics
-from bridge.publisher import Publisher, PublisherConfig
+from bridge.openapi import RawEvent, Session
+from bridge.publisher import Publisher, PublisherConfig, PublisherError
 from bridge.settings import AmqpSettings, Settings
-from bridge.spool import Spool
+from bridge.spool import Spool, SpoolError
 from bridge.tls import build_ssl_context
 
 log = logging.getLogger("bridge.app")
+
+# Spool meta keys. ALIVE: until when the last session is known to have caught
+# (and spooled) every event raised. GAP_FROM: start of a window whose gap marker
+# is not confirmed yet; kept so that a crash before the confirm loses no gap.
+_ALIVE_KEY: Final = "session_alive_at"
+_GAP_FROM_KEY: Final = "unreported_gap_from"
+# How often ALIVE is rewritten while a session is up: one small transaction,
+# never per event; a crash widens the next gap by at most this much.
+_ALIVE_INTERVAL: Final = 2.0
+RESTART_REASON: Final = "bridge restarted"
 
 
 class StartupError(RuntimeError):
@@ -107,6 +124,11 @@ class _LoopSink:
             self._scheduled = False
         self._bridge.accept(batch)
 
+    def session_proved(self, moment: datetime) -> None:
+        # Scheduled after the drain of every event caught before it: order kept.
+        with suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._bridge.on_proof, moment)
+
     def session_up(self, registered_at: datetime, reconnected: bool) -> None:
         with suppress(RuntimeError):  # the loop is closed: we are shutting down anyway
             self._loop.call_soon_threadsafe(self._bridge.on_session_up, registered_at, reconnected)
@@ -118,6 +140,134 @@ class _LoopSink:
     def catcher_failed(self, error: BaseException) -> None:
         with suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._bridge.fail, error)
+
+
+class _ProvingSession(Session):
+    """A Session that tells when it last proved that nothing raised earlier is on its way.
+
+    A probe (`SELECT 1`) answered means every event raised before it was sent
+    has reached the OpenAPI (the DBMS writes them to the connection first);
+    once a wait for events then comes back empty, they have all been caught.
+    """
+
+    def __init__(self, config: CatcherConfig, on_proof: Callable[[datetime], None]) -> None:
+        super().__init__(config.target, config.user, config.password,
+                         timeout_s=config.operation_timeout_s)
+        self._on_proof = on_proof
+        self._proved: datetime | None = None
+
+    def probe(self) -> None:
+        """Probe, and remember when the probe was sent."""
+        sent = datetime.now(UTC)
+        super().probe()
+        self._proved = sent
+
+    def next_event(self, timeout_ms: int) -> RawEvent | None:
+        """The next event; an empty wait after a probe reports the probe's time."""
+        raw = super().next_event(timeout_ms)
+        if raw is None and self._proved is not None:
+            self._on_proof(self._proved)
+            self._proved = None
+        return raw
+
+
+def _proving_factory(on_proof: Callable[[datetime], None]) -> Callable[[CatcherConfig], Session]:
+    """The catcher's session factory: open a `_ProvingSession`."""
+    def open_session(config: CatcherConfig) -> Session:
+        session = _ProvingSession(config, on_proof)
+        try:
+            session.open()
+        except BaseException:
+            session.close()
+            raise
+        return session
+
+    return open_session
+
+
+class _AliveLedger:
+    """Until when every raised DBEvent is known to be caught, kept in the spool's meta.
+
+    Evidence only, no timing assumption: events of one session arrive in the
+    order they were raised, so once the caught events are committed, nothing
+    raised before the last one's `raised_at` can be missing; a registration
+    or an answered probe proves the same for its own time. The latest such
+    instant is the earliest a loss can start: a gap marker starts there (also
+    after a crash, from the spool). When the session is idle, that instant
+    advances with the idle probes (`ingres.idle_probe_interval`). Without a
+    spool nothing is remembered across runs.
+    """
+
+    def __init__(self, spool: Spool | None) -> None:
+        self._spool = spool
+        self._caught_until: datetime | None = None  # None: no session up
+        self._open_gaps: list[datetime] = []  # gap starts whose marker is unconfirmed
+
+    def restart_gap_from(self) -> datetime | None:
+        """Where a gap left by an earlier run starts (None: no earlier session)."""
+        found = self._read(_GAP_FROM_KEY) or self._read(_ALIVE_KEY)
+        if found is not None:
+            self._open_gap(found)
+        return found
+
+    def session_up(self, registered_at: datetime) -> None:
+        """A session registered: from here on, events are caught."""
+        self._caught_until = registered_at
+        self._write(_ALIVE_KEY, registered_at)
+
+    def proved(self, moment: datetime) -> None:
+        """Nothing raised before `moment` is missing (events handed over, or a probe)."""
+        if self._caught_until is not None:
+            self._caught_until = max(self._caught_until, moment)
+
+    def caught(self, events: list[CaughtEvent]) -> None:
+        """Events were handed to the backlog (committed before the next `record`)."""
+        if events:
+            self.proved(max(e.raised_at for e in events))
+
+    def record(self) -> datetime | None:
+        """Write how far catching got to the spool (after committing the backlog)."""
+        moment = self._caught_until
+        if moment is not None:
+            self._write(_ALIVE_KEY, moment)
+        return moment
+
+    def session_down(self) -> datetime | None:
+        """The session is gone: remember durably where the gap starts, and return it."""
+        moment = self.record()
+        if moment is not None:
+            self._open_gap(moment)
+        self._caught_until = None
+        return moment
+
+    def gap_reported(self, lost_from: datetime) -> None:
+        """The marker of the gap starting at `lost_from` is confirmed: forget that gap."""
+        with suppress(ValueError):
+            self._open_gaps.remove(lost_from)
+        self._write(_GAP_FROM_KEY, min(self._open_gaps, default=None))
+
+    def _open_gap(self, lost_from: datetime) -> None:
+        self._open_gaps.append(lost_from)
+        self._write(_GAP_FROM_KEY, min(self._open_gaps))
+
+    def _read(self, key: str) -> datetime | None:
+        if self._spool is None or self._spool.closed:
+            return None
+        try:
+            value = self._spool.get_meta(key)
+            return datetime.fromisoformat(value) if value else None
+        except (SpoolError, ValueError) as exc:
+            log.warning("cannot read %s from the spool: %s", key, exc)
+            return None
+
+    def _write(self, key: str, moment: datetime | None) -> None:
+        if self._spool is None or self._spool.closed:
+            return
+        try:
+            self._spool.set_meta(key, "" if moment is None else moment.isoformat())
+        except SpoolError as exc:
+            # Only the next gap marker's precision depends on it: never stop for it.
+            log.warning("cannot record %s in the spool: %s", key, exc)
 
 
 class Bridge:
@@ -137,6 +287,10 @@ class Bridge:
         self._lost_at: datetime | None = None
         self._lost_reason = ""
         self._gap_tasks: set[asyncio.Task[None]] = set()
+        self._sink: _LoopSink | None = None
+        self._ledger = _AliveLedger(None)
+        self._alive_task: asyncio.Task[None] | None = None
+        self._restart_gap_from: datetime | None = None
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -146,6 +300,8 @@ class Bridge:
         self._failed = loop.create_future()
         config = catcher_config(self.settings)
         self._open_backlog()
+        self._ledger = _AliveLedger(self._spool)
+        self._restart_gap_from = self._ledger.restart_gap_from()
         if self.settings.http.listen is not None:
             self._http = await start_http(self.settings.http.listen, self.metrics, self.health)
             log.info("health and metrics on http://%s:%d/", self._http.host, self._http.port)
@@ -153,7 +309,8 @@ class Bridge:
         await self._publisher.start()
         self.health.set("amqp", True)
         self._publish_task = asyncio.create_task(self._publish(), name="publisher")
-        self._catcher = Catcher(config, _LoopSink(self, loop))
+        self._sink = _LoopSink(self, loop)
+        self._catcher = Catcher(config, self._sink, _proving_factory(self._sink.session_proved))
         self._catcher.start()
         self.health.watch_tasks([self._publish_task])
 
@@ -203,8 +360,10 @@ class Bridge:
         if self._catcher is not None:
             self._catcher.stop()
             await asyncio.to_thread(self._catcher.join, 10.0)
+        self._stop_recording_alive()
         if self._backlog is not None:
-            self._backlog.close()
+            self._backlog.close()  # commits what the catcher handed over: then record
+            self._ledger.record()
         if self._publish_task is not None:
             await self._drain(self._publish_task, deadline)
         for task in list(self._gap_tasks):
@@ -251,6 +410,7 @@ class Bridge:
         for event in events:
             # False means dropped by policy: the backlog has logged and counted it.
             self._backlog.put(event)
+        self._ledger.caught(events)
         if not self._backlog.has_room and not self._catcher.paused:
             # `block` policy: stop taking events; Ingres holds (or discards) the rest,
             # and the catcher's gap report makes the loss visible.
@@ -258,19 +418,49 @@ class Bridge:
             self._backlog.when_room(self._catcher.resume)
 
     def on_session_up(self, registered_at: datetime, reconnected: bool) -> None:
-        """A session registered every event; publish a gap marker after an outage."""
+        """A session registered every event; publish a gap marker after an outage or a restart."""
         self.health.set("ingres", True)
+        self._ledger.session_up(registered_at)
+        if self._alive_task is None:
+            self._alive_task = asyncio.create_task(self._record_alive(), name="alive")
         if reconnected and self._lost_at is not None:
             self.metrics.reconnects.labels(side="ingres").inc()
             self._publish_gap(self._lost_at, registered_at, self._lost_reason)
+        elif not reconnected and self._restart_gap_from is not None:
+            # Ingres kept nothing for us while no bridge was registered.
+            self._publish_gap(self._restart_gap_from, registered_at, RESTART_REASON)
+            self._restart_gap_from = None
         self._lost_at = None
 
     def on_session_down(self, lost_at: datetime, reason: str) -> None:
-        """The session is gone: not ready until it is back."""
+        """The session is gone: not ready until it is back; the gap starts where catching did."""
         self.health.set("ingres", False, str(reason))
+        self._stop_recording_alive()
+        if self._backlog is not None:
+            self._backlog.flush()  # what was caught is spooled before the gap is recorded
+        caught_until = self._ledger.session_down()
         if self._lost_at is None:
-            self._lost_at = lost_at
+            self._lost_at = min(caught_until or lost_at, lost_at)
             self._lost_reason = str(reason)
+
+    # -- how far catching got (spool meta) ----------------------------------------
+
+    def on_proof(self, moment: datetime) -> None:
+        """The session proved that nothing raised before `moment` is still on its way."""
+        self._ledger.proved(moment)
+
+    async def _record_alive(self) -> None:
+        """While a session is up: every few seconds, record until when all is caught."""
+        assert self._backlog is not None
+        while True:
+            await asyncio.sleep(_ALIVE_INTERVAL)
+            self._backlog.flush()  # the events counted as caught must be committed first
+            self._ledger.record()
+
+    def _stop_recording_alive(self) -> None:
+        if self._alive_task is not None:
+            self._alive_task.cancel()
+            self._alive_task = None
 
     def _publish_gap(self, lost_from: datetime, lost_until: datetime, reason: str) -> None:
         assert self._publisher is not None
@@ -284,10 +474,20 @@ class Bridge:
             "DBEvents raised between %s and %s were not caught (%s); publishing a gap marker",
             lost_from.isoformat(), lost_until.isoformat(), reason,
         )
-        task = asyncio.create_task(self._publisher.publish_gap(marker))
+        task = asyncio.create_task(self._send_gap(marker))
         self._gap_tasks.add(task)
         task.add_done_callback(self._gap_tasks.discard)
         self.metrics.gap_markers.inc()
+
+    async def _send_gap(self, marker: GapMarker) -> None:
+        assert self._publisher is not None
+        try:
+            await self._publisher.publish_gap(marker)
+        except PublisherError as exc:
+            # Kept open in the spool: the next start reports this window again.
+            log.error("gap marker from %s not confirmed: %s", marker.lost_from.isoformat(), exc)
+            return
+        self._ledger.gap_reported(marker.lost_from)
 
 
 async def run_service(settings: Settings) -> int:
