@@ -1,0 +1,148 @@
+"""The Ingres side breaks while events flow: sessions dropped, the DBMS restarted, half-open.
+
+Events raised while the bridge has no registered session are lost by
+Ingres's design; the bridge must report each such window with a gap marker,
+re-register quickly, and deliver every event it caught and every event
+raised after it registered again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import bridge.app
+from bridge.catcher import CatcherConfig
+from bridge.settings import Settings
+from bridge.sim.server import ServerThread
+from tests.faults.conftest import (
+    Gap,
+    Raiser,
+    Subscriber,
+    Tally,
+    bound_queue,
+    counter,
+    eventually,
+    fault_settings,
+    seed,
+    start_bridge,
+    verdict,
+)
+from tests.faults.proxy import TcpProxy
+
+pytestmark = pytest.mark.amqp
+
+
+def _after_last_gap(tally: Tally, raiser: Raiser) -> list[int]:
+    """Events raised after the last gap's re-registration that did not arrive."""
+    last = max(g.lost_until for g in tally.gaps)
+    return [r.seq for r in raiser.records
+            if r.before > last and r.seq not in tally.message_ids]
+
+
+@pytest.mark.parametrize(
+    ("drops", "restarts", "duration"),
+    [
+        pytest.param(2, 1, 6.0, id="short"),
+        pytest.param(10, 4, 40.0, id="long", marks=pytest.mark.slow),
+    ],
+)
+async def test_sessions_dropped_and_dbms_restarted(
+    drops: int, restarts: int, duration: float, amqp_url: str, sim: ServerThread,
+    unique_name: str, isolated_env: Path,
+) -> None:
+    rng = random.Random(run_seed := seed())
+    settings = fault_settings(isolated_env, amqp_url, sim.target(), unique_name)
+    faults = ["drop"] * drops + ["restart"] * restarts
+    rng.shuffle(faults)
+    back_up: list[float] = []  # time.time() at which the simulator listened again
+    async with bound_queue(amqp_url, unique_name) as queue, Subscriber(queue) as sub:
+        bridge_ = await start_bridge(settings)
+        try:
+            raiser = Raiser(sim, duration=duration, pace=0.001).start()
+            for fault in faults:
+                await asyncio.sleep(rng.uniform(0.5, 1.5) * duration / (len(faults) + 1))
+                if fault == "drop":
+                    await asyncio.to_thread(sim.drop_sessions)
+                    back_up.append(time.time())
+                else:
+                    await asyncio.to_thread(sim.restart, rng.uniform(0.2, 1.0))
+                    back_up.append(time.time())
+            await raiser.wait()
+            await sub.until(lambda t: len(t.gaps) >= len(faults)
+                            and t.accounted(raiser.records), within=60)
+        finally:
+            await bridge_.shutdown()
+    reconnect_s = _reconnect_delays(sub.tally.gaps, back_up)
+    result = verdict(
+        "ingres drops/restarts", raiser.records, sub.tally, seed=run_seed, faults=len(faults),
+        caught=int(counter(bridge_, "events_caught")),
+        confirmed=int(counter(bridge_, "events_confirmed")),
+        reconnect_after_back_s=reconnect_s,
+    )
+    result.check()
+    assert result.gaps == len(faults), "one gap marker per lost session"
+    assert {g.reason for g in sub.tally.gaps} != {""}
+    assert not _after_last_gap(sub.tally, raiser)
+    assert all(delay is not None for delay in reconnect_s), "a session was never re-registered"
+
+
+def _reconnect_delays(gaps: list[Gap], back_up: list[float]) -> list[float | None]:
+    """Per fault: seconds from the simulator being back to the bridge re-registered."""
+    delays: list[float | None] = []
+    for when in back_up:
+        after = [g.lost_until for g in gaps if g.lost_until >= when - 0.001]
+        delays.append(round(min(after) - when, 3) if after else None)
+    return delays
+
+
+async def test_half_open_session_is_noticed_by_the_idle_probe(
+    amqp_url: str, sim: ServerThread, unique_name: str, isolated_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The DBMS stops answering without closing: the probe times out and the bridge reconnects.
+
+    The operation timeout of the session (30 s in the product, not a setting)
+    is shortened so that the test takes seconds.
+    """
+    real = bridge.app.catcher_config
+
+    def quick(settings: Settings) -> CatcherConfig:
+        return replace(real(settings), operation_timeout_s=1.5)
+
+    monkeypatch.setattr(bridge.app, "catcher_config", quick)
+    with TcpProxy("127.0.0.1", sim.port) as proxy:
+        target = sim.target().replace(f",{sim.port}[", f",{proxy.port}[")
+        settings = fault_settings(isolated_env, amqp_url, target, unique_name,
+                                  ingres={"idle_probe_interval": 0.5})
+        async with bound_queue(amqp_url, unique_name) as queue, Subscriber(queue) as sub:
+            bridge_ = await start_bridge(settings)
+            try:
+                before = Raiser(sim, count=50).start()
+                await before.wait()
+                await sub.until(lambda t: t.distinct >= 50, within=30)
+                proxy.pause()  # half-open: nothing flows, nothing closes
+                during = Raiser(sim, count=20, pace=0.01, first=1000).start()
+                began = time.monotonic()
+                noticed = await eventually(lambda: not bridge_.health.ready()[0], within=30)
+                noticed_after = round(time.monotonic() - began, 2)
+                proxy.resume()
+                await during.wait()
+                reported = await sub.until(lambda t: len(t.gaps) >= 1, within=30)
+                after = Raiser(sim, count=50, first=2000).start()
+                await after.wait()
+                await sub.until(lambda t: sum(s >= 2000 for s in t.message_ids) >= 50, within=30)
+            finally:
+                await bridge_.shutdown()
+    assert noticed, "the half-open session was never noticed"
+    assert reported, "no gap marker after the half-open session"
+    records = before.records + during.records + after.records
+    result = verdict("half-open", records, sub.tally, noticed_after_s=noticed_after)
+    result.check()
+    assert all(r.seq in sub.tally.message_ids for r in before.records + after.records)
+    assert not _after_last_gap(sub.tally, after)

@@ -1,0 +1,79 @@
+"""A start that follows an earlier run reports the window in which no bridge was registered."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from bridge.sim.server import ServerThread
+from bridge.spool import Spool
+from tests.faults.conftest import (
+    Raiser,
+    Subscriber,
+    bound_queue,
+    fault_settings,
+    start_bridge,
+    verdict,
+)
+
+pytestmark = pytest.mark.amqp
+
+
+async def test_restart_publishes_a_gap_marker_covering_the_downtime(
+    amqp_url: str, sim: ServerThread, unique_name: str, isolated_env: Path
+) -> None:
+    settings = fault_settings(isolated_env, amqp_url, sim.target(), unique_name)
+    async with bound_queue(amqp_url, unique_name) as queue, Subscriber(queue) as sub:
+        first = await start_bridge(settings)
+        try:
+            before = Raiser(sim, count=20).start()
+            await before.wait()
+            await sub.until(lambda t: t.distinct >= 20, within=30)
+        finally:
+            await first.shutdown()
+        stopped = time.time()
+        down = Raiser(sim, count=10, pace=0.02, first=100).start()
+        await down.wait()
+        second = await start_bridge(settings)
+        try:
+            after = Raiser(sim, count=20, first=200).start()
+            await after.wait()
+            await sub.until(lambda t: t.distinct >= 40 and len(t.gaps) >= 1, within=30)
+        finally:
+            await second.shutdown()
+        await asyncio.sleep(0.2)
+
+    (gap,) = sub.tally.gaps
+    print(f"[restart gap] first stopped at {stopped:.3f}, gap {gap}")
+    assert gap.reason == "bridge restarted"
+    assert gap.lost_from <= stopped  # from when the first run last proved it had everything
+    assert all(r.targets == 0 for r in down.records)  # nobody was registered: lost by design
+    assert all(gap.covers(r) for r in down.records)
+    assert gap.lost_until <= after.records[0].after  # registered before `after` began
+    verdict("restart gap", before.records + down.records + after.records, sub.tally).check()
+    assert all(r.seq in sub.tally.message_ids for r in before.records + after.records)
+    spool = Spool.open(isolated_env / "spool.db")
+    try:
+        assert spool.get_meta("unreported_gap_from") == "", "the confirmed gap is forgotten"
+        assert spool.get_meta("session_alive_at")
+    finally:
+        spool.close()
+
+
+async def test_first_start_on_a_fresh_spool_reports_no_gap(
+    amqp_url: str, sim: ServerThread, unique_name: str, isolated_env: Path
+) -> None:
+    settings = fault_settings(isolated_env, amqp_url, sim.target(), unique_name)
+    async with bound_queue(amqp_url, unique_name) as queue, Subscriber(queue) as sub:
+        bridge = await start_bridge(settings)
+        try:
+            raiser = Raiser(sim, count=5).start()
+            await raiser.wait()
+            await sub.until(lambda t: t.distinct >= 5, within=30)
+        finally:
+            await bridge.shutdown()
+    assert sub.tally.gaps == []
+    assert sub.tally.distinct == 5
