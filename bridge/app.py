@@ -44,6 +44,8 @@ _GAP_FROM_KEY: Final = "unreported_gap_from"
 # How often ALIVE is rewritten while a session is up: one small transaction,
 # never per event; a crash widens the next gap by at most this much.
 _ALIVE_INTERVAL: Final = 2.0
+# Most caught events waiting for the loop before the catcher waits (memory bound).
+_INBOX_MAX: Final = 256
 RESTART_REASON: Final = "bridge restarted"
 
 
@@ -101,27 +103,55 @@ class _LoopSink:
 
     One `call_soon_threadsafe` per burst rather than per event: under load the
     loop wakes once and takes every event that arrived meanwhile.
+
+    Back-pressure, on the catcher thread: it waits while `_INBOX_MAX` events
+    are not taken by the loop yet, or while the backlog's gate is closed
+    (`block` policy). Without it, a catcher faster than the loop filled the
+    inbox without bound, and under `block` the events caught before the loop
+    could pause the catcher overshot the backlog's slack and were dropped.
     """
 
-    def __init__(self, bridge: Bridge, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, bridge: Bridge, loop: asyncio.AbstractEventLoop, backlog: Backlog) -> None:
         self._bridge = bridge
         self._loop = loop
+        self._backlog = backlog
         self._lock = threading.Lock()
+        self._taken = threading.Condition(self._lock)
         self._inbox: list[CaughtEvent] = []
         self._scheduled = False
+        self._closing = False
 
     def event_caught(self, event: CaughtEvent) -> None:
         with self._lock:
             self._inbox.append(event)
-            if self._scheduled:
-                return
+            schedule = not self._scheduled
             self._scheduled = True
-        self._loop.call_soon_threadsafe(self._drain)
+        if schedule:
+            self._loop.call_soon_threadsafe(self._drain)
+        self._hold_back()
+
+    def _hold_back(self) -> None:
+        """Block the catcher while the loop lags or the backlog is full (see class doc)."""
+        while not self._closing:
+            with self._lock:
+                if len(self._inbox) >= _INBOX_MAX:
+                    self._taken.wait(0.1)
+                    continue
+            if self._backlog.has_room:
+                return
+            self._backlog.wait_for_room(0.1)
+
+    def close(self) -> None:
+        """Stop holding the catcher back (shutdown): it must see its stop request."""
+        with self._lock:
+            self._closing = True
+            self._taken.notify_all()
 
     def _drain(self) -> None:
         with self._lock:
             batch, self._inbox = self._inbox, []
             self._scheduled = False
+            self._taken.notify_all()
         self._bridge.accept(batch)
 
     def session_proved(self, moment: datetime) -> None:
@@ -309,7 +339,8 @@ class Bridge:
         await self._publisher.start()
         self.health.set("amqp", True)
         self._publish_task = asyncio.create_task(self._publish(), name="publisher")
-        self._sink = _LoopSink(self, loop)
+        assert self._backlog is not None
+        self._sink = _LoopSink(self, loop, self._backlog)
         self._catcher = Catcher(config, self._sink, _proving_factory(self._sink.session_proved))
         self._catcher.start()
         self.health.watch_tasks([self._publish_task])
@@ -357,6 +388,8 @@ class Bridge:
     async def shutdown(self) -> None:
         """Stop intake, drain within the deadline, then cancel; leave the rest spooled."""
         deadline = self.settings.shutdown.drain_timeout
+        if self._sink is not None:
+            self._sink.close()
         if self._catcher is not None:
             self._catcher.stop()
             await asyncio.to_thread(self._catcher.join, 10.0)
