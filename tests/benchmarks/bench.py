@@ -1,0 +1,616 @@
+"""One command for every benchmark: `.venv/bin/python -m tests.benchmarks.bench [--quick]`.
+
+Pipeline under test: simulator + raiser (child `simhost`) → bridge (child
+`bridge_proc`, its own process so its CPU and memory are its own) → RabbitMQ.
+Baselines: the raw aio-pika ceiling (child `rawpub`) and the seed design
+(child `seed_catcher`). Each figure is the median of `--reps` runs; the rows
+of one section run side by side, interleaved, in every repetition. The table
+is printed and written as JSON (`--out`). Needs the broker at `--amqp`
+(default amqp://guest:guest@127.0.0.1:5672/); never asserts anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+
+from tests.benchmarks.child import cpu_seconds, memory_mb
+from tests.benchmarks.simhost import event_name
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+Row = dict[str, Any]
+
+
+class Child:
+    """A benchmark child process that answers JSON commands (see child.py)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, name: str) -> None:
+        self.proc = proc
+        self.name = name
+        self.first: dict[str, Any] = {}
+
+    @classmethod
+    async def start(cls, ctx: Context, module: str, *args: str, within: float = 90.0) -> Child:
+        """Start `python -m module args`; wait for its first (ready) line."""
+        log = (ctx.workdir / f"{module.rsplit('.', 1)[-1]}.log").open("ab")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", module, *args, cwd=ctx.workdir, env=ctx.child_env,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
+        )
+        log.close()
+        child = cls(proc, module)
+        child.first = await child._read(within)
+        if not child.first.get("ok"):
+            await child.kill()
+            raise RuntimeError(f"{module} did not start: {child.first}")
+        return child
+
+    @property
+    def pid(self) -> int:
+        """The child's process id."""
+        return self.proc.pid
+
+    async def _read(self, within: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), within)
+        if not line:
+            raise RuntimeError(f"{self.name} exited (status {await self.proc.wait()})")
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    async def request(self, op: str, within: float = 600.0, **args: Any) -> dict[str, Any]:
+        """Send one command and wait for its reply."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps({"op": op, **args}) + "\n").encode())
+        await self.proc.stdin.drain()
+        return await self._read(within)
+
+    async def stop(self) -> None:
+        """Ask it to quit; kill it if it does not within 30 s."""
+        if self.proc.returncode is None:
+            with contextlib.suppress(Exception):
+                await self.request("quit", within=30.0)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 30.0)
+            except TimeoutError:
+                await self.kill()
+
+    async def kill(self) -> None:
+        """Kill it now."""
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+class Proxy:
+    """A TCP relay to the broker that can be cut and restored (the broker "goes away")."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def open(self) -> int:
+        """Listen (on the same port as before, once known)."""
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port,
+                                                  reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def cut(self) -> None:
+        """Close every relayed connection and stop listening."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, up_writer))
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer),
+                             return_exceptions=True)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(1 << 16):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+class Context:
+    """What every scenario shares: the broker, the simulator host, a work folder."""
+
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.url: str = args.amqp
+        self.workdir = workdir
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+        env["BRIDGE_SECRETS_DIR"] = str(workdir / "no-secrets")
+        env["PYTHONPATH"] = str(ROOT)
+        self.child_env = env
+        self.connection: aio_pika.abc.AbstractConnection | None = None
+        self.sim: Child | None = None
+        self.target = ""
+
+    async def open(self) -> None:
+        """Connect to the broker and start the simulator host."""
+        self.connection = await aio_pika.connect(self.url)
+        self.sim = await Child.start(self, "tests.benchmarks.simhost")
+        self.target = f"@127.0.0.1,tcp_ip,{self.sim.first['port']}[ingres,x]::demodb"
+
+    async def close(self) -> None:
+        """Stop the simulator host and close the broker connection."""
+        if self.sim is not None:
+            await self.sim.stop()
+        if self.connection is not None:
+            await self.connection.close()
+
+    async def exchange(self) -> tuple[str, aio_pika.abc.AbstractQueue,
+                                      aio_pika.abc.AbstractChannel]:
+        """A fresh topic exchange with an exclusive queue bound to '#'."""
+        assert self.connection is not None
+        name = f"bench.{uuid.uuid4().hex[:10]}"
+        channel = await self.connection.channel()
+        exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC,
+                                                  durable=True)
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(exchange, routing_key="#")
+        return name, queue, channel
+
+    async def drop_exchange(self, name: str, channel: aio_pika.abc.AbstractChannel) -> None:
+        """Delete the exchange and its queue (closing the channel drops the queue)."""
+        with contextlib.suppress(Exception):
+            await channel.exchange_delete(name)
+        with contextlib.suppress(Exception):
+            await channel.close()
+
+    def bridge_overrides(self, exchange: str, names: int, spool: bool, url: str | None = None,
+                         max_events: int | None = None) -> dict[str, Any]:
+        """Settings of a benchmark bridge (http off, spool in the work folder)."""
+        spool_path = self.workdir / f"spool-{uuid.uuid4().hex[:8]}.db"
+        overrides: dict[str, Any] = {
+            "ingres": {"target": self.target, "events": [event_name(i) for i in range(names)]},
+            "amqp": {"url": url or self.url, "exchange": exchange},
+            "spool": {"enabled": spool, "path": str(spool_path)},
+            "http": {"listen": "off"},
+            "log": {"level": "WARNING"},
+        }
+        if max_events is not None:
+            overrides["queue"] = {"max_events": max_events}
+        return overrides
+
+    async def start_bridge(self, overrides: dict[str, Any]) -> Child:
+        """The bridge in a child process, registered and ready."""
+        return await Child.start(self, "tests.benchmarks.bridge_proc", json.dumps(overrides))
+
+    async def start_seed(self, exchange: str, names: int) -> Child:
+        """The seed design in a child process, registered and ready."""
+        config = {"target": self.target, "url": self.url, "exchange": exchange,
+                  "events": [event_name(i) for i in range(names)]}
+        return await Child.start(self, "tests.benchmarks.seed_catcher", json.dumps(config))
+
+
+# -- scenarios --------------------------------------------------------------------------
+
+
+async def raiser_alone(ctx: Context, count: int, text: int) -> Row:
+    """How fast the raiser alone raises `count` events (to a session that only drains)."""
+    assert ctx.sim is not None
+    result = await ctx.sim.request("raiser_alone", count=count, text=text)
+    return {"events_per_s": count / (result["t1"] - result["t0"])}
+
+
+async def raw_ceiling(ctx: Context, count: int, names: int, text: int,
+                      windows: list[int]) -> Row:
+    """The bare aio-pika publisher at its best window (events/s, CPU µs/event)."""
+    name, _queue, channel = await ctx.exchange()
+    config = {"url": ctx.url, "exchange": name, "count": count, "names": names,
+              "text": text, "windows": windows}
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.benchmarks.rawpub", json.dumps(config),
+            cwd=ctx.workdir, env=ctx.child_env, stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        lines = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+        # Each window publishes into the same queue; purge between is not needed for rates.
+    finally:
+        await ctx.drop_exchange(name, channel)
+    best = min(lines, key=lambda r: r["elapsed"])
+    return {"events_per_s": count / best["elapsed"], "window": best["window"],
+            "cpu_us_per_event": best["cpu"] / count * 1e6,
+            "by_window": {str(r["window"]): round(count / r["elapsed"]) for r in lines}}
+
+
+async def bridge_burst(ctx: Context, count: int, names: int, text: int, spool: bool,
+                       profile: str | None = None) -> Row:
+    """RAISE → confirmed for a burst of `count` events through a bridge process."""
+    assert ctx.sim is not None
+    name, _queue, channel = await ctx.exchange()
+    bridge = await ctx.start_bridge(ctx.bridge_overrides(name, names, spool))
+    spy = _py_spy(bridge.pid, profile) if profile else None
+    try:
+        cpu0 = cpu_seconds(bridge.pid)
+        waiter = asyncio.create_task(
+            bridge.request("wait_confirmed", count=count, timeout=600.0))
+        burst = await ctx.sim.request("burst", count=count, names=names, text=text)
+        done = await waiter
+        cpu = cpu_seconds(bridge.pid) - cpu0
+        memory = memory_mb(bridge.pid)
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            spy.wait()
+        await bridge.stop()
+        await ctx.drop_exchange(name, channel)
+    if not done["ok"]:
+        raise RuntimeError(f"bridge confirmed {done['confirmed']} of {count}")
+    elapsed = done["t"] - burst["t0"]
+    return {"events_per_s": count / elapsed, "cpu_us_per_event": cpu / count * 1e6,
+            "cpu_share": cpu / elapsed, "rss_mb": memory["rss_mb"],
+            "raiser_s": burst["t1"] - burst["t0"], "sim_dropped": burst["dropped"]}
+
+
+def _py_spy(pid: int, out: str) -> subprocess.Popen[bytes]:
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen(
+        [str(spy), "record", "--pid", str(pid), "--rate", "250", "--nonblocking",
+         "--threads", "--format", "raw", "--output", out,
+         *os.environ.get("BENCH_PYSPY_ARGS", "").split()],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def latency(ctx: Context, catcher: str, rate: float, seconds: float) -> Row:
+    """Raise → delivered to a consumer at `rate` events/s: p50, p99, max in ms."""
+    assert ctx.sim is not None
+    name, queue, channel = await ctx.exchange()
+    arrivals: list[tuple[float, bytes]] = []
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        arrivals.append((time.time(), message.body))
+
+    await queue.consume(on_message, no_ack=True)
+    if catcher == "ours":
+        proc = await ctx.start_bridge(ctx.bridge_overrides(name, 1, spool=True))
+    else:
+        proc = await ctx.start_seed(name, 1)
+    try:
+        result = await ctx.sim.request("paced", rate=rate, seconds=seconds)
+        deadline = time.monotonic() + 30.0
+        while len(arrivals) < result["raised"] and time.monotonic() < deadline:  # noqa: ASYNC110 - polling is the point
+            await asyncio.sleep(0.05)
+    finally:
+        await proc.stop()
+        await ctx.drop_exchange(name, channel)
+    delays = sorted(arrived - float(json.loads(body)["text"]) for arrived, body in arrivals)
+    if not delays:
+        return {"received": 0, "raised": result["raised"]}
+    return {"p50_ms": _quantile(delays, 0.50) * 1e3, "p99_ms": _quantile(delays, 0.99) * 1e3,
+            "max_ms": delays[-1] * 1e3, "received": len(delays), "raised": result["raised"]}
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+async def idle(ctx: Context, seconds: float) -> dict[str, Row]:
+    """CPU and RSS of an idle bridge and an idle seed catcher, measured side by side."""
+    setups = [await ctx.exchange(), await ctx.exchange()]
+    ours = await ctx.start_bridge(ctx.bridge_overrides(setups[0][0], 1, spool=True))
+    seed = await ctx.start_seed(setups[1][0], 1)
+    try:
+        await asyncio.sleep(3.0)  # let start-up work settle
+        before = {c: cpu_seconds(c.pid) for c in (ours, seed)}
+        await asyncio.sleep(seconds)
+        rows = {}
+        for label, c in (("ours", ours), ("seed", seed)):
+            cpu = cpu_seconds(c.pid) - before[c]
+            rows[label] = {"cpu_s_per_min": cpu * 60.0 / seconds,
+                           "core_pct": cpu / seconds * 100.0, **memory_mb(c.pid)}
+    finally:
+        for c in (ours, seed):
+            await c.stop()
+        for name, _q, channel in setups:
+            await ctx.drop_exchange(name, channel)
+    return rows
+
+
+async def backlog(ctx: Context, count: int, spool: bool) -> Row:
+    """Peak RSS with `count` events caught while the broker is away; then the drain rate."""
+    assert ctx.sim is not None
+    name, _queue, channel = await ctx.exchange()
+    proxy = Proxy(("127.0.0.1", 5672))
+    port = await proxy.open()
+    url = ctx.url.replace(":5672", f":{port}")
+    overrides = ctx.bridge_overrides(name, 1, spool, url=url,
+                                     max_events=None if spool else count + 10_000)
+    bridge = await ctx.start_bridge(overrides)
+    try:
+        await proxy.cut()
+        base = memory_mb(bridge.pid)
+        await ctx.sim.request("burst", count=count, names=1, text=64)
+        caught = await bridge.request("wait_caught", count=count, timeout=600.0)
+        await asyncio.sleep(1.0)  # spool commits, refills settle
+        held = memory_mb(bridge.pid)
+        await proxy.open()
+        t0 = time.time()
+        done = await bridge.request("wait_confirmed", count=count, timeout=600.0)
+        drained = memory_mb(bridge.pid)
+    finally:
+        await bridge.stop()
+        await proxy.cut()
+        await ctx.drop_exchange(name, channel)
+    return {"rss_before_mb": base["rss_mb"], "rss_held_mb": held["rss_mb"],
+            "peak_rss_mb": drained["hwm_mb"], "rss_after_drain_mb": drained["rss_mb"],
+            "caught": caught["caught"],
+            "drain_events_per_s": count / (done["t"] - t0) if done["ok"] else 0.0}
+
+
+# -- running and reporting ----------------------------------------------------------------
+
+
+def median_rows(rows: list[Row]) -> Row:
+    """The median of each numeric field over the repetitions (others from the first)."""
+    out: Row = {}
+    for key, first in rows[0].items():
+        if isinstance(first, int | float) and not isinstance(first, bool):
+            out[key] = statistics.median(r[key] for r in rows)
+        else:
+            out[key] = first
+    out["runs"] = len(rows)
+    return out
+
+
+async def repeat(reps: int, scenario: Callable[[], Awaitable[Row]]) -> list[Row]:
+    """Run a scenario `reps` times."""
+    return [await scenario() for _ in range(reps)]
+
+
+def server_properties(connection: aio_pika.abc.AbstractConnection) -> dict[str, Any]:
+    """The broker's server properties (its version among them), if aiormq exposes them."""
+    underlay = connection.transport
+    if underlay is None:
+        return {}
+    return dict(underlay.connection.server_properties)
+
+
+def machine(url: str, server_properties: dict[str, Any]) -> dict[str, Any]:
+    """The machine the figures come from."""
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    version = server_properties.get("version", b"?")
+    return {"nproc": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem_kb / 1024**2, 1),
+            "python": platform.python_version(), "platform": platform.platform(),
+            "rabbitmq": version.decode() if isinstance(version, bytes) else str(version),
+            "loadavg_at_start": os.getloadavg()}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every section, in order; returns the results."""
+    quick = args.quick
+    reps = args.reps
+    burst_count = 10_000 if quick else 50_000
+    scale_count = 5_000 if quick else 20_000
+    idle_seconds = 15.0 if quick else 60.0
+    backlog_count = 50_000 if quick else 200_000
+    lat_seconds = {200.0: 5.0 if quick else 10.0, 2000.0: 3.0 if quick else 5.0}
+    results: dict[str, Any] = {"quick": quick, "reps": reps}
+    with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp:
+        ctx = Context(args, Path(tmp))
+        await ctx.open()
+        try:
+            assert ctx.connection is not None
+            props = server_properties(ctx.connection)
+            results["machine"] = machine(ctx.url, props)
+            sections = set(args.only or ["throughput", "latency", "idle", "backlog", "scaling"])
+            if "throughput" in sections:
+                results["throughput"] = await throughput_section(ctx, reps, burst_count)
+            if "latency" in sections:
+                results["latency"] = await latency_section(ctx, reps, lat_seconds)
+            if "idle" in sections:
+                idles = [await idle(ctx, idle_seconds) for _ in range(reps)]
+                results["idle"] = {k: median_rows([r[k] for r in idles])
+                                   for k in ("ours", "seed")}
+                results["idle"]["seconds"] = idle_seconds
+            if "backlog" in sections:
+                results["backlog"] = {
+                    "count": backlog_count,
+                    "spool_on": await backlog(ctx, backlog_count, spool=True),
+                    "spool_off": await backlog(ctx, backlog_count, spool=False)}
+            if "scaling" in sections:
+                results["scaling"] = await scaling_section(ctx, reps, scale_count)
+        finally:
+            await ctx.close()
+    return results
+
+
+async def throughput_section(ctx: Context, reps: int, count: int) -> dict[str, Any]:
+    """Raiser alone, raw ceiling, bridge spool on/off: interleaved in each repetition."""
+    rows: dict[str, list[Row]] = {"raiser": [], "raw": [], "spool_on": [], "spool_off": []}
+    for _ in range(reps):
+        rows["raiser"].append(await raiser_alone(ctx, count, 64))
+        rows["raw"].append(await raw_ceiling(ctx, count, 1, 64, ctx.args.windows))
+        rows["spool_on"].append(await bridge_burst(ctx, count, 1, 64, spool=True))
+        rows["spool_off"].append(await bridge_burst(ctx, count, 1, 64, spool=False))
+    out: dict[str, Any] = {k: median_rows(v) for k, v in rows.items()}
+    for key in ("spool_on", "spool_off"):
+        ratios = [b["events_per_s"] / r["events_per_s"] for b, r in zip(rows[key], rows["raw"],
+                                                                        strict=True)]
+        out[key]["ratio_to_raw"] = statistics.median(ratios)
+    out["count"] = count
+    return out
+
+
+async def latency_section(ctx: Context, reps: int, seconds: dict[float, float]) -> dict[str, Any]:
+    """Ours and the seed at each rate, interleaved."""
+    out: dict[str, Any] = {}
+    for rate, duration in seconds.items():
+        rows: dict[str, list[Row]] = {"ours": [], "seed": []}
+        for _ in range(reps):
+            for catcher in ("ours", "seed"):
+                rows[catcher].append(await latency(ctx, catcher, rate, duration))
+        out[str(int(rate))] = {k: median_rows(v) for k, v in rows.items()}
+        out[str(int(rate))]["seconds"] = duration
+    return out
+
+
+async def scaling_section(ctx: Context, reps: int, count: int) -> dict[str, Any]:
+    """Throughput and CPU per event by registered names and by text size (spool on)."""
+    cases = [(1, 0), (1, 256), (10, 256), (100, 256)]
+    rows: dict[str, list[Row]] = {f"names={n},text={t}": [] for n, t in cases}
+    for _ in range(reps):
+        for names, text in cases:
+            rows[f"names={names},text={text}"].append(
+                await bridge_burst(ctx, count, names, text, spool=True))
+    out: dict[str, Any] = {k: median_rows(v) for k, v in rows.items()}
+    out["count"] = count
+    return out
+
+
+def render(results: dict[str, Any]) -> str:
+    """The results as one plain-text table."""
+    lines: list[str] = []
+    m = results["machine"]
+    lines.append(f"machine: {m['nproc']} cores {m['cpu']}, {m['memory_gib']} GiB, "
+                 f"Python {m['python']}, RabbitMQ {m['rabbitmq']}; median of {results['reps']}"
+                 f" run(s){' (quick)' if results['quick'] else ''}")
+    row = "{:<44} {:>14} {:>14} {:>10}"
+    lines.append(row.format("figure", "ours", "baseline", "ratio"))
+    if "throughput" in results:
+        t = results["throughput"]
+        raw = t["raw"]["events_per_s"]
+        lines.append(f"-- throughput, {t['count']} events, 64 B text "
+                     f"(raw best window {t['raw']['window']})")
+        lines.append(row.format("raiser alone, events/s", f"{t['raiser']['events_per_s']:.0f}",
+                                "", ""))
+        for key in ("spool_on", "spool_off"):
+            b = t[key]
+            lines.append(row.format(f"{key.replace('_', ' ')}: events/s vs raw",
+                                    f"{b['events_per_s']:.0f}", f"{raw:.0f}",
+                                    f"{b['ratio_to_raw']:.2f}"))
+            lines.append(row.format(f"{key.replace('_', ' ')}: CPU us/event vs raw",
+                                    f"{b['cpu_us_per_event']:.0f}",
+                                    f"{t['raw']['cpu_us_per_event']:.0f}",
+                                    f"{b['cpu_us_per_event'] / t['raw']['cpu_us_per_event']:.2f}"))
+            lines.append(row.format(f"{key.replace('_', ' ')}: RSS MiB after burst",
+                                    f"{b['rss_mb']:.0f}", "", ""))
+    if "latency" in results:
+        for rate, r in results["latency"].items():
+            lines.append(f"-- latency raise -> consumer, {rate} events/s for {r['seconds']:.0f} s"
+                         " (baseline: seed design)")
+            for key in ("p50_ms", "p99_ms", "max_ms"):
+                ours, seed = r["ours"].get(key, float("nan")), r["seed"].get(key, float("nan"))
+                lines.append(row.format(f"{key.replace('_ms', '')} ms", f"{ours:.1f}",
+                                        f"{seed:.1f}", f"{ours / seed:.2f}" if seed else ""))
+            lines.append(row.format("received / raised",
+                                    f"{r['ours']['received']:.0f}/{r['ours']['raised']:.0f}",
+                                    f"{r['seed']['received']:.0f}/{r['seed']['raised']:.0f}",
+                                    ""))
+    if "idle" in results:
+        i = results["idle"]
+        lines.append(f"-- idle, {i['seconds']:.0f} s with no events (baseline: seed design)")
+        for key, label in (("cpu_s_per_min", "CPU s per minute"), ("core_pct", "% of a core"),
+                           ("rss_mb", "RSS MiB")):
+            ours, seed = i["ours"][key], i["seed"][key]
+            lines.append(row.format(label, f"{ours:.3f}", f"{seed:.3f}",
+                                    f"{ours / seed:.2f}" if seed else ""))
+    if "backlog" in results:
+        b = results["backlog"]
+        lines.append(f"-- backlog: {b['count']} events caught while the broker is away")
+        for key in ("spool_on", "spool_off"):
+            r = b[key]
+            lines.append(row.format(f"{key.replace('_', ' ')}: RSS MiB before/held",
+                                    f"{r['rss_before_mb']:.0f}/{r['rss_held_mb']:.0f}", "", ""))
+            lines.append(row.format(f"{key.replace('_', ' ')}: peak RSS MiB",
+                                    f"{r['peak_rss_mb']:.0f}", "", ""))
+            lines.append(row.format(f"{key.replace('_', ' ')}: drain events/s",
+                                    f"{r['drain_events_per_s']:.0f}", "", ""))
+    if "scaling" in results:
+        s = results["scaling"]
+        lines.append(f"-- scaling, {s['count']} events, spool on")
+        for key, r in s.items():
+            if key == "count":
+                continue
+            lines.append(row.format(f"{key}: events/s, CPU us/event",
+                                    f"{r['events_per_s']:.0f}", f"{r['cpu_us_per_event']:.0f}",
+                                    ""))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the options, run, print the table, write the JSON."""
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks.bench",
+                                     description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller counts, 15 s idle (about 4 minutes)")
+    parser.add_argument("--reps", type=int, default=3, help="runs per figure (median)")
+    parser.add_argument("--amqp", default=os.environ.get("BRIDGE_TEST_AMQP_URL", DEFAULT_URL))
+    parser.add_argument("--only", nargs="*", choices=["throughput", "latency", "idle",
+                                                      "backlog", "scaling"])
+    parser.add_argument("--windows", type=int, nargs="*", default=[256, 1024, 4096],
+                        help="confirm windows the raw publisher tries (best one counts)")
+    parser.add_argument("--out", type=Path, help="JSON file (default results[-quick].json here)")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="only run one spool-on burst under py-spy; raw stacks to FILE")
+    args = parser.parse_args(argv)
+    if args.profile:
+        return asyncio.run(profile(args))
+    results = asyncio.run(run(args))
+    table = render(results)
+    print(table)
+    out = args.out or HERE / ("results-quick.json" if args.quick else "results.json")
+    results["table"] = table.splitlines()
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"written to {out}")
+    return 0
+
+
+async def profile(args: argparse.Namespace) -> int:
+    """One burst through a bridge sampled by py-spy (spool on unless --only says off)."""
+    with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp:
+        ctx = Context(args, Path(tmp))
+        await ctx.open()
+        try:
+            spool = not (args.only and "spool_off" in args.only)
+            row = await bridge_burst(ctx, 10_000 if args.quick else 50_000, 1, 64,
+                                     spool=spool, profile=args.profile)
+        finally:
+            await ctx.close()
+    print(json.dumps(row, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The bridge in a child process of its own: `python -m tests.benchmarks.bridge_proc JSON`.
+
+JSON is the nested settings overrides (as tests/integration/conftest.py builds
+them). The process prints a ready line once every event is registered, then
+answers `wait_confirmed`, `wait_caught` and `counts` until `quit`, and shuts
+the bridge down as the service does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+from bridge.sim.build import ensure_ii_system
+
+os.environ["II_SYSTEM"] = str(ensure_ii_system())
+
+from bridge.app import Bridge
+from bridge.logs import configure_logging
+from bridge.settings import load_settings
+from tests.benchmarks.child import reply, serve_commands, wait_count
+
+
+def counter(value: Any) -> float:
+    """The current value of a prometheus counter (the tests read it the same way)."""
+    return float(value._value.get())
+
+
+async def main(overrides: dict[str, Any]) -> None:
+    """Run one bridge until the driver says quit."""
+    configure_logging("WARNING", "console")
+    # Experiments only (never set by bench.py): a GIL switch interval, extra settings.
+    if "BENCH_SWITCH_INTERVAL" in os.environ:
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
+    for section, values in json.loads(os.environ.get("BENCH_EXTRA_SETTINGS", "{}")).items():
+        overrides.setdefault(section, {}).update(values)
+    bridge = Bridge(load_settings(overrides))
+    await bridge.start()
+    try:
+        if not await asyncio.to_thread(bridge.wait_registered, 60.0):
+            reply({"ok": False, "error": "events not registered within 60 s"})
+            return
+        reply({"ok": True, "pid": os.getpid()})
+        metrics = bridge.metrics
+
+        async def wait_confirmed(command: dict[str, Any]) -> dict[str, Any]:
+            t = await wait_count(lambda: counter(metrics.events_confirmed),
+                                 int(command["count"]), float(command["timeout"]))
+            return {"ok": t is not None, "t": t, "confirmed": counter(metrics.events_confirmed)}
+
+        async def wait_caught(command: dict[str, Any]) -> dict[str, Any]:
+            t = await wait_count(lambda: counter(metrics.events_caught),
+                                 int(command["count"]), float(command["timeout"]))
+            return {"ok": t is not None, "t": t, "caught": counter(metrics.events_caught)}
+
+        async def counts(command: dict[str, Any]) -> dict[str, Any]:
+            return {"ok": True, "caught": counter(metrics.events_caught),
+                    "confirmed": counter(metrics.events_confirmed),
+                    "published": counter(metrics.events_published)}
+
+        await serve_commands({"wait_confirmed": wait_confirmed, "wait_caught": wait_caught,
+                              "counts": counts})
+    finally:
+        await bridge.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(json.loads(sys.argv[1])))
