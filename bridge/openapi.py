@@ -150,6 +150,18 @@ def _parse_iso4(text: str) -> datetime | None:
     return None
 
 
+def _second_key(raw: bytes) -> bytes:
+    """What an ingresdate's whole second depends on: all of it but the milliseconds.
+
+    In the 12-byte layout the last i4 is milliseconds since midnight; its
+    second (not its millisecond) goes into the key. Other lengths: all bytes.
+    """
+    if len(raw) != 12:
+        return raw
+    second_of_day: int = struct.unpack_from("=i", raw, 8)[0] // 1000
+    return raw[:8] + second_of_day.to_bytes(4, "little", signed=True)
+
+
 def _describe(sql: str | bytes) -> str:
     text = sql.decode("utf-8", "replace") if isinstance(sql, bytes) else sql
     return text if len(text) <= 80 else text[:77] + "..."
@@ -182,6 +194,9 @@ class Session:
         self._catch: Any = None
         self._catch_armed = False
         self._text_buffer = ctypes.create_string_buffer(_VCH_BUFFER)
+        # The last event time's whole second, by `_second_key`: a burst of events
+        # raised within one second formats and parses it once, not per event.
+        self._second_cache: tuple[bytes, datetime] | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -430,6 +445,23 @@ class Session:
         12-byte layout (i4 milliseconds since midnight, GMT), and both must agree
         on the second or the value is refused.
         """
+        key = _second_key(raw)
+        cached = self._second_cache
+        if cached is not None and cached[0] == key:
+            seconds = cached[1]
+        else:
+            parsed = self._format_seconds(raw)
+            if parsed is None:
+                return datetime.now(UTC)
+            seconds = parsed
+            self._second_cache = (key, seconds)
+        millis_of_day = struct.unpack_from("=i", raw, 8)[0] if len(raw) == 12 else 0
+        if millis_of_day // 1000 % 60 == seconds.second:
+            return seconds + timedelta(milliseconds=millis_of_day % 1000)
+        return seconds
+
+    def _format_seconds(self, raw: bytes) -> datetime | None:
+        """The whole second an ingresdate stands for (formatted by the OpenAPI), or None."""
         py = self._py
         src = ctypes.create_string_buffer(raw, len(raw))
         dst = ctypes.create_string_buffer(64)
@@ -451,10 +483,6 @@ class Session:
         if seconds is None:
             # Never lose the event over its time stamp: keep it, say so.
             log.error("unexpected event time %r from IIapi_formatData; using the catch time", text)
-            return datetime.now(UTC)
-        millis_of_day = struct.unpack_from("=i", raw, 8)[0] if len(raw) == 12 else 0
-        if millis_of_day // 1000 % 60 == seconds.second:
-            return seconds + timedelta(milliseconds=millis_of_day % 1000)
         return seconds
 
     # -- completion --------------------------------------------------------
