@@ -66,7 +66,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import unquote
 
 import aio_pika
@@ -282,7 +282,7 @@ class _Session:
     """One connection + confirming channel; `broken` once either is gone."""
 
     connection: aio_pika.abc.AbstractConnection
-    channel: aiormq.abc.AbstractChannel
+    channel: aiormq.Channel  # concrete: basic_publish(wait=False) is not in the ABC
     broken: bool = False
 
     def mark_broken(self, *_: object) -> None:
@@ -527,12 +527,15 @@ class Publisher:
         message = entry.message
         try:
             # The outer deadline covers waiting for the channel, writing to a
-            # stalled socket and the confirm itself.
+            # stalled socket and the confirm itself. wait=False: do not hold the
+            # channel lock until the writer task has flushed this frame; that
+            # serialised every publish behind a socket drain (several loop
+            # iterations per message). The confirm window bounds what is queued.
             async with asyncio.timeout(self._config.publish_timeout):
                 result = await session.channel.basic_publish(
                     message.body, exchange=self._config.exchange,
                     routing_key=entry.routing_key, properties=message.properties,
-                    mandatory=True,
+                    mandatory=True, wait=False,
                 )
         except aiormq.exceptions.DeliveryError:
             self._failed_with(entry, _State.NACKED)
@@ -663,7 +666,7 @@ class Publisher:
         except BaseException:
             await self._close_connection(connection)
             raise
-        session = _Session(connection, underlay)
+        session = _Session(connection, cast(aiormq.Channel, underlay))
         connection.close_callbacks.add(session.mark_broken)
         channel.close_callbacks.add(session.mark_broken)
         return session
