@@ -109,6 +109,9 @@ def validate_template(template: str) -> None:
     _parse(template)
 
 
+_KEY_CACHE_MAX = 4096
+
+
 class RoutingKeyBuilder:
     """Builds the routing key of each event from a validated template."""
 
@@ -116,6 +119,9 @@ class RoutingKeyBuilder:
         """Validate `template` (ValueError if unusable) and keep it parsed."""
         self.template = template
         self._parts = _parse(template)
+        # Keys by (database, owner, name): a bridge sees a handful of events, and
+        # building a key (percent-encoding, byte count) was a per-event cost.
+        self._keys: dict[tuple[str, str, str], str] = {}
 
     def build(self, database: str, owner: str, name: str) -> str:
         """The routing key for these values; RoutingKeyTooLong if over 255 bytes."""
@@ -132,4 +138,11 @@ class RoutingKeyBuilder:
 
     def for_event(self, event: CaughtEvent) -> str:
         """The routing key for a caught event; RoutingKeyTooLong if over 255 bytes."""
-        return self.build(event.database, event.owner, event.name)
+        ident = (event.database, event.owner, event.name)
+        key = self._keys.get(ident)
+        if key is None:
+            key = self.build(*ident)  # RoutingKeyTooLong is not cached: it stays rare
+            if len(self._keys) >= _KEY_CACHE_MAX:
+                self._keys.clear()  # bounded, whatever names a server sends
+            self._keys[ident] = key
+        return key
