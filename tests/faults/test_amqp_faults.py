@@ -97,18 +97,17 @@ async def test_connections_cut_every_half_to_two_seconds_lose_nothing(
 
 
 @pytest.mark.parametrize(
-    ("count", "restarts", "pace"),
+    ("restarts", "pace"),
     [
-        pytest.param(3_000, 1, 0.001, id="3k-1restart"),
-        pytest.param(20_000, 3, 0.0005, id="20k-3restarts", marks=pytest.mark.slow),
+        pytest.param(1, 0.001, id="1-restart"),
+        pytest.param(3, 0.0005, id="3-restarts", marks=pytest.mark.slow),
     ],
 )
 async def test_broker_node_stopped_and_started_during_the_flow_loses_nothing(
-    count: int, restarts: int, pace: float, rabbit_node: RabbitNode, sim: ServerThread,
+    restarts: int, pace: float, rabbit_node: RabbitNode, sim: ServerThread,
     unique_name: str, isolated_env: Path,
 ) -> None:
-    # A durable queue on the private node keeps the confirmed (persistent)
-    # messages across its restarts; it is read once the flow is over.
+    """Events flow (paced) from before the first stop until after the last start."""
     async with bound_queue(rabbit_node.url, unique_name, durable=True, keep=True):
         pass  # declared now; read, then deleted, at the end
     settings = fault_settings(isolated_env, rabbit_node.url, sim.target(), unique_name,
@@ -116,7 +115,7 @@ async def test_broker_node_stopped_and_started_during_the_flow_loses_nothing(
     bridge = await start_bridge(settings)
     downtimes: list[float] = []
     try:
-        raiser = Raiser(sim, count=count, pace=pace).start()
+        raiser = Raiser(sim, pace=pace).start()
         for _ in range(restarts):
             await asyncio.sleep(random.uniform(0.3, 1.0))
             began = time.monotonic()
@@ -124,7 +123,9 @@ async def test_broker_node_stopped_and_started_during_the_flow_loses_nothing(
             await asyncio.sleep(0.5)
             await asyncio.to_thread(rabbit_node.start)
             downtimes.append(round(time.monotonic() - began, 1))
-        await raiser.wait()
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(raiser.stop)
+        count = raiser.sent
         await eventually(lambda: counter(bridge, "events_confirmed") >= count, within=120)
     finally:
         await bridge.shutdown()
@@ -143,4 +144,5 @@ async def test_broker_node_stopped_and_started_during_the_flow_loses_nothing(
     result.check()
     assert result.gaps == 0
     assert result.unregistered == 0
-    assert result.extra["reconnects"] >= restarts
+    # One reconnect may span two restarts when its back-off outlasts the node's uptime.
+    assert result.extra["reconnects"] >= 1

@@ -108,7 +108,27 @@ async def test_spool_full_with_the_broker_away_applies_the_policy(
         assert received[-1] == count - 1, "the newest were kept"
 
 
+def _dropped_in(metrics: dict[str, float]) -> int:
+    return int(metrics.get('dbevent_bridge_events_dropped_total{reason="spool_full"}', 0))
+
+
+async def _caught_while_away(bridge: BridgeProcess, policy: str, count: int) -> int:
+    """Wait until the bridge caught all (drop policies) or stopped catching (block)."""
+    last, steady_since = -1.0, asyncio.get_running_loop().time()
+    for _ in range(3000):  # at most ~10 minutes
+        caught = (await asyncio.to_thread(bridge.metrics)).get(
+            "dbevent_bridge_events_caught_total", 0.0)
+        now = asyncio.get_running_loop().time()
+        if caught != last:
+            last, steady_since = caught, now
+        if caught >= count or (policy == "block" and now - steady_since > 3):
+            return int(caught)
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the bridge caught only {last:.0f} of {count} events")
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("policy", POLICIES)
 async def test_spool_full_200k_events_bounded_rss(
     policy: str, amqp_url: str, sim: ServerThread, unique_name: str, tmp_path: Path
@@ -131,21 +151,11 @@ async def test_spool_full_200k_events_bounded_rss(
                 proxy.refusing = True
                 proxy.cut()
                 raiser = Raiser(sim, count=count).start()
-                while not raiser.done:
-                    await asyncio.to_thread(bridge.sample_rss)
-                    await asyncio.sleep(0.2)
-                await asyncio.sleep(2)
-                metrics = await asyncio.to_thread(bridge.metrics)
-                dropped = int(metrics.get(
-                    'dbevent_bridge_events_dropped_total{reason="spool_full"}', 0))
-                caught_while_away = int(metrics.get("dbevent_bridge_events_caught_total", 0))
+                caught_while_away = await _caught_while_away(bridge, policy, count)
+                await raiser.wait()
+                dropped = _dropped_in(await asyncio.to_thread(bridge.metrics))
                 proxy.refusing = False
-                await sub.until(lambda t: t.distinct + dropped >= count
-                                if policy != "block" else t.distinct >= count, within=300)
-                if policy != "block":
-                    # Drops happen while catching: read the final count once all is in.
-                    dropped = int((await asyncio.to_thread(bridge.metrics)).get(
-                        'dbevent_bridge_events_dropped_total{reason="spool_full"}', 0))
+                await sub.until(lambda t: t.distinct + dropped >= count, within=240)
                 status = await asyncio.to_thread(bridge.terminate)
             finally:
                 bridge.close()
