@@ -47,6 +47,8 @@ _ALIVE_INTERVAL: Final = 2.0
 # Most caught events waiting for the loop before the catcher waits (memory bound).
 _INBOX_MAX: Final = 256
 RESTART_REASON: Final = "bridge restarted"
+# How often readiness and the catcher thread are looked at (cheap attribute reads).
+_WATCH_INTERVAL: Final = 1.0
 
 
 class StartupError(RuntimeError):
@@ -67,6 +69,7 @@ def catcher_config(settings: Settings) -> CatcherConfig:
         idle_probe_s=ingres.idle_probe_interval,
         reconnect_min_s=ingres.reconnect_backoff_min,
         reconnect_max_s=ingres.reconnect_backoff_max,
+        operation_timeout_s=ingres.operation_timeout,
     )
 
 
@@ -313,6 +316,7 @@ class Bridge:
         self._catcher: Catcher | None = None
         self._http: HttpServer | None = None
         self._publish_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
         self._failed: asyncio.Future[BaseException] | None = None
         self._lost_at: datetime | None = None
         self._lost_reason = ""
@@ -337,13 +341,15 @@ class Bridge:
             log.info("health and metrics on http://%s:%d/", self._http.host, self._http.port)
         self._publisher = Publisher(publisher_config(self.settings.amqp), self.metrics)
         await self._publisher.start()
-        self.health.set("amqp", True)
+        self._set_ready("amqp", True)
+        self._set_ready("ingres", False, "no session registered yet")
         self._publish_task = asyncio.create_task(self._publish(), name="publisher")
         assert self._backlog is not None
         self._sink = _LoopSink(self, loop, self._backlog)
         self._catcher = Catcher(config, self._sink, _proving_factory(self._sink.session_proved))
         self._catcher.start()
-        self.health.watch_tasks([self._publish_task])
+        self._watch_task = asyncio.create_task(self._watch(), name="catcher+amqp watch")
+        self.health.watch_tasks([self._publish_task, self._watch_task])
 
     def _open_backlog(self) -> None:
         spool_settings = self.settings.spool
@@ -356,6 +362,23 @@ class Bridge:
             max_bytes=spool_settings.max_bytes,
             policy=spool_settings.full_policy,
         )
+
+    async def _watch(self) -> None:
+        """Once a second: RabbitMQ readiness, and whether the catcher thread still runs.
+
+        The task ends when the catcher thread has ended, which /healthz reports
+        as dead; the thread's own report has already made `wait` raise.
+        """
+        assert self._publisher is not None
+        assert self._catcher is not None
+        while self._catcher.alive:
+            connected = self._publisher.is_connected
+            self._set_ready("amqp", connected, "" if connected else "not connected to RabbitMQ")
+            await asyncio.sleep(_WATCH_INTERVAL)
+
+    def _set_ready(self, side: str, ok: bool, reason: str = "") -> None:
+        self.health.set(side, ok, reason)
+        self.metrics.ready.labels(side=side).set(1 if ok else 0)
 
     def wait_registered(self, timeout: float) -> bool:
         """Block (call it in a thread) until the first session registered every event."""
@@ -390,6 +413,8 @@ class Bridge:
         deadline = self.settings.shutdown.drain_timeout
         if self._sink is not None:
             self._sink.close()
+        if self._watch_task is not None:
+            self._watch_task.cancel()
         if self._catcher is not None:
             self._catcher.stop()
             await asyncio.to_thread(self._catcher.join, 10.0)
@@ -452,7 +477,7 @@ class Bridge:
 
     def on_session_up(self, registered_at: datetime, reconnected: bool) -> None:
         """A session registered every event; publish a gap marker after an outage or a restart."""
-        self.health.set("ingres", True)
+        self._set_ready("ingres", True)
         self._ledger.session_up(registered_at)
         if self._alive_task is None:
             self._alive_task = asyncio.create_task(self._record_alive(), name="alive")
@@ -467,7 +492,7 @@ class Bridge:
 
     def on_session_down(self, lost_at: datetime, reason: str) -> None:
         """The session is gone: not ready until it is back; the gap starts where catching did."""
-        self.health.set("ingres", False, str(reason))
+        self._set_ready("ingres", False, str(reason))
         self._stop_recording_alive()
         if self._backlog is not None:
             self._backlog.flush()  # what was caught is spooled before the gap is recorded

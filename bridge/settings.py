@@ -561,6 +561,11 @@ class IngresSettings(_Section):
         description="After this long without an event, probe the connection with a query "
         "(detects a half-open connection; seconds).",
     )
+    operation_timeout: PositiveDuration = Field(
+        default=30.0,
+        description="How long one Ingres operation (connect, register, idle probe) may take "
+        "before the session is treated as lost and reopened (seconds).",
+    )
     get_event_timeout: PositiveDuration = Field(
         default=1.0,
         description="How long one IIapi_getEvent waits before returning to check for "
@@ -729,9 +734,11 @@ class SpoolSettings(_Section):
         _one_of(("block", "drop_newest", "drop_oldest")),
     ] = Field(
         default="block",
-        description="When the spool is full: block (stop catching; Ingres drops what its queue "
-        "cannot hold), drop_newest (discard new events), drop_oldest (discard the oldest "
-        "spooled events). Each loss is reported as a gap.",
+        description="When the spool is full: block (stop taking events from Ingres until there "
+        "is room; they wait in the session's queue on the server, which discards what its "
+        "event memory cannot hold, unseen by the bridge), drop_newest (discard each new "
+        "event), drop_oldest (discard the oldest spooled events). Every drop is logged with "
+        "the event's identity and counted in dbevent_bridge_events_dropped_total.",
     )
 
 

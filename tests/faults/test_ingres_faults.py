@@ -11,14 +11,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-import bridge.app
-from bridge.catcher import CatcherConfig
-from bridge.settings import Settings
 from bridge.sim.server import ServerThread
 from tests.faults.conftest import (
     Gap,
@@ -103,23 +99,16 @@ def _reconnect_delays(gaps: list[Gap], back_up: list[float]) -> list[float | Non
 
 async def test_half_open_session_is_noticed_by_the_idle_probe(
     amqp_url: str, sim: ServerThread, unique_name: str, isolated_env: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The DBMS stops answering without closing: the probe times out and the bridge reconnects.
 
-    The operation timeout of the session (30 s in the product, not a setting)
-    is shortened so that the test takes seconds.
+    The operation timeout (30 s by default) is shortened so that the test takes seconds.
     """
-    real = bridge.app.catcher_config
-
-    def quick(settings: Settings) -> CatcherConfig:
-        return replace(real(settings), operation_timeout_s=1.5)
-
-    monkeypatch.setattr(bridge.app, "catcher_config", quick)
     with TcpProxy("127.0.0.1", sim.port) as proxy:
         target = sim.target().replace(f",{sim.port}[", f",{proxy.port}[")
         settings = fault_settings(isolated_env, amqp_url, target, unique_name,
-                                  ingres={"idle_probe_interval": 0.5})
+                                  ingres={"idle_probe_interval": 0.5,
+                                          "operation_timeout": 1.5})
         async with bound_queue(amqp_url, unique_name) as queue, Subscriber(queue) as sub:
             bridge_ = await start_bridge(settings)
             try:

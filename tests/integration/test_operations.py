@@ -1,0 +1,77 @@
+"""The operations endpoint of a running bridge: probes and metrics follow events and faults."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+
+import aio_pika
+import aiohttp
+import pytest
+
+from bridge.app import Bridge
+from bridge.settings import Settings
+from bridge.sim.server import ServerThread
+from tests.integration.conftest import raise_all, receive, sample
+
+pytestmark = pytest.mark.amqp
+
+
+def _value(metrics: str, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", metrics, re.MULTILINE)
+    assert match, f"{name} not in /metrics"
+    return float(match.group(1))
+
+
+async def _until(condition: Callable[[], bool], within: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        assert loop.time() < deadline, "condition never became true"
+        await asyncio.sleep(0.05)
+
+
+async def test_probes_and_metrics_follow_events_and_an_ingres_outage(
+    settings: Settings, sim: ServerThread, subscriber: aio_pika.abc.AbstractQueue
+) -> None:
+    http = settings.http.model_copy(update={"listen": "127.0.0.1:0"})
+    bridge = Bridge(settings.model_copy(update={"http": http}))
+    await bridge.start()
+    assert bridge._http is not None
+    base = f"http://127.0.0.1:{bridge._http.port}"
+    try:
+        async with aiohttp.ClientSession() as client:
+
+            async def get(path: str) -> tuple[int, str]:
+                async with client.get(base + path) as response:
+                    return response.status, await response.text()
+
+            assert await asyncio.to_thread(bridge.wait_registered, 30.0)
+            assert (await get("/healthz"))[0] == 200
+            assert (await get("/readyz"))[0] == 200
+            await asyncio.to_thread(raise_all, sim.target(), [sample(i) for i in range(25)])
+            assert len(await receive(subscriber, 25)) == 25
+            await _until(lambda: bridge.metrics.events_confirmed._value.get() == 25)
+            metrics = (await get("/metrics"))[1]
+            assert _value(metrics, "dbevent_bridge_events_caught_total") == 25
+            assert _value(metrics, "dbevent_bridge_events_confirmed_total") == 25
+            assert _value(metrics, 'dbevent_bridge_ready{side="ingres"}') == 1
+            assert _value(metrics, "dbevent_bridge_last_event_timestamp_seconds") > 0
+
+            sim.refuse(1.0)
+            sim.drop_sessions()
+            await _until(lambda: not bridge.health.ready()[0])
+            status, body = await get("/readyz")
+            assert status == 503
+            assert "ingres" in body
+            assert "password" not in body
+            await _until(lambda: bridge.health.ready()[0])
+            await _until(lambda: bridge.metrics.gap_markers._value.get() == 1)
+            metrics = (await get("/metrics"))[1]
+            assert _value(metrics, 'dbevent_bridge_reconnects_total{side="ingres"}') == 1
+            assert _value(metrics, "dbevent_bridge_gap_markers_total") == 1
+            gap = await receive(subscriber, 1)
+            assert gap[0].type == "dbevent-bridge.gap"
+    finally:
+        await bridge.shutdown()
