@@ -16,7 +16,6 @@ import asyncio
 import logging
 import signal
 import threading
-from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -24,24 +23,19 @@ from typing import Any, Final
 from bridge.backlog import Backlog
 from bridge.catcher import Catcher, CatcherConfig
 from bridge.event import CaughtEvent
+from bridge.gaps import CatchLedger
 from bridge.health import Health
 from bridge.http import HttpServer, start_http
 from bridge.message import GapMarker
 from bridge.metrics import Metrics
-from bridge.openapi import RawEvent, Session
 from bridge.publisher import Publisher, PublisherConfig, PublisherError
 from bridge.settings import AmqpSettings, Settings
-from bridge.spool import Spool, SpoolError
+from bridge.spool import Spool
 from bridge.tls import build_ssl_context
 
 log = logging.getLogger("bridge.app")
 
-# Spool meta keys. ALIVE: until when the last session is known to have caught
-# (and spooled) every event raised. GAP_FROM: start of a window whose gap marker
-# is not confirmed yet; kept so that a crash before the confirm loses no gap.
-_ALIVE_KEY: Final = "session_alive_at"
-_GAP_FROM_KEY: Final = "unreported_gap_from"
-# How often ALIVE is rewritten while a session is up: one small transaction,
+# How often the catch ledger is written while a session is up: one small transaction,
 # never per event; a crash widens the next gap by at most this much.
 _ALIVE_INTERVAL: Final = 2.0
 # Most caught events waiting for the loop before the catcher waits (memory bound).
@@ -175,134 +169,6 @@ class _LoopSink:
             self._loop.call_soon_threadsafe(self._bridge.fail, error)
 
 
-class _ProvingSession(Session):
-    """A Session that tells when it last proved that nothing raised earlier is on its way.
-
-    A probe (`SELECT 1`) answered means every event raised before it was sent
-    has reached the OpenAPI (the DBMS writes them to the connection first);
-    once a wait for events then comes back empty, they have all been caught.
-    """
-
-    def __init__(self, config: CatcherConfig, on_proof: Callable[[datetime], None]) -> None:
-        super().__init__(config.target, config.user, config.password,
-                         timeout_s=config.operation_timeout_s)
-        self._on_proof = on_proof
-        self._proved: datetime | None = None
-
-    def probe(self) -> None:
-        """Probe, and remember when the probe was sent."""
-        sent = datetime.now(UTC)
-        super().probe()
-        self._proved = sent
-
-    def next_event(self, timeout_ms: int) -> RawEvent | None:
-        """The next event; an empty wait after a probe reports the probe's time."""
-        raw = super().next_event(timeout_ms)
-        if raw is None and self._proved is not None:
-            self._on_proof(self._proved)
-            self._proved = None
-        return raw
-
-
-def _proving_factory(on_proof: Callable[[datetime], None]) -> Callable[[CatcherConfig], Session]:
-    """The catcher's session factory: open a `_ProvingSession`."""
-    def open_session(config: CatcherConfig) -> Session:
-        session = _ProvingSession(config, on_proof)
-        try:
-            session.open()
-        except BaseException:
-            session.close()
-            raise
-        return session
-
-    return open_session
-
-
-class _AliveLedger:
-    """Until when every raised DBEvent is known to be caught, kept in the spool's meta.
-
-    Evidence only, no timing assumption: events of one session arrive in the
-    order they were raised, so once the caught events are committed, nothing
-    raised before the last one's `raised_at` can be missing; a registration
-    or an answered probe proves the same for its own time. The latest such
-    instant is the earliest a loss can start: a gap marker starts there (also
-    after a crash, from the spool). When the session is idle, that instant
-    advances with the idle probes (`ingres.idle_probe_interval`). Without a
-    spool nothing is remembered across runs.
-    """
-
-    def __init__(self, spool: Spool | None) -> None:
-        self._spool = spool
-        self._caught_until: datetime | None = None  # None: no session up
-        self._open_gaps: list[datetime] = []  # gap starts whose marker is unconfirmed
-
-    def restart_gap_from(self) -> datetime | None:
-        """Where a gap left by an earlier run starts (None: no earlier session)."""
-        found = self._read(_GAP_FROM_KEY) or self._read(_ALIVE_KEY)
-        if found is not None:
-            self._open_gap(found)
-        return found
-
-    def session_up(self, registered_at: datetime) -> None:
-        """A session registered: from here on, events are caught."""
-        self._caught_until = registered_at
-        self._write(_ALIVE_KEY, registered_at)
-
-    def proved(self, moment: datetime) -> None:
-        """Nothing raised before `moment` is missing (events handed over, or a probe)."""
-        if self._caught_until is not None:
-            self._caught_until = max(self._caught_until, moment)
-
-    def caught(self, events: list[CaughtEvent]) -> None:
-        """Events were handed to the backlog (committed before the next `record`)."""
-        if events:
-            self.proved(max(e.raised_at for e in events))
-
-    def record(self) -> datetime | None:
-        """Write how far catching got to the spool (after committing the backlog)."""
-        moment = self._caught_until
-        if moment is not None:
-            self._write(_ALIVE_KEY, moment)
-        return moment
-
-    def session_down(self) -> datetime | None:
-        """The session is gone: remember durably where the gap starts, and return it."""
-        moment = self.record()
-        if moment is not None:
-            self._open_gap(moment)
-        self._caught_until = None
-        return moment
-
-    def gap_reported(self, lost_from: datetime) -> None:
-        """The marker of the gap starting at `lost_from` is confirmed: forget that gap."""
-        with suppress(ValueError):
-            self._open_gaps.remove(lost_from)
-        self._write(_GAP_FROM_KEY, min(self._open_gaps, default=None))
-
-    def _open_gap(self, lost_from: datetime) -> None:
-        self._open_gaps.append(lost_from)
-        self._write(_GAP_FROM_KEY, min(self._open_gaps))
-
-    def _read(self, key: str) -> datetime | None:
-        if self._spool is None or self._spool.closed:
-            return None
-        try:
-            value = self._spool.get_meta(key)
-            return datetime.fromisoformat(value) if value else None
-        except (SpoolError, ValueError) as exc:
-            log.warning("cannot read %s from the spool: %s", key, exc)
-            return None
-
-    def _write(self, key: str, moment: datetime | None) -> None:
-        if self._spool is None or self._spool.closed:
-            return
-        try:
-            self._spool.set_meta(key, "" if moment is None else moment.isoformat())
-        except SpoolError as exc:
-            # Only the next gap marker's precision depends on it: never stop for it.
-            log.warning("cannot record %s in the spool: %s", key, exc)
-
-
 class Bridge:
     """One running bridge. `start`, then `wait` for a stop request, then `shutdown`."""
 
@@ -322,7 +188,7 @@ class Bridge:
         self._lost_reason = ""
         self._gap_tasks: set[asyncio.Task[None]] = set()
         self._sink: _LoopSink | None = None
-        self._ledger = _AliveLedger(None)
+        self._ledger = CatchLedger(None)
         self._alive_task: asyncio.Task[None] | None = None
         self._restart_gap_from: datetime | None = None
 
@@ -334,7 +200,7 @@ class Bridge:
         self._failed = loop.create_future()
         config = catcher_config(self.settings)
         self._open_backlog()
-        self._ledger = _AliveLedger(self._spool)
+        self._ledger = CatchLedger(self._spool)
         self._restart_gap_from = self._ledger.restart_gap_from()
         if self.settings.http.listen is not None:
             self._http = await start_http(self.settings.http.listen, self.metrics, self.health)
@@ -346,7 +212,7 @@ class Bridge:
         self._publish_task = asyncio.create_task(self._publish(), name="publisher")
         assert self._backlog is not None
         self._sink = _LoopSink(self, loop, self._backlog)
-        self._catcher = Catcher(config, self._sink, _proving_factory(self._sink.session_proved))
+        self._catcher = Catcher(config, self._sink)
         self._catcher.start()
         self._watch_task = asyncio.create_task(self._watch(), name="catcher+amqp watch")
         self.health.watch_tasks([self._publish_task, self._watch_task])

@@ -60,6 +60,9 @@ class CatcherSink(Protocol):
     def session_down(self, lost_at: datetime, reason: str) -> None:
         """The session was lost; events raised from now on are not caught."""
 
+    def session_proved(self, moment: datetime) -> None:
+        """Every event raised before `moment` has been caught (reported after them)."""
+
     def catcher_failed(self, error: BaseException) -> None:
         """The catcher gave up (a startup error, or a bug): the bridge must stop."""
 
@@ -232,7 +235,16 @@ class Catcher:
         return session
 
     def _catch_until_lost(self, session: Session) -> None:
+        """Catch until the session fails or a stop is asked for.
+
+        An answered idle probe proves more than liveness: the DBMS writes a
+        session's events to the connection before the probe's answer, so once
+        the next wait for events comes back empty, every event raised before the
+        probe was sent has been caught. That instant is reported (after those
+        events), so that a later gap marker starts no earlier than it must.
+        """
         last_activity = time.monotonic()
+        probe_sent: datetime | None = None
         timeout_ms = self._config.get_event_timeout_ms
         while not self._stop.is_set():
             if self._paused.is_set():
@@ -243,8 +255,14 @@ class Catcher:
                 if raw is not None:
                     last_activity = time.monotonic()
                     self._sink.event_caught(_to_caught(raw))
-                elif time.monotonic() - last_activity >= self._config.idle_probe_s:
+                    continue
+                if probe_sent is not None:
+                    self._sink.session_proved(probe_sent)
+                    probe_sent = None
+                if time.monotonic() - last_activity >= self._config.idle_probe_s:
+                    sent = datetime.now(UTC)
                     session.probe()  # a half-open session fails or times out here
+                    probe_sent = sent
                     last_activity = time.monotonic()
             except OpenAPIError as exc:
                 log.error("Ingres session lost: %s", exc, extra={"side": "ingres"})
