@@ -336,12 +336,6 @@ async def eventually(condition: Callable[[], bool], within: float) -> bool:
     return True
 
 
-def counter(bridge: Bridge, name: str) -> float:
-    """The value of one of the bridge's counters (e.g. "events_caught")."""
-    value: float = getattr(bridge.metrics, name)._value.get()
-    return value
-
-
 def every(low: float, high: float, rng: random.Random) -> Iterator[float]:
     """Endless random intervals between `low` and `high` seconds."""
     while True:

@@ -19,7 +19,6 @@ from tests.faults.conftest import (
     Raiser,
     Subscriber,
     bound_queue,
-    counter,
     eventually,
     every,
     fault_settings,
@@ -85,10 +84,10 @@ async def test_connections_cut_every_half_to_two_seconds_lose_nothing(
             await asyncio.sleep(0.5)  # late duplicates, if any, are counted too
     result = verdict(
         "amqp cuts", raiser.records, sub.tally, seed=run_seed, cuts=cuts,
-        caught=int(counter(bridge, "events_caught")),
-        published=int(counter(bridge, "events_published")),
-        confirmed=int(counter(bridge, "events_confirmed")),
-        republished=int(counter(bridge, "events_republished")),
+        caught=int(bridge.metrics.value("events_caught")),
+        published=int(bridge.metrics.value("events_published")),
+        confirmed=int(bridge.metrics.value("events_confirmed")),
+        republished=int(bridge.metrics.value("events_republished")),
     )
     result.check()
     assert result.gaps == 0, "Ingres was never interrupted"
@@ -126,7 +125,7 @@ async def test_broker_node_stopped_and_started_during_the_flow_loses_nothing(
         await asyncio.sleep(0.5)
         await asyncio.to_thread(raiser.stop)
         count = raiser.sent
-        await eventually(lambda: counter(bridge, "events_confirmed") >= count, within=120)
+        await eventually(lambda: bridge.metrics.value("events_confirmed") >= count, within=120)
     finally:
         await bridge.shutdown()
     async with bound_queue(rabbit_node.url, unique_name, durable=True) as queue:
@@ -136,10 +135,10 @@ async def test_broker_node_stopped_and_started_during_the_flow_loses_nothing(
             await asyncio.sleep(0.5)
     result = verdict(
         "broker restarts", raiser.records, sub.tally, restarts=restarts,
-        down_seconds=downtimes, caught=int(counter(bridge, "events_caught")),
-        published=int(counter(bridge, "events_published")),
-        confirmed=int(counter(bridge, "events_confirmed")),
-        reconnects=int(bridge.metrics.reconnects.labels(side="amqp")._value.get()),
+        down_seconds=downtimes, caught=int(bridge.metrics.value("events_caught")),
+        published=int(bridge.metrics.value("events_published")),
+        confirmed=int(bridge.metrics.value("events_confirmed")),
+        reconnects=int(bridge.metrics.value("reconnects", side="amqp")),
     )
     result.check()
     assert result.gaps == 0

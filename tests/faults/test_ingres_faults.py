@@ -22,7 +22,6 @@ from tests.faults.conftest import (
     Subscriber,
     Tally,
     bound_queue,
-    counter,
     eventually,
     fault_settings,
     seed,
@@ -77,8 +76,8 @@ async def test_sessions_dropped_and_dbms_restarted(
     reconnect_s = _reconnect_delays(sub.tally.gaps, back_up)
     result = verdict(
         "ingres drops/restarts", raiser.records, sub.tally, seed=run_seed, faults=len(faults),
-        caught=int(counter(bridge_, "events_caught")),
-        confirmed=int(counter(bridge_, "events_confirmed")),
+        caught=int(bridge_.metrics.value("events_caught")),
+        confirmed=int(bridge_.metrics.value("events_confirmed")),
         reconnect_after_back_s=reconnect_s,
     )
     result.check()

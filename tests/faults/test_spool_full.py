@@ -20,7 +20,6 @@ from tests.faults.conftest import (
     Raiser,
     Subscriber,
     bound_queue,
-    counter,
     eventually,
     fault_settings,
     start_bridge,
@@ -41,7 +40,7 @@ def _proxied(amqp_url: str, proxy: TcpProxy) -> str:
 
 
 def _dropped(bridge: Bridge) -> int:
-    return int(bridge.metrics.events_dropped.labels(reason="spool_full")._value.get())
+    return int(bridge.metrics.value("events_dropped", reason="spool_full"))
 
 
 async def _peak_memory_depth(bridge: Bridge, stop: asyncio.Event) -> int:
@@ -80,9 +79,9 @@ async def test_spool_full_with_the_broker_away_applies_the_policy(
                     assert await eventually(lambda: catcher.paused, within=30)
                 else:
                     assert await eventually(
-                        lambda: counter(bridge, "events_caught") >= count, within=30)
+                        lambda: bridge.metrics.value("events_caught") >= count, within=30)
                 await asyncio.sleep(0.5)
-                caught_while_away = int(counter(bridge, "events_caught"))
+                caught_while_away = int(bridge.metrics.value("events_caught"))
                 dropped = _dropped(bridge)
                 proxy.refusing = False  # the broker is back
                 await sub.until(lambda t: t.distinct + _dropped(bridge) >= count, within=90)

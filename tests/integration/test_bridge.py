@@ -83,8 +83,8 @@ async def test_every_event_arrives_once_in_order_with_exact_content(
     assert len(set(ids)) == count, "duplicate message_id"
     for message, raised in zip(messages, events, strict=True):
         _check_message(message, raised, started)
-    assert bridge.metrics.events_caught._value.get() == count
-    assert bridge.metrics.events_confirmed._value.get() == count
+    assert bridge.metrics.value("events_caught") == count
+    assert bridge.metrics.value("events_confirmed") == count
 
 
 async def test_unroutable_events_are_counted_and_do_not_block(
@@ -99,11 +99,11 @@ async def test_unroutable_events_are_counted_and_do_not_block(
         await asyncio.to_thread(raise_all, sim.target(), events)
         routed = [e for e in events if e.name == "order_created"]
         messages = await receive(subscriber, len(routed))
-        await _eventually(lambda: bridge.metrics.events_confirmed._value.get() == len(events))
+        await _eventually(lambda: bridge.metrics.value("events_confirmed") == len(events))
     finally:
         await bridge.shutdown()
     assert [decoded_text(body_of(m)) for m in messages] == [e.text for e in routed]
-    assert bridge.metrics.events_returned._value.get() == len(events) - len(routed)
+    assert bridge.metrics.value("events_returned") == len(events) - len(routed)
 
 
 async def test_unknown_event_is_a_clear_startup_error(

@@ -52,7 +52,7 @@ async def test_probes_and_metrics_follow_events_and_an_ingres_outage(
             assert (await get("/readyz"))[0] == 200
             await asyncio.to_thread(raise_all, sim.target(), [sample(i) for i in range(25)])
             assert len(await receive(subscriber, 25)) == 25
-            await _until(lambda: bridge.metrics.events_confirmed._value.get() == 25)
+            await _until(lambda: bridge.metrics.value("events_confirmed") == 25)
             metrics = (await get("/metrics"))[1]
             assert _value(metrics, "dbevent_bridge_events_caught_total") == 25
             assert _value(metrics, "dbevent_bridge_events_confirmed_total") == 25
@@ -67,7 +67,7 @@ async def test_probes_and_metrics_follow_events_and_an_ingres_outage(
             assert "ingres" in body
             assert "password" not in body
             await _until(lambda: bridge.health.ready()[0])
-            await _until(lambda: bridge.metrics.gap_markers._value.get() == 1)
+            await _until(lambda: bridge.metrics.value("gap_markers") == 1)
             metrics = (await get("/metrics"))[1]
             assert _value(metrics, 'dbevent_bridge_reconnects_total{side="ingres"}') == 1
             assert _value(metrics, "dbevent_bridge_gap_markers_total") == 1
