@@ -84,6 +84,9 @@ class Raised:
     owner: str
     name: str
     text: bytes | None
+    # What the RAISE carries when it differs from `text`: an empty literal ''
+    # is delivered as "no text".
+    literal: bytes | None = None
 
 
 def _literal(text: bytes) -> bytes:
@@ -101,13 +104,17 @@ def sample(i: int) -> Raised:
     texts: list[bytes | None] = [
         f"#{i}".encode(),
         None,
+        b"",
         b"x",
         f"#{i} ".encode() + b"y" * (256 - len(f"#{i} ")),
         f"#{i} it's \"quoted\"".encode(),
         f"#{i} naïve \u2013 東京".encode(),
         f"#{i} ".encode() + b"\xff\xfe caf\xe9",
     ]
-    return Raised(owner, name, texts[(i // 4) % len(texts)])
+    text = texts[(i // 4) % len(texts)]
+    if text == b"":
+        return Raised(owner, name, None, literal=b"")
+    return Raised(owner, name, text)
 
 
 def raise_statement(event: Raised) -> bytes:
@@ -115,7 +122,8 @@ def raise_statement(event: Raised) -> bytes:
     ref = {"order_created": "order_created", "audit_log": "alice.audit_log",
            "price changed": '"price changed"', "rate.limit": '"rate.limit"'}[event.name]
     statement = b"raise dbevent " + ref.encode()
-    return statement if event.text is None else statement + b" " + _literal(event.text)
+    text = event.literal if event.literal is not None else event.text
+    return statement if text is None else statement + b" " + _literal(text)
 
 
 def raise_all(target: str, events: Sequence[Raised]) -> None:

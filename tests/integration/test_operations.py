@@ -9,10 +9,12 @@ from collections.abc import Callable
 import aio_pika
 import aiohttp
 import pytest
+from yarl import URL
 
 from bridge.app import Bridge
-from bridge.settings import Settings
+from bridge.settings import AmqpUrl, Settings
 from bridge.sim.server import ServerThread
+from tests.faults.proxy import TcpProxy
 from tests.integration.conftest import raise_all, receive, sample
 
 pytestmark = pytest.mark.amqp
@@ -75,3 +77,37 @@ async def test_probes_and_metrics_follow_events_and_an_ingres_outage(
             assert gap[0].type == "dbevent-bridge.gap"
     finally:
         await bridge.shutdown()
+
+
+async def test_backlog_gauges_and_latency_follow_a_stalled_broker(
+    settings: Settings, sim: ServerThread, subscriber: aio_pika.abc.AbstractQueue,
+    amqp_url: str,
+) -> None:
+    """Events wait in the spool while the broker path is stalled, and leave it after."""
+    broker = URL(amqp_url)
+    with TcpProxy(broker.host or "127.0.0.1", broker.port or 5672) as proxy:
+        amqp = settings.amqp.model_copy(
+            update={"url": AmqpUrl(str(broker.with_port(proxy.port)))}
+        )
+        bridge = Bridge(settings.model_copy(update={"amqp": amqp}))
+        await bridge.start()
+        try:
+            assert await asyncio.to_thread(bridge.wait_registered, 30.0)
+            proxy.pause()
+            await asyncio.to_thread(raise_all, sim.target(), [sample(i) for i in range(30)])
+            await _until(lambda: bridge.metrics.value("events_caught") == 30)
+            assert bridge.metrics.value("spool_depth") == 30
+            assert bridge.metrics.value("spool_bytes") > 0
+            assert bridge.metrics.value("events_confirmed") == 0
+            proxy.resume()
+            assert len(await receive(subscriber, 30)) == 30
+            await _until(lambda: bridge.metrics.value("spool_depth") == 0)
+            assert bridge.metrics.value("spool_bytes") == 0
+            assert bridge.metrics.value("queue_depth") == 0
+            assert bridge.metrics.value("events_published") >= 30
+            latencies = bridge.metrics.registry.get_sample_value(
+                "dbevent_bridge_raise_to_confirm_seconds_count"
+            )
+            assert latencies == 30
+        finally:
+            await bridge.shutdown()
