@@ -328,18 +328,12 @@ class Bridge:
     def accept(self, events: list[CaughtEvent]) -> None:
         """Take a batch of caught events into the backlog."""
         assert self._backlog is not None
-        assert self._catcher is not None
         self.metrics.events_caught.inc(len(events))
         self.metrics.last_event_timestamp.set_to_current_time()
         for event in events:
             # False means dropped by policy: the backlog has logged and counted it.
             self._backlog.put(event)
         self._ledger.caught(events)
-        if not self._backlog.has_room and not self._catcher.paused:
-            # `block` policy: stop taking events; Ingres holds (or discards) the rest,
-            # and the catcher's gap report makes the loss visible.
-            self._catcher.pause()
-            self._backlog.when_room(self._catcher.resume)
 
     def on_session_up(self, registered_at: datetime, reconnected: bool) -> None:
         """A session registered every event; publish a gap marker after an outage or a restart."""

@@ -20,14 +20,13 @@ counted (`events_dropped{reason="spool_full"}`):
 - `drop_newest`: the new event is dropped.
 - `drop_oldest`: the oldest event not yet handed to the publisher is dropped.
 - `block`: the room gate closes so the catcher stops taking events from Ingres
-  until there is room (check `has_room` after `put`, or `wait_for_room` in the
-  catcher thread; `when_room` calls back on the loop when it reopens). Ingres
-  then discards the events raised meanwhile; the catcher reports that as a
-  gap. An event the catcher had already taken is still accepted (the bridge
-  holds the only copy), so the limit can be overshot by what the catcher holds
-  when the gate closes; past `block_slack` such events, `put` drops (logged,
-  counted) and returns False, so memory and disk stay bounded even for a
-  caller that ignores the gate.
+  until there is room (`has_room`, and `wait_for_room` on the catcher thread).
+  The events wait in the session's queue on the DBMS, which discards what its
+  event memory cannot hold, unseen by the bridge. An event the catcher had
+  already taken is still accepted (the bridge holds the only copy), so the
+  limit can be overshot by what the catcher holds when the gate closes; past
+  `block_slack` such events, `put` drops (logged, counted) and returns False,
+  so memory and disk stay bounded even for a caller that ignores the gate.
 
 Everything except `has_room` and `wait_for_room` must be called on the event loop.
 """
@@ -38,7 +37,6 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
 from enum import StrEnum
 from typing import Final
 
@@ -126,7 +124,6 @@ class Backlog:
         self._nonempty = asyncio.Event()
         self._room = threading.Event()
         self._room.set()
-        self._room_callbacks: list[Callable[[], object]] = []
         self._dropped_full = metrics.events_dropped.labels(reason="spool_full")
         if spool is not None:
             self._resume(spool)
@@ -187,16 +184,6 @@ class Backlog:
         Only the `block` policy ever makes this wait.
         """
         return self._room.wait(timeout) and not self._closed
-
-    def when_room(self, callback: Callable[[], object]) -> None:
-        """Call `callback` on the loop once the gate is open (soon, if it is open now).
-
-        Registering the same callback again while waiting has no further effect.
-        """
-        if self._room.is_set():
-            asyncio.get_running_loop().call_soon(callback)
-        elif callback not in self._room_callbacks:
-            self._room_callbacks.append(callback)
 
     def _is_full(self, size: int) -> bool:
         if self._spool is None:
@@ -413,7 +400,6 @@ class Backlog:
             return
         self._flush_deletes()
         self._shut = True
-        self._room_callbacks.clear()
         self._nonempty.set()
         if self._spool is not None:
             logger.info("spool %s closed holding %d events", self._spool.path, self._spool.depth)
@@ -461,11 +447,6 @@ class Backlog:
     def _open_gate(self) -> None:
         self._room.set()
         self._overshoot = 0
-        if self._room_callbacks:
-            callbacks, self._room_callbacks = self._room_callbacks, []
-            loop = asyncio.get_running_loop()
-            for callback in callbacks:
-                loop.call_soon(callback)
 
     def _level_changed(self, level: int, used: int) -> None:
         what = "spool" if self._spool is not None else "in-memory queue"

@@ -94,7 +94,6 @@ class Catcher:
         self._sink = sink
         self._session_factory = session_factory or _open_session
         self._stop = threading.Event()
-        self._paused = threading.Event()
         self._started = threading.Event()
         self._thread: threading.Thread | None = None
         self.startup_error: BaseException | None = None
@@ -133,19 +132,6 @@ class Catcher:
     def alive(self) -> bool:
         """True while the thread runs."""
         return self._thread is not None and self._thread.is_alive()
-
-    def pause(self) -> None:
-        """Stop taking events from Ingres (backlog full, `block` policy)."""
-        self._paused.set()
-
-    @property
-    def paused(self) -> bool:
-        """True while intake is paused."""
-        return self._paused.is_set()
-
-    def resume(self) -> None:
-        """Take events again after `pause`."""
-        self._paused.clear()
 
     # -- the thread ----------------------------------------------------------
 
@@ -247,9 +233,6 @@ class Catcher:
         probe_sent: datetime | None = None
         timeout_ms = self._config.get_event_timeout_ms
         while not self._stop.is_set():
-            if self._paused.is_set():
-                self._stop.wait(0.05)
-                continue
             try:
                 raw = session.next_event(timeout_ms)
                 if raw is not None:

@@ -73,10 +73,11 @@ async def test_spool_full_with_the_broker_away_applies_the_policy(
                 proxy.cut()  # the broker is away
                 raiser = Raiser(sim, count=count).start()
                 await raiser.wait()
-                catcher = bridge._catcher
-                assert catcher is not None
+                backlog = bridge._backlog
+                assert backlog is not None
                 if policy == "block":
-                    assert await eventually(lambda: catcher.paused, within=30)
+                    # The full backlog holds the catcher thread back.
+                    assert await eventually(lambda: not backlog.has_room, within=30)
                 else:
                     assert await eventually(
                         lambda: bridge.metrics.value("events_caught") >= count, within=30)
