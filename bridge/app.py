@@ -20,6 +20,8 @@ from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import stamina
+
 from bridge.backlog import Backlog
 from bridge.catcher import Catcher, CatcherConfig
 from bridge.event import CaughtEvent
@@ -28,7 +30,7 @@ from bridge.health import Health
 from bridge.http import HttpServer, start_http
 from bridge.message import GapMarker
 from bridge.metrics import Metrics
-from bridge.publisher import Publisher, PublisherConfig, PublisherError
+from bridge.publisher import Publisher, PublisherConfig, PublisherError, PublisherStartupError
 from bridge.settings import AmqpSettings, Settings
 from bridge.spool import Spool
 from bridge.tls import build_ssl_context
@@ -85,9 +87,15 @@ def publisher_config(amqp: AmqpSettings) -> PublisherConfig:
         gap_routing_key=amqp.gap_routing_key,
         confirm_window=amqp.confirm_window,
         publish_timeout=amqp.publish_timeout,
+        reconnect_wait_initial=amqp.reconnect_backoff_min,
+        reconnect_wait_max=amqp.reconnect_backoff_max,
         text_encoding=amqp.text_encoding,
         ssl_context=ssl_context,
     )
+
+
+def _unreachable(exc: Exception) -> bool:
+    return isinstance(exc, PublisherStartupError) and exc.transient
 
 
 def database_of(target: str) -> str:
@@ -206,8 +214,16 @@ class Bridge:
             self._http = await start_http(self.settings.http.listen, self.metrics, self.health)
             log.info("health and metrics on http://%s:%d/", self._http.host, self._http.port)
         self._publisher = Publisher(publisher_config(self.settings.amqp), self.metrics)
-        await self._publisher.start()
-        self._set_ready("amqp", True)
+        try:
+            await self._publisher.start()
+        except PublisherStartupError as exc:
+            if not exc.transient:
+                raise
+            # Catch from the start anyway: what Ingres raises now is not raised
+            # again later, and the spool holds it until the broker is back.
+            log.warning("RabbitMQ not reachable yet; catching into the spool meanwhile: %s",
+                        exc, extra={"side": "amqp"})
+        self._set_ready("amqp", self._publisher.is_connected, "not connected to RabbitMQ")
         self._set_ready("ingres", False, "no session registered yet")
         self._publish_task = asyncio.create_task(self._publish(), name="publisher")
         assert self._backlog is not None
@@ -255,12 +271,26 @@ class Bridge:
         assert self._publisher is not None
         assert self._backlog is not None
         try:
+            if not self._publisher.is_connected:
+                await self._connect_publisher()
             await self._publisher.run(self._backlog)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             log.exception("publisher failed")
             self.fail(exc)
+
+    async def _connect_publisher(self) -> None:
+        """Retry the first connection for as long as RabbitMQ is merely unreachable."""
+        assert self._publisher is not None
+        amqp = self.settings.amqp
+        async for attempt in stamina.retry_context(
+            on=_unreachable, attempts=None, timeout=None,
+            wait_initial=amqp.reconnect_backoff_min, wait_max=amqp.reconnect_backoff_max,
+        ):
+            with attempt:
+                await self._publisher.start()
+        log.info("connected to RabbitMQ at %s", amqp.url_masked, extra={"side": "amqp"})
 
     async def wait(self, stop: asyncio.Event) -> None:
         """Return when `stop` is set; raise when a component failed for good."""

@@ -102,8 +102,55 @@ class PublisherStartupError(PublisherError):
     """The broker cannot be reached, refuses us, or the exchange is unusable.
 
     The message names the (password-masked) URL, the exchange and the vhost;
-    it never contains the password.
+    it never contains the password. `transient` is True when the broker was
+    merely unreachable (refused, reset, timed out): trying again later may work,
+    unlike refused credentials, a failed certificate check or a missing exchange.
     """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+# Connect failures that waiting does not cure.
+_PERMANENT_CONNECT_ERRORS = (
+    aiormq.exceptions.AuthenticationError,
+    aiormq.exceptions.ProbableAuthenticationError,
+    aiormq.exceptions.ConnectionNotAllowed,
+    aiormq.exceptions.IncompatibleProtocolError,
+    ssl.SSLError,
+)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """False when `exc`, or a cause it wraps (aiormq wraps ssl errors), is permanent."""
+    visited: set[int] = set()  # chains can loop back on themselves
+    current: BaseException | None = exc
+    while current is not None and id(current) not in visited:
+        if isinstance(current, _PERMANENT_CONNECT_ERRORS):
+            return False
+        visited.add(id(current))
+        current = current.__cause__ or current.__context__
+    return True
+
+
+class _Connection(aio_pika.Connection):
+    """An aio-pika connection that closes itself when connecting fails.
+
+    aio-pika's connect() drops a Connection whose connect() failed (e.g. a reset
+    during the handshake) without closing it; its __del__ then schedules close()
+    from the garbage collector, possibly outside the loop, which leaves a
+    "coroutine was never awaited" warning behind every failed attempt.
+    """
+
+    async def connect(self, timeout: aio_pika.abc.TimeoutType = None) -> None:  # noqa: ASYNC109
+        """Connect; on any failure, close before re-raising."""
+        try:
+            await super().connect(timeout)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.close()
+            raise
 
 
 class EventSource(Protocol):
@@ -651,11 +698,13 @@ class Publisher:
                 connection = await aio_pika.connect(
                     cfg.url, ssl_context=cfg.ssl_context,
                     client_properties={"connection_name": "dbevent-bridge publisher"},
+                    connection_class=_Connection,
                 )
         except _BROKER_ERRORS as exc:
             raise PublisherStartupError(
                 f"cannot connect to RabbitMQ at {cfg.masked_url} (vhost {cfg.vhost!r}): "
-                f"{self._describe(exc)}"
+                f"{self._describe(exc)}",
+                transient=_is_transient(exc),
             ) from None
         try:
             async with asyncio.timeout(cfg.connect_timeout):

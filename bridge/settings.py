@@ -681,6 +681,12 @@ class AmqpSettings(_Section):
         description="How long to wait for a confirm before treating the publish as failed "
         "(seconds).",
     )
+    reconnect_backoff_min: PositiveDuration = Field(
+        default=0.1, description="First delay before reconnecting to RabbitMQ (seconds)."
+    )
+    reconnect_backoff_max: PositiveDuration = Field(
+        default=10.0, description="Longest delay between reconnection attempts (seconds)."
+    )
     text_encoding: Annotated[str, AfterValidator(_check_text_encoding)] = Field(
         default="utf-8",
         description="Encoding of the event text (a Python codec name); bytes that do not "
@@ -700,6 +706,12 @@ class AmqpSettings(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
+        if self.reconnect_backoff_min > self.reconnect_backoff_max:
+            raise _FieldError(
+                "reconnect_backoff_max",
+                f"must not be less than reconnect_backoff_min ({self.reconnect_backoff_min:g}s);"
+                f" got {self.reconnect_backoff_max:g}s",
+            )
         if self.declare_exchange and self.exchange.startswith("amq."):
             raise _FieldError(
                 "exchange",

@@ -609,7 +609,7 @@ BAD_INPUTS = [
         "1",
         "BRIDGE_AMQP__TYPO (amqp.typo): unknown setting; known here: url, exchange, "
         "exchange_type, declare_exchange, routing_key, gap_routing_key, confirm_window, "
-        "publish_timeout, text_encoding, tls",
+        "publish_timeout, reconnect_backoff_min, reconnect_backoff_max, text_encoding, tls",
     ),
 ]
 

@@ -7,11 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import aio_pika
 import pytest
+from yarl import URL
 
 from bridge.app import Bridge
 from bridge.catcher import RegistrationError
-from bridge.settings import Settings
+from bridge.publisher import PublisherStartupError
+from bridge.settings import AmqpUrl, Settings
 from bridge.sim.server import ServerThread
+from tests.faults.proxy import TcpProxy
 from tests.integration.conftest import (
     Raised,
     body_of,
@@ -128,3 +131,44 @@ async def _eventually(condition: object, within: float = 30.0) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "condition never became true"
         await asyncio.sleep(0.05)
+
+
+async def test_catching_starts_while_the_broker_is_unreachable(
+    settings: Settings, sim: ServerThread, subscriber: aio_pika.abc.AbstractQueue,
+    amqp_url: str,
+) -> None:
+    """Events raised before RabbitMQ answers wait in the spool, then all arrive."""
+    broker = URL(amqp_url)
+    with TcpProxy(broker.host or "127.0.0.1", broker.port or 5672) as proxy:
+        proxy.refusing = True
+        amqp = settings.amqp.model_copy(update={
+            "url": AmqpUrl(str(broker.with_port(proxy.port))),
+            "reconnect_backoff_min": 0.05, "reconnect_backoff_max": 0.2,
+        })
+        bridge = Bridge(settings.model_copy(update={"amqp": amqp}))
+        await bridge.start()
+        try:
+            assert await asyncio.to_thread(bridge.wait_registered, 30.0)
+            assert not bridge.health.ready()[0]
+            events = [sample(i) for i in range(50)]
+            await asyncio.to_thread(raise_all, sim.target(), events)
+            await _eventually(lambda: bridge.metrics.value("spool_depth") == len(events))
+            proxy.refusing = False
+            messages = await receive(subscriber, len(events))
+            await _eventually(lambda: bridge.health.ready()[0])
+        finally:
+            await bridge.shutdown()
+    assert [decoded_text(body_of(m)) for m in messages] == [e.text for e in events]
+
+
+async def test_refused_credentials_stop_the_start(settings: Settings, amqp_url: str) -> None:
+    url = URL(amqp_url).with_password("wrong-password")
+    amqp = settings.amqp.model_copy(update={"url": AmqpUrl(str(url))})
+    bridge = Bridge(settings.model_copy(update={"amqp": amqp}))
+    try:
+        with pytest.raises(PublisherStartupError) as refused:
+            await bridge.start()
+        assert not refused.value.transient
+        assert "wrong-password" not in str(refused.value)
+    finally:
+        await bridge.shutdown()
