@@ -288,7 +288,8 @@ def _py_spy(pid: int, out: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-async def latency(ctx: Context, catcher: str, rate: float, seconds: float) -> Row:
+async def latency(ctx: Context, catcher: str, rate: float, seconds: float,
+                  profile: str | None = None) -> Row:
     """Raise → delivered to a consumer at `rate` events/s: p50, p99, max in ms."""
     assert ctx.sim is not None
     name, queue, channel = await ctx.exchange()
@@ -302,19 +303,36 @@ async def latency(ctx: Context, catcher: str, rate: float, seconds: float) -> Ro
         proc = await ctx.start_bridge(ctx.bridge_overrides(name, 1, spool=True))
     else:
         proc = await ctx.start_seed(name, 1)
+    spy = _py_spy(proc.pid, profile) if profile else None
     try:
+        cpu0 = cpu_seconds(proc.pid)
         result = await ctx.sim.request("paced", rate=rate, seconds=seconds)
-        deadline = time.monotonic() + 30.0
-        while len(arrivals) < result["raised"] and time.monotonic() < deadline:  # noqa: ASYNC110 - polling is the point
-            await asyncio.sleep(0.05)
+        await _settle(arrivals, result["raised"])
+        cpu = cpu_seconds(proc.pid) - cpu0
     finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait()
         await proc.stop()
         await ctx.drop_exchange(name, channel)
     delays = sorted(arrived - float(json.loads(body)["text"]) for arrived, body in arrivals)
     if not delays:
         return {"received": 0, "raised": result["raised"]}
     return {"p50_ms": _quantile(delays, 0.50) * 1e3, "p99_ms": _quantile(delays, 0.99) * 1e3,
-            "max_ms": delays[-1] * 1e3, "received": len(delays), "raised": result["raised"]}
+            "max_ms": delays[-1] * 1e3, "received": len(delays), "raised": result["raised"],
+            "cpu_us_per_event": cpu / len(delays) * 1e6}
+
+
+async def _settle(arrivals: list[tuple[float, bytes]], expected: int) -> None:
+    """Wait until `expected` messages arrived, at most 30 s, or 3 s without a new one."""
+    deadline = time.monotonic() + 30.0
+    seen, last_progress = len(arrivals), time.monotonic()
+    while len(arrivals) < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        if len(arrivals) != seen:
+            seen, last_progress = len(arrivals), time.monotonic()
+        elif time.monotonic() - last_progress > 3.0:
+            return
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:
@@ -534,6 +552,9 @@ def render(results: dict[str, Any]) -> str:
                 ours, seed = r["ours"].get(key, float("nan")), r["seed"].get(key, float("nan"))
                 lines.append(row.format(f"{key.replace('_ms', '')} ms", f"{ours:.1f}",
                                         f"{seed:.1f}", f"{ours / seed:.2f}" if seed else ""))
+            lines.append(row.format("CPU us/event (catching process)",
+                                    f"{r['ours'].get('cpu_us_per_event', float('nan')):.0f}",
+                                    f"{r['seed'].get('cpu_us_per_event', float('nan')):.0f}", ""))
             lines.append(row.format("received / raised",
                                     f"{r['ours']['received']:.0f}/{r['ours']['raised']:.0f}",
                                     f"{r['seed']['received']:.0f}/{r['seed']['raised']:.0f}",
@@ -584,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="JSON file (default results[-quick].json here)")
     parser.add_argument("--profile", metavar="FILE",
                         help="only run one spool-on burst under py-spy; raw stacks to FILE")
+    parser.add_argument("--rate", type=float,
+                        help="with --profile: events/s raised at a steady rate, for 5 s")
     args = parser.parse_args(argv)
     if args.profile:
         return asyncio.run(profile(args))
@@ -598,14 +621,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def profile(args: argparse.Namespace) -> int:
-    """One burst through a bridge sampled by py-spy (spool on unless --only says off)."""
+    """One spool-on burst (or --rate events/s for 5 s) through a bridge sampled by py-spy."""
     with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp:
         ctx = Context(args, Path(tmp))
         await ctx.open()
         try:
-            spool = not (args.only and "spool_off" in args.only)
-            row = await bridge_burst(ctx, 10_000 if args.quick else 50_000, 1, 64,
-                                     spool=spool, profile=args.profile)
+            if args.rate:
+                row = await latency(ctx, "ours", args.rate, 5.0, profile=args.profile)
+            else:
+                row = await bridge_burst(ctx, 10_000 if args.quick else 50_000, 1, 64,
+                                         spool=True, profile=args.profile)
         finally:
             await ctx.close()
     print(json.dumps(row, indent=2))
