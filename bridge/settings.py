@@ -521,6 +521,15 @@ ExistingFile = Annotated[
 # --------------------------------------------------------------------------- the model
 
 
+def _check_backoff(low: float, high: float) -> None:
+    """A section's reconnect delays: the first must not exceed the longest."""
+    if low > high:
+        raise _FieldError(
+            "reconnect_backoff_max",
+            f"must not be less than reconnect_backoff_min ({low:g}s); got {high:g}s",
+        )
+
+
 class _Section(BaseModel):
     """Common configuration: unknown keys are errors, values never change after loading."""
 
@@ -583,12 +592,7 @@ class IngresSettings(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if self.reconnect_backoff_min > self.reconnect_backoff_max:
-            raise _FieldError(
-                "reconnect_backoff_max",
-                f"must not be less than reconnect_backoff_min ({self.reconnect_backoff_min:g}s);"
-                f" got {self.reconnect_backoff_max:g}s",
-            )
+        _check_backoff(self.reconnect_backoff_min, self.reconnect_backoff_max)
         if self.get_event_timeout > self.idle_probe_interval:
             raise _FieldError(
                 "get_event_timeout",
@@ -706,12 +710,7 @@ class AmqpSettings(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if self.reconnect_backoff_min > self.reconnect_backoff_max:
-            raise _FieldError(
-                "reconnect_backoff_max",
-                f"must not be less than reconnect_backoff_min ({self.reconnect_backoff_min:g}s);"
-                f" got {self.reconnect_backoff_max:g}s",
-            )
+        _check_backoff(self.reconnect_backoff_min, self.reconnect_backoff_max)
         if self.declare_exchange and self.exchange.startswith("amq."):
             raise _FieldError(
                 "exchange",
