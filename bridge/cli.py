@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list[:1] == ["sim"]:
         from bridge.sim.cli import main as sim_main
 
-        return sim_main(args_list[1:])
+        return sim_main(args_list[1:], prog="dbevent-bridge sim")
     args = _parser().parse_args(args_list)
     from bridge.settings import SettingsError, load_settings, overrides_from_args
 

@@ -22,8 +22,8 @@ from bridge.sim import control
 from bridge.sim.server import SimServer
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dbmssim", description="Ingres DBMS simulator")
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Ingres DBMS simulator")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the DBMS simulator until SIGTERM/SIGINT")
     serve.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (port 0: any)")
@@ -116,9 +116,9 @@ def _cmd_ctl(args: argparse.Namespace) -> int:
     return 0 if reply.get("ok") else 1
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], prog: str = "python -m bridge.sim") -> int:
     """Run the simulator command line; returns the exit status."""
-    args = _parser().parse_args(argv)
+    args = _parser(prog).parse_args(argv)
     if args.command == "serve":
         return _cmd_serve(args)
     if args.command == "ii-system":
