@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -84,15 +84,9 @@ _FATAL_AT_STARTUP = ("28", "3D", "42")
 class Catcher:
     """Runs the Ingres session on its own thread; see the module docstring."""
 
-    def __init__(
-        self,
-        config: CatcherConfig,
-        sink: CatcherSink,
-        session_factory: Callable[[CatcherConfig], Session] | None = None,
-    ) -> None:
+    def __init__(self, config: CatcherConfig, sink: CatcherSink) -> None:
         self._config = config
         self._sink = sink
-        self._session_factory = session_factory or _open_session
         self._stop = threading.Event()
         self._started = threading.Event()
         self._thread: threading.Thread | None = None
@@ -194,7 +188,7 @@ class Catcher:
 
     def _open_and_register(self) -> Session:
         try:
-            session = self._session_factory(self._config)
+            session = _open_session(self._config)
         except OpenAPIError as exc:
             if not self._started.is_set() and any(
                 e.sqlstate.startswith(_FATAL_AT_STARTUP) for e in exc.errors
