@@ -78,7 +78,13 @@ import stamina
 from yarl import URL
 
 from bridge.event import CaughtEvent
-from bridge.message import GapMarker, build_event_message, build_gap_message, check_encoding
+from bridge.message import (
+    GapMarker,
+    Outgoing,
+    build_event_outgoing,
+    build_gap_outgoing,
+    check_encoding,
+)
 from bridge.metrics import Metrics
 from bridge.routing import (
     DEFAULT_TEMPLATE,
@@ -311,7 +317,7 @@ class _Entry:
 
     item: CaughtEvent | GapMarker
     routing_key: str
-    message: aio_pika.Message | None  # None when dropped
+    message: Outgoing | None  # None when dropped
     state: _State
     sends: int = 0
     done: asyncio.Future[None] | None = None  # gap markers: resolved at confirm
@@ -422,7 +428,7 @@ class Publisher:
         """
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.add_done_callback(_retrieve)
-        self._append(_Entry(marker, self._config.gap_routing_key, build_gap_message(marker),
+        self._append(_Entry(marker, self._config.gap_routing_key, build_gap_outgoing(marker),
                             _State.QUEUED, done=done))
         if not self._driving:
             await self._drive_unless_done(done)
@@ -495,7 +501,7 @@ class Publisher:
         except RoutingKeyTooLong as exc:
             return self._dropped(event, "routing_key_too_long", str(exc))
         try:
-            message = build_event_message(event, self._config.text_encoding)
+            message = build_event_outgoing(event, self._config.text_encoding)
         except Exception as exc:
             # A malformed event (e.g. a naive raise time) is a bug upstream. Dropping
             # it loudly beats failing run(): the spool would hand the same event

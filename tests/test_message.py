@@ -13,7 +13,9 @@ from bridge.event import CaughtEvent
 from bridge.message import (
     GapMarker,
     build_event_message,
+    build_event_outgoing,
     build_gap_message,
+    build_gap_outgoing,
     check_encoding,
     event_body,
     format_timestamp,
@@ -134,6 +136,65 @@ def test_gap_marker_message() -> None:
     assert message.app_id == "dbevent-bridge"
     assert message.timestamp == marker.lost_until  # AMQP truncates to seconds on the wire
     assert message.headers == {"x-dbevent-database": "salesdb"}
+
+
+def _marker() -> GapMarker:
+    return GapMarker("salesdb", RAISED, RAISED, "ingres connection lost", message_id="gap-1")
+
+
+def test_outgoing_event_properties_are_the_wire_values() -> None:
+    outgoing = build_event_outgoing(_event(b"t"))
+    props = outgoing.properties
+    assert outgoing.body == event_body(_event(b"t"))
+    assert (props.content_type, props.delivery_mode, props.priority) == ("application/json", 2, 0)
+    assert (props.message_id, props.timestamp, props.app_id) == ("id-1", RAISED, "dbevent-bridge")
+    assert props.message_type == "ingres.order_placed"
+    assert props.headers == {
+        "x-dbevent-database": "salesdb",
+        "x-dbevent-owner": "ingres",
+        "x-dbevent-name": "order_placed",
+    }
+    assert (props.content_encoding, props.correlation_id, props.reply_to) == (None, None, None)
+    assert (props.expiration, props.user_id, props.cluster_id) == (None, None, "")
+
+
+@pytest.mark.parametrize(
+    "event",
+    [_event(b"t"), _event(None, owner="o.w n", name="\u00e9#*"), _event(b"\xff", name="x")],
+)
+def test_outgoing_event_properties_equal_aio_pikas(event: CaughtEvent) -> None:
+    # What the publisher sends must be exactly what aio_pika.Message would send.
+    reference = aio_pika.Message(
+        body=b"", content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=event.message_id, timestamp=event.raised_at, app_id="dbevent-bridge",
+        type=f"{event.owner}.{event.name}",
+        headers={"x-dbevent-database": event.database, "x-dbevent-owner": event.owner,
+                 "x-dbevent-name": event.name},
+    )
+    assert build_event_outgoing(event).properties == reference.properties
+    assert build_event_message(event).properties == reference.properties
+
+
+def test_outgoing_gap_properties_equal_aio_pikas() -> None:
+    marker = _marker()
+    reference = aio_pika.Message(
+        body=b"", content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id="gap-1", timestamp=RAISED, app_id="dbevent-bridge",
+        type="dbevent-bridge.gap", headers={"x-dbevent-database": "salesdb"},
+    )
+    outgoing = build_gap_outgoing(marker)
+    assert outgoing.body == gap_body(marker)
+    assert outgoing.properties == reference.properties
+    assert build_gap_message(marker).properties == reference.properties
+
+
+def test_aio_pika_message_does_not_share_the_cached_headers() -> None:
+    build_event_message(_event(b"t")).headers["x-dbevent-name"] = "changed"
+    assert build_event_outgoing(_event(b"t")).properties.headers == {
+        "x-dbevent-database": "salesdb",
+        "x-dbevent-owner": "ingres",
+        "x-dbevent-name": "order_placed",
+    }
 
 
 def test_gap_markers_get_unique_ids() -> None:
