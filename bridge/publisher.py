@@ -321,6 +321,10 @@ class _Entry:
     state: _State
     sends: int = 0
     done: asyncio.Future[None] | None = None  # gap markers: resolved at confirm
+    deadline: float = 0.0  # loop time by which the current send must be confirmed
+    expired: bool = False  # the current send is past its deadline
+    started: bool = False  # the current send's task has begun to run
+    task: asyncio.Task[None] | None = None  # the current send
 
     def log_extra(self) -> dict[str, str]:
         """The `extra` of log lines about this entry."""
@@ -375,6 +379,10 @@ class Publisher:
         self._probing = False
         self._retry_streak = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        # (deadline, entry) of every send, in send order, hence by deadline
+        # (one publish_timeout for all); stale once that send has finished.
+        self._deadlines: deque[tuple[float, _Entry]] = deque()
+        self._watchdog: asyncio.TimerHandle | None = None
         self._kick = asyncio.Event()  # something changed: the send loop looks again
         self._space = asyncio.Event()  # the window has room: the feeder looks again
         self._drive_lock = asyncio.Lock()
@@ -477,6 +485,7 @@ class Publisher:
             raise
         finally:
             self._driving = False
+            self._disarm()
             feeder.cancel()
             await asyncio.gather(feeder, return_exceptions=True)
 
@@ -571,35 +580,49 @@ class Publisher:
         entry.sends += 1
         self._metrics.events_published.inc()
         self._in_flight += 1
-        task = asyncio.create_task(self._publish(entry, session))
+        loop = asyncio.get_running_loop()
+        entry.deadline = loop.time() + self._config.publish_timeout
+        entry.expired = entry.started = False
+        entry.task = task = loop.create_task(self._publish(entry, session))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        self._deadlines.append((entry.deadline, entry))
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(entry.deadline, self._on_deadline)
 
     async def _publish(self, entry: _Entry, session: _Session) -> None:
         assert entry.message is not None
         message = entry.message
         try:
-            # The outer deadline covers waiting for the channel, writing to a
-            # stalled socket and the confirm itself. wait=False: do not hold the
-            # channel lock until the writer task has flushed this frame; that
-            # serialised every publish behind a socket drain (several loop
-            # iterations per message). The confirm window bounds what is queued.
-            async with asyncio.timeout(self._config.publish_timeout):
-                result = await session.channel.basic_publish(
-                    message.body, exchange=self._config.exchange,
-                    routing_key=entry.routing_key, properties=message.properties,
-                    mandatory=True, wait=False,
-                )
+            # The watchdog (_on_deadline) cancels this task at entry.deadline:
+            # that covers waiting for the channel, writing to a stalled socket
+            # and the confirm itself. wait=False: do not hold the channel lock
+            # until the writer task has flushed this frame; that serialised
+            # every publish behind a socket drain (several loop iterations per
+            # message). The confirm window bounds what is queued.
+            entry.started = True
+            if entry.expired:
+                raise TimeoutError  # the loop stalled before this task ever ran
+            result = await session.channel.basic_publish(
+                message.body, exchange=self._config.exchange,
+                routing_key=entry.routing_key, properties=message.properties,
+                mandatory=True, wait=False,
+            )
         except aiormq.exceptions.DeliveryError:
             self._failed_with(entry, _State.NACKED)
         except TimeoutError:
             self._failed_with(entry, _State.TIMED_OUT)
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if task is not None and task.cancelling():
+            assert task is not None
+            if entry.expired and task.cancelling() == 1:
+                task.uncancel()  # the watchdog's cancellation alone: a timeout
+                self._failed_with(entry, _State.TIMED_OUT)
+            elif task.cancelling():
                 raise  # our own cancellation (close, abandon)
-            session.broken = True  # the channel cancelled the confirm: it is gone
-            self._failed_with(entry, _State.LOST)
+            else:
+                session.broken = True  # the channel cancelled the confirm: it is gone
+                self._failed_with(entry, _State.LOST)
         except Exception as exc:
             session.broken = True
             self._failed_with(entry, _State.LOST)
@@ -610,7 +633,45 @@ class Publisher:
             self._acked(entry)
         finally:
             self._in_flight -= 1
+            entry.task = None
+            self._drop_stale_deadlines()
             self._kick.set()
+
+    # -- the watchdog: one timer for the oldest unconfirmed send -----------------------
+
+    def _drop_stale_deadlines(self) -> None:
+        deadlines = self._deadlines
+        while deadlines and not _is_current(*deadlines[0]):
+            deadlines.popleft()
+
+    def _on_deadline(self) -> None:
+        """Time out every send past its deadline, then wait for the next oldest.
+
+        Equivalent to one `asyncio.timeout(publish_timeout)` per send (sends
+        share one timeout, so their deadlines come in send order) at the cost
+        of one timer for the whole window instead of one per message.
+        """
+        self._watchdog = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        deadlines = self._deadlines
+        while deadlines:
+            deadline, entry = deadlines[0]
+            if _is_current(deadline, entry):
+                if deadline > now:
+                    self._watchdog = loop.call_at(deadline, self._on_deadline)
+                    return
+                assert entry.task is not None
+                entry.expired = True
+                if entry.started:  # else it times itself out when it starts:
+                    entry.task.cancel()  # cancelling it now would skip its bookkeeping
+            deadlines.popleft()
+
+    def _disarm(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        self._deadlines.clear()
 
     def _failed_with(self, entry: _Entry, state: _State) -> None:
         entry.state = state
@@ -770,6 +831,7 @@ class Publisher:
     # -- aborting ----------------------------------------------------------------------
 
     async def _cancel_tasks(self) -> None:
+        self._disarm()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -787,6 +849,11 @@ class Publisher:
         self._queued.clear()
         self._failed = 0
         self._probing = False
+
+
+def _is_current(deadline: float, entry: _Entry) -> bool:
+    """True while `entry`'s send with this deadline awaits its confirm."""
+    return entry.task is not None and entry.deadline == deadline
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
