@@ -188,6 +188,7 @@ class Bridge:
         self._backlog: Backlog | None = None
         self._publisher: Publisher | None = None
         self._catcher: Catcher | None = None
+        self._database = ""  # the target's database, named in gap markers
         self._http: HttpServer | None = None
         self._publish_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
@@ -207,6 +208,7 @@ class Bridge:
         loop = asyncio.get_running_loop()
         self._failed = loop.create_future()
         config = catcher_config(self.settings)
+        self._database = database_of(config.target)
         self._open_backlog()
         self._ledger = CatchLedger(self._spool)
         self._restart_gap_from = self._ledger.restart_gap_from()
@@ -413,7 +415,7 @@ class Bridge:
     def _publish_gap(self, lost_from: datetime, lost_until: datetime, reason: str) -> None:
         assert self._publisher is not None
         marker = GapMarker(
-            database=database_of(catcher_config(self.settings).target),
+            database=self._database,
             lost_from=lost_from,
             lost_until=lost_until,
             reason=reason,
