@@ -11,6 +11,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import aio_pika
@@ -79,6 +80,28 @@ def amqp_url() -> Iterator[str]:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)
+
+
+REAL_II_SYSTEM_VARIABLE = "BRIDGE_TEST_REAL_II_SYSTEM"
+
+
+@pytest.fixture(scope="session")
+def real_ii_system() -> Path:
+    """II_SYSTEM of a real Actian/Ingres client installation, for `real_client` tests.
+
+    Opt-in: Actian's library is under Actian's commercial licence, so nothing here
+    downloads it; a user who accepts that licence points BRIDGE_TEST_REAL_II_SYSTEM
+    at an installation (README, "Running against a real Ingres"). pyngres loads one
+    library per process, so tests run the real library in child processes.
+    """
+    value = os.environ.get(REAL_II_SYSTEM_VARIABLE)
+    if not value:
+        pytest.skip(f"{REAL_II_SYSTEM_VARIABLE} is not set: no real OpenAPI library")
+    path = Path(value)
+    library = path / "ingres" / "lib" / "libiiapi.1.so"
+    if not library.is_file():
+        pytest.fail(f"{REAL_II_SYSTEM_VARIABLE}={value}: {library} does not exist")
+    return path
 
 
 @pytest.fixture
