@@ -206,6 +206,9 @@ class Session:
         py = self._py
         parm = py.IIAPI_CONNPARM()
         parm.co_target = self._target.encode()
+        # pyngres leaves co_type 0; from in_version 2 on the real library then
+        # fails the connect with FAILURE and no error handle (aip/apiconn.c).
+        parm.co_type = py.IIAPI_CT_SQL
         if self._user:
             parm.co_username = self._user.encode()
         if self._password:
