@@ -17,7 +17,9 @@ from pathlib import Path
 import aio_pika
 
 from bridge.app import Bridge
+from bridge.openapi import OpenAPIUnavailableError, check_ii_system
 from bridge.settings import IngresTarget, Settings
+from bridge.sim.build import BuildError, ensure_ii_system
 
 # (statement, what it shows)
 _SAMPLE_EVENTS = ("order_created", "stock_low", "price changed")
@@ -42,27 +44,39 @@ def _no_broker_help(url: str, error: BaseException) -> str:
 
 async def run_demo(settings: Settings) -> int:
     """Run the demo; return the exit status (0 when every sample event arrived)."""
+    # The library comes first: pyngres loads it on first import, and nothing
+    # is open yet if it cannot be had.
+    try:
+        os.environ["II_SYSTEM"] = str(_simulator_ii_system())
+    except BuildError as exc:
+        print(f"cannot build the OpenAPI simulator: {exc}")
+        return 1
     url = settings.amqp.url.get_secret_value()
     try:
         connection = await aio_pika.connect(url, timeout=10)
     except Exception as exc:
         print(_no_broker_help(settings.amqp.url_masked, exc))
         return 1
-    from bridge.sim.build import BuildError, ensure_ii_system
-
-    try:
-        os.environ["II_SYSTEM"] = str(ensure_ii_system())
-    except BuildError as exc:
-        print(f"cannot build the OpenAPI simulator: {exc}")
-        return 1
     from bridge.sim.server import ServerThread
 
+    # Closed on every way out, the errors of the steps below included.
     async with connection:
         with ServerThread() as server, tempfile.TemporaryDirectory() as spool_dir:
             target = server.target("ingres", "demo", "demodb")
             await asyncio.to_thread(_create_events, target)
             demo_settings = _demo_settings(settings, target, Path(spool_dir))
             return await _run_with_subscriber(demo_settings, connection, target)
+
+
+def _simulator_ii_system() -> Path:
+    """$II_SYSTEM when it already holds an OpenAPI library, else the simulator's, built now.
+
+    An image ships the library prebuilt and has no compiler to build it with.
+    """
+    try:
+        return check_ii_system().parents[2]  # <II_SYSTEM>/ingres/lib/libiiapi.1.so
+    except OpenAPIUnavailableError:
+        return ensure_ii_system()
 
 
 def _create_events(target: str) -> None:

@@ -6,9 +6,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import aio_pika
 import pytest
 
+from bridge.demo import run_demo
+from bridge.settings import load_settings
 from bridge.sim.server import ServerThread
 
 pytestmark = pytest.mark.amqp
@@ -36,6 +40,43 @@ def test_demo_delivers_every_sample_event(env: dict[str, str], tmp_path: Path) -
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 of 4 events received." in result.stdout
     assert "ingres.price%20changed" in result.stdout
+
+
+def test_demo_uses_the_library_in_ii_system_without_a_compiler(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """As in the demo image: $II_SYSTEM holds the simulator's library, no compiler is there."""
+    no_tools = tmp_path / "empty-bin"
+    no_tools.mkdir()
+    env["PATH"] = str(no_tools)
+    env.pop("CC", None)
+    env["II_SYSTEM"] = os.environ["II_SYSTEM"]  # the session's simulator library
+    result = _run(["demo"], env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 of 4 events received." in result.stdout
+
+
+async def test_demo_that_cannot_get_a_library_leaves_no_connection_open(
+    amqp_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    opened: list[aio_pika.abc.AbstractConnection] = []
+    real_connect = aio_pika.connect
+
+    async def recording_connect(*args: Any, **kwargs: Any) -> aio_pika.abc.AbstractConnection:
+        connection: aio_pika.abc.AbstractConnection = await real_connect(*args, **kwargs)
+        opened.append(connection)
+        return connection
+
+    monkeypatch.setattr(aio_pika, "connect", recording_connect)
+    monkeypatch.delenv("II_SYSTEM")  # restored afterwards: pyngres is loaded from it
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("BRIDGE_SECRETS_DIR", str(tmp_path / "no-secrets"))
+    monkeypatch.chdir(tmp_path)
+    status = await run_demo(load_settings({"amqp": {"url": amqp_url}}))
+    assert status == 1
+    assert "cannot build the OpenAPI simulator" in capsys.readouterr().out
+    assert all(connection.is_closed for connection in opened)
 
 
 def test_demo_without_a_broker_says_how_to_start_one(
