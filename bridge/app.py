@@ -63,6 +63,7 @@ def catcher_config(settings: Settings) -> CatcherConfig:
         events=[name.sql for name in ingres.event_names()],
         get_event_timeout_ms=int(ingres.get_event_timeout * 1000),
         idle_probe_s=ingres.idle_probe_interval,
+        probe_timeout_s=ingres.probe_timeout,
         reconnect_min_s=ingres.reconnect_backoff_min,
         reconnect_max_s=ingres.reconnect_backoff_max,
         operation_timeout_s=ingres.operation_timeout,

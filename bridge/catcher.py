@@ -42,7 +42,8 @@ class CatcherConfig:
     password: str | None
     events: Sequence[str]
     get_event_timeout_ms: int = 500
-    idle_probe_s: float = 60.0
+    idle_probe_s: float = 2.0
+    probe_timeout_s: float = 2.0
     operation_timeout_s: float = 30.0
     reconnect_min_s: float = 0.1
     reconnect_max_s: float = 30.0
@@ -238,7 +239,8 @@ class Catcher:
                     probe_sent = None
                 if time.monotonic() - last_activity >= self._config.idle_probe_s:
                     sent = datetime.now(UTC)
-                    session.probe()  # a half-open session fails or times out here
+                    # A half-open session fails or times out here.
+                    session.probe(self._config.probe_timeout_s)
                     probe_sent = sent
                     last_activity = time.monotonic()
             except OpenAPIError as exc:

@@ -26,7 +26,7 @@ def _check_ingres(settings: Settings) -> str | None:
         session = Session(config.target, config.user, config.password, timeout_s=15.0)
         try:
             session.open()
-            session.probe()
+            session.probe(settings.ingres.probe_timeout)
             for name in config.events:
                 session.execute(f"register dbevent {name}")
         finally:

@@ -197,6 +197,9 @@ class Session:
         # The last event time's whole second, by `_second_key`: a burst of events
         # raised within one second formats and parses it once, not per event.
         self._second_cache: tuple[bytes, datetime] | None = None
+        # Set once an operation got no answer in time: the peer is gone or
+        # half-open, so closing aborts locally instead of waiting for replies.
+        self._unresponsive = False
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -229,6 +232,8 @@ class Session:
         try:
             if self._conn is not None:
                 try:
+                    if self._unresponsive:
+                        raise SessionTimeoutError("close", ST_FAILURE, [])
                     self._close_politely()
                 except OpenAPIError:
                     self._abort()
@@ -324,16 +329,22 @@ class Session:
         finally:
             self._close_statement(stmt)
 
-    def probe(self) -> None:
-        """Prove the session answers (`SELECT 1`), within the session's timeout."""
+    def probe(self, timeout_s: float) -> None:
+        """Prove the session answers (`SELECT 1`) within `timeout_s` in all.
+
+        Its own deadline, shorter than the session's operation timeout: a
+        half-open session must be found in seconds, while a connect to a busy
+        server may legitimately take longer.
+        """
         py = self._py
-        query = self._start_query("select 1")
+        deadline = time.monotonic() + timeout_s
+        query = self._start_query("select 1", deadline)
         stmt = query.qy_stmtHandle
         try:
             descr = py.IIAPI_GETDESCRPARM()
             descr.gd_stmtHandle = stmt
             py.IIapi_getDescriptor(descr)
-            self._complete("select 1: descriptor", descr.gd_genParm)
+            self._complete("select 1: descriptor", descr.gd_genParm, deadline)
             value = ctypes.c_int(0)
             data = (py.IIAPI_DATAVALUE * 1)()
             data[0].dv_length = ctypes.sizeof(value)
@@ -344,11 +355,11 @@ class Session:
             cols.gc_columnCount = 1
             cols.gc_columnData = data
             py.IIapi_getColumns(cols)
-            self._complete("select 1: columns", cols.gc_genParm)
+            self._complete("select 1: columns", cols.gc_genParm, deadline)
         finally:
-            self._close_statement(stmt)
+            self._close_statement(stmt, deadline)
 
-    def _start_query(self, sql: str | bytes) -> Any:
+    def _start_query(self, sql: str | bytes, deadline: float | None = None) -> Any:
         py = self._py
         query = py.IIAPI_QUERYPARM()
         query.qy_connHandle = self._conn
@@ -358,19 +369,19 @@ class Session:
         query.qy_tranHandle = self._tran
         py.IIapi_query(query)
         try:
-            self._complete(_describe(sql), query.qy_genParm)
+            self._complete(_describe(sql), query.qy_genParm, deadline)
         except OpenAPIError:
-            self._close_statement(query.qy_stmtHandle)
+            self._close_statement(query.qy_stmtHandle, deadline)
             raise
         return query
 
-    def _close_statement(self, stmt: int | None) -> None:
+    def _close_statement(self, stmt: int | None, deadline: float | None = None) -> None:
         if stmt is None:
             return
         close = self._py.IIAPI_CLOSEPARM()
         close.cl_stmtHandle = stmt
         self._py.IIapi_close(close)
-        self._complete_ignoring_errors(close.cl_genParm)
+        self._complete_ignoring_errors(close.cl_genParm, deadline)
 
     # -- events ------------------------------------------------------------
 
@@ -490,20 +501,21 @@ class Session:
 
     # -- completion --------------------------------------------------------
 
-    def _complete(self, operation: str, gen: Any) -> int:
-        """Wait for an operation and raise OpenAPIError unless it succeeded."""
-        self._wait_for(gen, time.monotonic() + self._timeout_s, operation)
+    def _complete(self, operation: str, gen: Any, deadline: float | None = None) -> int:
+        """Wait (until `deadline`, else the session's timeout); raise unless it succeeded."""
+        self._wait_for(gen, deadline or time.monotonic() + self._timeout_s, operation)
         return self._check(operation, gen)
 
-    def _complete_ignoring_errors(self, gen: Any) -> None:
+    def _complete_ignoring_errors(self, gen: Any, deadline: float | None = None) -> None:
         with contextlib.suppress(SessionTimeoutError):
-            self._wait_for(gen, time.monotonic() + self._timeout_s, "cleanup")
+            self._wait_for(gen, deadline or time.monotonic() + self._timeout_s, "cleanup")
 
     def _wait_for(self, gen: Any, deadline: float, operation: str) -> int:
         wait = self._py.IIAPI_WAITPARM()
         while not gen.gp_completed:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
+                self._unresponsive = True
                 raise SessionTimeoutError(operation, ST_FAILURE, [])
             wait.wt_timeout = min(remaining_ms, _WAIT_SLICE_MS)
             self._py.IIapi_wait(wait)

@@ -566,9 +566,14 @@ class IngresSettings(_Section):
         default=60.0, description="Longest delay between reconnection attempts (seconds)."
     )
     idle_probe_interval: PositiveDuration = Field(
-        default=30.0,
+        default=2.0,
         description="After this long without an event, probe the connection with a query "
         "(detects a half-open connection; seconds).",
+    )
+    probe_timeout: PositiveDuration = Field(
+        default=2.0,
+        description="How long the idle probe may take before the session counts as half-open "
+        "and is reopened (seconds).",
     )
     operation_timeout: PositiveDuration = Field(
         default=30.0,
@@ -576,7 +581,7 @@ class IngresSettings(_Section):
         "before the session is treated as lost and reopened (seconds).",
     )
     get_event_timeout: PositiveDuration = Field(
-        default=1.0,
+        default=0.5,
         description="How long one IIapi_getEvent waits before returning to check for "
         "shutdown (seconds).",
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.settings import IngresSettings
 from bridge.sim.server import ServerThread
 from tests.faults.conftest import (
     Gap,
@@ -96,18 +97,23 @@ def _reconnect_delays(gaps: list[Gap], back_up: list[float]) -> list[float | Non
     return delays
 
 
+# Issue 11: a half-open session is found within 5 s with the default probe settings.
+HALF_OPEN_NOTICED_WITHIN_S = 5.0
+
+
 async def test_half_open_session_is_noticed_by_the_idle_probe(
     amqp_url: str, sim: ServerThread, unique_name: str, isolated_env: Path,
 ) -> None:
     """The DBMS stops answering without closing: the probe times out and the bridge reconnects.
 
-    The operation timeout (30 s by default) is shortened so that the test takes seconds.
+    The probe settings are the defaults (idle_probe_interval, probe_timeout,
+    get_event_timeout): the figure asserted is the one a user gets.
     """
     with TcpProxy("127.0.0.1", sim.port) as proxy:
         target = sim.target().replace(f",{sim.port}[", f",{proxy.port}[")
+        defaults = IngresSettings()
         settings = fault_settings(isolated_env, amqp_url, target, unique_name,
-                                  ingres={"idle_probe_interval": 0.5,
-                                          "operation_timeout": 1.5})
+                                  ingres={"get_event_timeout": defaults.get_event_timeout})
         async with bound_queue(amqp_url, unique_name) as queue, Subscriber(queue) as sub:
             bridge_ = await start_bridge(settings)
             try:
@@ -128,6 +134,7 @@ async def test_half_open_session_is_noticed_by_the_idle_probe(
             finally:
                 await bridge_.shutdown()
     assert noticed, "the half-open session was never noticed"
+    assert noticed_after <= HALF_OPEN_NOTICED_WITHIN_S, noticed_after
     assert reported, "no gap marker after the half-open session"
     records = before.records + during.records + after.records
     result = verdict("half-open", records, sub.tally, noticed_after_s=noticed_after)
