@@ -18,12 +18,13 @@ that a gap marker can be published.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Final, Protocol
 
 import tenacity
 
@@ -82,6 +83,39 @@ class RegistrationError(CatcherStartupError):
 _FATAL_AT_STARTUP = ("28", "3D", "42")
 
 
+# While no server takes the connection (refused, nobody listening), retry this
+# often: a refused connect costs the DBMS nothing, and the session is back
+# within this delay of the DBMS accepting connections, whatever the outage
+# length. Failures the server answered back off instead (each attempt costs it).
+_UNREACHABLE_RETRY_S: Final = 0.2
+# How often "still unreachable" is logged while those quick retries go on.
+_UNREACHABLE_LOG_EVERY_S: Final = 30.0
+
+
+class _ReconnectWait(tenacity.wait.wait_base):
+    """Quick retries while no server answers; exponential back-off once one does.
+
+    The back-off counts only answered failures, so an outage spent refusing
+    connections does not leave the next answered failure waiting the maximum.
+    Jitter in proportion to the first delay, so that a fleet of bridges does
+    not reconnect in lock-step and a quick setting stays quick.
+    """
+
+    def __init__(self, low: float, high: float) -> None:
+        self._low = low
+        self._high = high
+        self._answered = 0
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None else None
+        if isinstance(error, OpenAPIError) and error.unreachable:
+            return _UNREACHABLE_RETRY_S
+        delay: float = min(self._high, self._low * 2.0 ** min(self._answered, 32))
+        self._answered += 1
+        return delay + random.uniform(0, self._low)
+
+
 class Catcher:
     """Runs the Ingres session on its own thread; see the module docstring."""
 
@@ -92,6 +126,7 @@ class Catcher:
         self._started = threading.Event()
         self._thread: threading.Thread | None = None
         self.startup_error: BaseException | None = None
+        self._unreachable_logged = -_UNREACHABLE_LOG_EVERY_S  # monotonic time of that warning
         self.crashed: BaseException | None = None
 
     def start(self) -> None:
@@ -155,13 +190,7 @@ class Catcher:
     def _connect_with_backoff(self, reconnected: bool) -> Session | None:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(OpenAPIError),
-            # Jitter in proportion to the first delay, so that a fleet of bridges
-            # does not reconnect in lock-step and a quick setting stays quick.
-            wait=tenacity.wait_exponential_jitter(
-                multiplier=self._config.reconnect_min_s,
-                max=self._config.reconnect_max_s,
-                jitter=self._config.reconnect_min_s,
-            ),
+            wait=_ReconnectWait(self._config.reconnect_min_s, self._config.reconnect_max_s),
             stop=tenacity.stop_when_event_set(self._stop),
             sleep=self._interruptible_sleep,
             before_sleep=self._log_retry,
@@ -182,6 +211,18 @@ class Catcher:
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
         wait = state.next_action.sleep if state.next_action else 0.0
         error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, OpenAPIError) and error.unreachable:
+            # Retried several times a second: say so once, then every so often.
+            now = time.monotonic()
+            if now - self._unreachable_logged < _UNREACHABLE_LOG_EVERY_S:
+                return
+            self._unreachable_logged = now
+            log.warning(
+                "Ingres server not reachable, retrying every %.1f s until it is: %s",
+                wait, error, extra={"side": "ingres", "wait_seconds": round(wait, 2)},
+            )
+            return
+        self._unreachable_logged = -_UNREACHABLE_LOG_EVERY_S
         log.warning(
             "Ingres session not available, retrying in %.1f s: %s",
             wait, error, extra={"side": "ingres", "wait_seconds": round(wait, 2)},

@@ -41,6 +41,11 @@ _STATUS_NAMES = {
 
 E_AP_BASE = 0xC90000
 E_AP0001_CONNECTION_ABORTED = E_AP_BASE + 0x0001
+# Connect failures where no DBMS took the call: the real client's "Unable to
+# make outgoing connection" for a closed port (E_CLFE05, 0x1FE05) and the name
+# server's "association partner unavailable" (E_GC0021). Retrying them costs
+# the DBMS nothing.
+_NO_SERVER_ANSWERED = frozenset({0x0001FE05, 0x000C0021})
 
 # Longest event text Ingres carries, plus the VARCHAR's 2-byte length.
 _EVENT_TEXT_MAX = 256
@@ -119,6 +124,12 @@ class OpenAPIError(Exception):
             e.code == E_AP0001_CONNECTION_ABORTED or e.sqlstate.startswith("08")
             for e in self.errors
         )
+
+
+    @property
+    def unreachable(self) -> bool:
+        """True when no server took the call (refused, nobody listening): cheap to retry."""
+        return any(e.code in _NO_SERVER_ANSWERED for e in self.errors)
 
 
 class SessionTimeoutError(OpenAPIError):
