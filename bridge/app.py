@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 from contextlib import suppress
@@ -31,7 +32,7 @@ from bridge.http import HttpServer, start_http
 from bridge.message import GapMarker
 from bridge.metrics import Metrics
 from bridge.publisher import Publisher, PublisherConfig, PublisherError, PublisherStartupError
-from bridge.settings import AmqpSettings, Settings
+from bridge.settings import AmqpSettings, Settings, env_name
 from bridge.spool import Spool
 from bridge.tls import build_ssl_context
 
@@ -102,6 +103,17 @@ def _unreachable(exc: Exception) -> bool:
 def database_of(target: str) -> str:
     """The database a connection target names (`[vnode::]database[/server_class]`)."""
     return target.rsplit("::", 1)[-1].split("/", 1)[0].strip()
+
+
+async def _serve_http(listen: str, metrics: Metrics, health: Health) -> HttpServer:
+    """Start the endpoint; a port in use or a foreign address names the setting to change."""
+    try:
+        return await start_http(listen, metrics, health)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise StartupError(
+            f"{env_name(('http', 'listen'))} (http.listen): cannot listen on {listen}: {reason}"
+        ) from None
 
 
 class _LoopSink:
@@ -214,7 +226,7 @@ class Bridge:
         self._ledger = CatchLedger(self._spool)
         self._restart_gap_from = self._ledger.restart_gap_from()
         if self.settings.http.listen is not None:
-            self._http = await start_http(self.settings.http.listen, self.metrics, self.health)
+            self._http = await _serve_http(self.settings.http.listen, self.metrics, self.health)
             log.info("health and metrics on http://%s:%d/", self._http.host, self._http.port)
         self._publisher = Publisher(publisher_config(self.settings.amqp), self.metrics)
         try:

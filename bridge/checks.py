@@ -1,15 +1,20 @@
-"""`dbevent-bridge check-config`: show the effective settings, then try both sides."""
+"""`dbevent-bridge check-config`: show the effective settings, then try both sides.
+
+It changes nothing anywhere: the exchange is only looked up (a passive
+declare), never declared, so a check against production leaves no trace.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 
 from bridge.app import StartupError, catcher_config, publisher_config
 from bridge.metrics import Metrics
 from bridge.openapi import OpenAPIError, OpenAPIUnavailableError, Session
-from bridge.publisher import Publisher, PublisherError
+from bridge.publisher import ExchangeMissingError, Publisher, PublisherError
 from bridge.settings import Settings
 from bridge.tls import TlsConfigError
 
@@ -36,27 +41,33 @@ def _check_ingres(settings: Settings) -> str | None:
     return None
 
 
-async def _check_amqp(settings: Settings) -> str | None:
-    """Connect and declare (or passively check) the exchange: None when that worked."""
+async def _check_amqp(settings: Settings) -> tuple[str | None, str]:
+    """Connect and look the exchange up: (problem or None, a note for a good result)."""
     try:
-        publisher = Publisher(publisher_config(settings.amqp), Metrics())
+        passive = dataclasses.replace(publisher_config(settings.amqp), declare_exchange=False)
+        publisher = Publisher(passive, Metrics())
         try:
             await publisher.start()
         finally:
             await publisher.close()
+    except ExchangeMissingError as exc:
+        if settings.amqp.declare_exchange:
+            exchange = settings.amqp.exchange
+            return None, f" (exchange {exchange!r} does not exist yet; run declares it)"
+        return str(exc), ""
     except (PublisherError, TlsConfigError, ValueError) as exc:
-        return str(exc)
-    return None
+        return str(exc), ""
+    return None, ""
 
 
 async def check_config(settings: Settings) -> int:
     """Print the masked settings and the result of each check; return the exit status."""
     print(json.dumps(settings.masked_dict(), indent=2, default=str))
-    ingres_problem, amqp_problem = await asyncio.gather(
+    ingres_problem, (amqp_problem, amqp_note) = await asyncio.gather(
         asyncio.to_thread(_check_ingres, settings), _check_amqp(settings)
     )
     _report("Ingres", ingres_problem)
-    _report("RabbitMQ", amqp_problem)
+    _report("RabbitMQ", amqp_problem, amqp_note)
     if ingres_problem and amqp_problem:
         return EXIT_BOTH_DOWN
     if ingres_problem:
@@ -64,8 +75,8 @@ async def check_config(settings: Settings) -> int:
     return EXIT_AMQP_DOWN if amqp_problem else EXIT_OK
 
 
-def _report(side: str, problem: str | None) -> None:
+def _report(side: str, problem: str | None, note: str = "") -> None:
     if problem is None:
-        print(f"{side}: OK")
+        print(f"{side}: OK{note}")
     else:
         print(f"{side}: FAILED: {problem}", file=sys.stderr)

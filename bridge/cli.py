@@ -1,8 +1,8 @@
 """The `dbevent-bridge` command line (also `python -m bridge`).
 
 Exit statuses: 0 success; 1 a runtime failure (the log says why); 2 invalid
-settings (one line per problem on stderr); `check-config`: 3 Ingres did not
-answer, 4 RabbitMQ did not answer, 5 neither did.
+settings or no Ingres client library (one line per problem on stderr);
+`check-config`: 3 Ingres did not answer, 4 RabbitMQ did not answer, 5 neither did.
 """
 
 from __future__ import annotations
@@ -55,12 +55,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         settings = load_settings(overrides_from_args(args), getattr(args, "config", None))
-        if args.command == "run":
+        if args.command in ("run", "check-config"):
+            # check-config passes exactly what run accepts, no more.
             settings.require_runnable()
     except SettingsError as exc:
         for problem in exc.problems:
             print(f"dbevent-bridge: {problem}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
+
+    if args.command == "run":
+        from bridge.openapi import OpenAPIUnavailableError, check_ii_system
+
+        try:
+            # Before logging starts: without the client library nothing else matters.
+            check_ii_system()
+        except OpenAPIUnavailableError as exc:
+            print(f"dbevent-bridge: {exc}", file=sys.stderr)
+            return EXIT_BAD_SETTINGS
 
     from bridge.logs import configure_logging
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.logs import redact
+from bridge.masking import redact
 
 __all__ = ["COMPONENTS", "Health"]
 

@@ -15,23 +15,18 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
+
+from bridge.masking import redact
 
 __all__ = [
     "ConsoleFormatter",
     "JsonFormatter",
     "RedactingFilter",
     "configure_logging",
-    "redact",
 ]
-
-# `scheme://user:password@` -> `scheme://user:***@`. The password part runs to
-# the last '@' of the token (greedy, no whitespace), so that a password holding a
-# raw, unescaped '@' is hidden whole rather than half.
-_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s:/@]*:)\S*@")
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD_ATTRS = frozenset(
@@ -42,11 +37,6 @@ _STANDARD_ATTRS = frozenset(
 # Marks the handler this module installed, so configure_logging can be called
 # again (tests, reloads) without stacking handlers or removing anyone else's.
 _HANDLER_MARK = "_dbevent_bridge_handler"
-
-
-def redact(text: str) -> str:
-    """Return `text` with the password of every `scheme://user:password@` replaced by ***."""
-    return _URL_PASSWORD.sub(r"\1***@", text)
 
 
 def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:

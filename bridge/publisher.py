@@ -78,6 +78,7 @@ import stamina
 from yarl import URL
 
 from bridge.event import CaughtEvent
+from bridge.masking import hide, mask_url
 from bridge.message import (
     GapMarker,
     Outgoing,
@@ -116,6 +117,10 @@ class PublisherStartupError(PublisherError):
     def __init__(self, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+
+
+class ExchangeMissingError(PublisherStartupError):
+    """The exchange does not exist, and the publisher was told not to declare it."""
 
 
 # Connect failures that waiting does not cure.
@@ -226,12 +231,6 @@ class QueueSource:
     def confirmed(self, event: CaughtEvent) -> None:
         """Counts confirmations; an in-memory source has nothing to forget."""
         self.confirmed_count += 1
-
-
-def mask_url(url: str) -> str:
-    """`url` with its password (if any) replaced by `****`, for messages and logs."""
-    parsed = URL(url)
-    return str(parsed.with_password("****")) if parsed.password else str(parsed)
 
 
 def vhost_of(url: str) -> str:
@@ -796,7 +795,7 @@ class Publisher:
             else:
                 await channel.get_exchange(cfg.exchange, ensure=True)  # passive declare
         except aiormq.exceptions.ChannelNotFoundEntity:
-            raise PublisherStartupError(
+            raise ExchangeMissingError(
                 f"{where} does not exist; with declare_exchange=false it must be declared "
                 "beforehand"
             ) from None
@@ -815,7 +814,7 @@ class Publisher:
         """An exception as text, guaranteed free of the password."""
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         password = URL(self._config.url).password
-        return text.replace(password, "****") if password else text
+        return hide(text, password)
 
     async def _close_session(self, session: _Session) -> None:
         session.broken = True

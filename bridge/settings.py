@@ -57,6 +57,8 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
     NestedSecretsSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
@@ -64,6 +66,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bridge.masking import MASK, mask_target, mask_url, target_has_credentials
 from bridge.routing import validate_template
 
 __all__ = [
@@ -97,7 +100,9 @@ NESTED_DELIMITER = "__"
 DEFAULT_SECRETS_DIR = Path("/run/secrets")
 CONFIG_FILE_ENV = "BRIDGE_CONFIG_FILE"
 SECRETS_DIR_ENV = "BRIDGE_SECRETS_DIR"
-MASK = "***"
+
+# A `[user,password]` part of a target, removed to count the parts of a dynamic node.
+_CREDENTIALS_PART = re.compile(r"\[[^\],]*,[^\]]*\]")
 
 # Settings whose input must never be echoed in an error message.
 _SECRET_PATHS = frozenset({("ingres", "password"), ("ingres", "target"), ("amqp", "url")})
@@ -216,14 +221,6 @@ def _empty_to_none(value: object) -> object:
 # --------------------------------------------------------------------------- secret-bearing strings
 
 
-_TARGET_CREDENTIALS = re.compile(r"\[([^\],]*),([^\]]*)\]")
-
-
-def _mask_target(target: str) -> str:
-    """The Ingres target with the password of a `[user,password]` part replaced by ***."""
-    return _TARGET_CREDENTIALS.sub(lambda m: f"[{m.group(1)},{MASK}]", target)
-
-
 class IngresTarget(SecretStr):
     """An Ingres connection target; shown with the password of `[user,password]` masked.
 
@@ -232,7 +229,7 @@ class IngresTarget(SecretStr):
     """
 
     def _display(self) -> str:
-        return _mask_target(self.get_secret_value())
+        return mask_target(self.get_secret_value())
 
     @property
     def masked(self) -> str:
@@ -242,7 +239,7 @@ class IngresTarget(SecretStr):
     @property
     def has_credentials(self) -> bool:
         """Whether the target carries `[user,password]` itself."""
-        return _TARGET_CREDENTIALS.search(self.get_secret_value()) is not None
+        return target_has_credentials(self.get_secret_value())
 
 
 def _check_target(target: IngresTarget) -> IngresTarget:
@@ -250,8 +247,8 @@ def _check_target(target: IngresTarget) -> IngresTarget:
     text = target.get_secret_value().strip()
     if not text:
         raise ValueError("must not be empty; e.g. mydb, myvnode::mydb or @host,tcp_ip,II::mydb")
-    shown = _mask_target(text)
-    if text.count("[") != text.count("]") or ("[" in text and not _TARGET_CREDENTIALS.search(text)):
+    shown = mask_target(text)
+    if text.count("[") != text.count("]") or ("[" in text and not target_has_credentials(text)):
         # Not shown: with its brackets broken, the password cannot be found to mask it.
         raise ValueError("credentials must be written [user,password] (target not shown)")
     node, sep, database = text.rpartition("::")
@@ -259,26 +256,16 @@ def _check_target(target: IngresTarget) -> IngresTarget:
         raise ValueError(f"has '::' but no node before it; got {shown!r}")
     if not database.strip() or database.strip() != database:
         raise ValueError(f"needs a database name (after '::' if a node is given); got {shown!r}")
-    if node.startswith("@") and len(_TARGET_CREDENTIALS.sub("", node).split(",")) != 3:
+    if node.startswith("@") and len(_CREDENTIALS_PART.sub("", node).split(",")) != 3:
         raise ValueError(f"a dynamic node is written @host,protocol,port; got {shown!r}")
     return IngresTarget(text)
-
-
-def _mask_url(url: str) -> str:
-    """The URL with the password in its user information replaced by ***."""
-    parts = urlsplit(url)
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    user, colon, _password = userinfo.partition(":")
-    if not at or not colon:
-        return url
-    return parts._replace(netloc=f"{user}:{MASK}@{hostport}").geturl()
 
 
 class AmqpUrl(SecretStr):
     """The broker URL; shown with its password masked, complete via `get_secret_value()`."""
 
     def _display(self) -> str:
-        return _mask_url(self.get_secret_value())
+        return mask_url(self.get_secret_value())
 
 
 def _check_amqp_url(url: AmqpUrl) -> AmqpUrl:
@@ -706,7 +693,7 @@ class AmqpSettings(_Section):
     @property
     def url_masked(self) -> str:
         """The broker URL with its password replaced by ***: for logs and status pages."""
-        return _mask_url(self.url.get_secret_value())
+        return mask_url(self.url.get_secret_value())
 
     @property
     def uses_tls(self) -> bool:
@@ -819,6 +806,28 @@ class _SourcePlan:
 
 _PLAN: ContextVar[_SourcePlan | None] = ContextVar("bridge_settings_plan", default=None)
 
+# BRIDGE_ variables of the process environment that are not settings: they say
+# where the settings are (read before any source), or where the simulator builds.
+_ENVIRONMENT_ONLY = frozenset({"config_file", "secrets_dir", "sim_cache_dir"})
+
+
+class _EnvironmentSource(DotEnvSettingsSource):
+    """The process environment, checked like `.env`: an unknown BRIDGE_ name is an error.
+
+    pydantic-settings' environment source ignores names it does not know, so
+    `BRIDGE_AMQP_URL` (one underscore) would be dropped in silence. Its `.env`
+    source with `dotenv_filtering="match_prefix"` keeps every prefixed name,
+    which `extra="forbid"` then reports with a suggestion; this source is that
+    one, reading the process environment instead of a file.
+    """
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return EnvSettingsSource._load_env_vars(self)
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        return {key: value for key, value in data.items() if key not in _ENVIRONMENT_ONLY}
+
 
 class Settings(BaseSettings):
     """Every setting of the bridge.
@@ -870,7 +879,8 @@ class Settings(BaseSettings):
             secrets_nested_delimiter=NESTED_DELIMITER,
         )
         toml = TomlConfigSettingsSource(settings_cls, toml_file=plan.config_file)
-        return init_settings, env_settings, dotenv_settings, secrets, toml
+        environment = _EnvironmentSource(settings_cls, env_file=None)
+        return init_settings, environment, dotenv_settings, secrets, toml
 
     @classmethod
     def isolated(cls, overrides: Mapping[str, Any] | None = None) -> Settings:
@@ -1088,7 +1098,7 @@ def load_settings(
 
 
 _SOURCE_NAMES = {
-    "EnvSettingsSource": "the environment",
+    "_EnvironmentSource": "the environment",
     "DotEnvSettingsSource": ".env",
     "NestedSecretsSettingsSource": "the secrets directory",
 }

@@ -36,6 +36,13 @@ def use_simulated_ii_system() -> str:
 
 use_simulated_ii_system()
 
+REAL_II_SYSTEM_VARIABLE = "BRIDGE_TEST_REAL_II_SYSTEM"
+# The test suite's own BRIDGE_TEST_ variables are taken out of the environment
+# here, once: the bridge rejects BRIDGE_ names it does not know (a typo must
+# not pass silently), and every bridge a test starts inherits this environment.
+_TEST_AMQP_URL = os.environ.pop("BRIDGE_TEST_AMQP_URL", "")
+_REAL_II_SYSTEM = os.environ.pop(REAL_II_SYSTEM_VARIABLE, "")
+
 
 def _answers(url: str) -> bool:
     parts = urlsplit(url)
@@ -59,7 +66,7 @@ def _docker_answers() -> bool:
 @pytest.fixture(scope="session")
 def amqp_url() -> Iterator[str]:
     """The URL of a real RabbitMQ broker (see module docstring for where it comes from)."""
-    url = os.environ.get("BRIDGE_TEST_AMQP_URL")
+    url = _TEST_AMQP_URL
     if url:
         if not _answers(url):
             pytest.fail(f"BRIDGE_TEST_AMQP_URL={url} does not answer; start the broker")
@@ -82,9 +89,6 @@ def amqp_url() -> Iterator[str]:
     pytest.skip(message)
 
 
-REAL_II_SYSTEM_VARIABLE = "BRIDGE_TEST_REAL_II_SYSTEM"
-
-
 @pytest.fixture(scope="session")
 def real_ii_system() -> Path:
     """II_SYSTEM of a real Actian/Ingres client installation, for `real_client` tests.
@@ -94,7 +98,7 @@ def real_ii_system() -> Path:
     at an installation (README, "Running against a real Ingres"). pyngres loads one
     library per process, so tests run the real library in child processes.
     """
-    value = os.environ.get(REAL_II_SYSTEM_VARIABLE)
+    value = _REAL_II_SYSTEM
     if not value:
         pytest.skip(f"{REAL_II_SYSTEM_VARIABLE} is not set: no real OpenAPI library")
     path = Path(value)

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from bridge.logs import configure_logging, redact
+from bridge.logs import configure_logging
+from bridge.masking import redact
 
 
 @pytest.fixture

@@ -202,6 +202,30 @@ def test_dotenv_ignores_unprefixed_names_but_rejects_misspelt_bridge_names(
     ]
 
 
+def test_environment_rejects_misspelt_bridge_names_like_dotenv(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PATH_EXTRA", "1")
+    monkeypatch.setenv("BRIDGE_AMQP_URL", "amqp://u:pw@h/")
+    monkeypatch.setenv("BRIDGE_FOO", "1")
+    monkeypatch.setenv("BRIDGE_AMQP__EXCHANGE_TYP", "fanout")
+    assert sorted(problems_of()) == [
+        "BRIDGE_AMQP_URL (amqp_url): unknown setting; did you mean amqp.url (BRIDGE_AMQP__URL)?",
+        "BRIDGE_AMQP__EXCHANGE_TYP (amqp.exchange_typ): unknown setting; did you mean "
+        "amqp.exchange_type (BRIDGE_AMQP__EXCHANGE_TYPE)?",
+        "BRIDGE_FOO (foo): unknown setting; known here: ingres, amqp, spool, queue, shutdown, "
+        "http, log",
+    ]
+
+
+def test_environment_only_bridge_variables_are_not_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("BRIDGE_CONFIG_FILE", str(write_toml(tmp_path, "[queue]\nmax_events=5\n")))
+    monkeypatch.setenv("BRIDGE_SIM_CACHE_DIR", str(tmp_path / "cache"))
+    assert load_settings().queue.max_events == 5
+
+
 def test_config_file_variable_in_dotenv_is_explained(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("BRIDGE_CONFIG_FILE=/etc/bridge.toml\n")
     assert problems_of() == [

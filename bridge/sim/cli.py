@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -66,19 +67,52 @@ async def _serve(server: SimServer) -> None:
         await server.stop()
 
 
+class _UsageError(Exception):
+    """A bad argument: reported as one line, exit status 2."""
+
+
+def _read_users(path: Path) -> dict[str, str]:
+    """The --users file: a JSON object of user names to passwords."""
+    try:
+        users = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise _UsageError(f"--users {path}: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _UsageError(f"--users {path}: not a JSON file: {exc}") from None
+    if not isinstance(users, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in users.items()
+    ):
+        raise _UsageError(f'--users {path}: expected a JSON object {{"user": "password"}}')
+    return users
+
+
+def _address(option: str, text: str) -> tuple[str, int]:
+    try:
+        host, port = control.parse_address(text)
+    except ValueError as exc:
+        raise _UsageError(f"{option}: {exc}") from None
+    if port > 65535:
+        raise _UsageError(f"{option}: port {port} is out of range (0-65535)")
+    return host, port
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
+    host, port = _address("--listen", args.listen)
+    users = None if args.users is None else _read_users(args.users)
+    level = args.log_level.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise _UsageError(f"--log-level: expected DEBUG, INFO, WARNING or ERROR; got {level!r}")
     logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        level=level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
-    host, port = control.parse_address(args.listen)
-    users: dict[str, str] | None = None
-    if args.users is not None:
-        users = json.loads(args.users.read_text())
     server = SimServer(host, port, databases=args.database, dba=args.dba, users=users)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(server))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve(server))
+    except OSError as exc:
+        # Binding is the only thing here that touches the system: name the option.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise _UsageError(f"--listen {args.listen}: cannot listen: {reason}") from None
     return 0
 
 
@@ -95,7 +129,7 @@ def _cmd_ii_system() -> int:
 
 
 def _cmd_ctl(args: argparse.Namespace) -> int:
-    host, port = control.parse_address(args.server)
+    host, port = _address("--server", args.server)
     command: dict[str, Any]
     if args.op == "drop-sessions":
         command = {"op": "drop_sessions"}
@@ -119,8 +153,12 @@ def _cmd_ctl(args: argparse.Namespace) -> int:
 def main(argv: list[str], prog: str = "python -m bridge.sim") -> int:
     """Run the simulator command line; returns the exit status."""
     args = _parser(prog).parse_args(argv)
-    if args.command == "serve":
-        return _cmd_serve(args)
-    if args.command == "ii-system":
-        return _cmd_ii_system()
-    return _cmd_ctl(args)
+    try:
+        if args.command == "serve":
+            return _cmd_serve(args)
+        if args.command == "ii-system":
+            return _cmd_ii_system()
+        return _cmd_ctl(args)
+    except _UsageError as exc:
+        print(f"{prog} {args.command}: {exc}", file=sys.stderr)
+        return 2

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import aio_pika
+import aiormq.exceptions
 import pytest
 
 from bridge.demo import run_demo
@@ -130,3 +133,76 @@ def test_run_without_target_or_events_exits_2(env: dict[str, str], tmp_path: Pat
     assert len(lines) == 2
     assert "BRIDGE_INGRES__TARGET" in lines[0]
     assert "BRIDGE_INGRES__EVENTS" in lines[1]
+
+
+def test_check_config_needs_what_run_needs(env: dict[str, str], tmp_path: Path) -> None:
+    result = _run(["check-config"], env, tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2
+    assert "BRIDGE_INGRES__TARGET" in lines[0]
+    assert "BRIDGE_INGRES__EVENTS" in lines[1]
+    assert "RabbitMQ" not in result.stdout
+
+
+async def test_check_config_looks_the_exchange_up_without_declaring_it(
+    env: dict[str, str], tmp_path: Path, unique_name: str,
+    amqp_connection: aio_pika.abc.AbstractConnection,
+) -> None:
+    with ServerThread() as sim:
+        sim.create_event("ingres", "order_created")
+        env["BRIDGE_INGRES__TARGET"] = sim.target()
+        env["BRIDGE_INGRES__EVENTS"] = "order_created"
+        env["BRIDGE_AMQP__EXCHANGE"] = unique_name
+        declares = await asyncio.to_thread(_run, ["check-config"], env, tmp_path)
+        env["BRIDGE_AMQP__DECLARE_EXCHANGE"] = "false"
+        must_exist = await asyncio.to_thread(_run, ["check-config"], env, tmp_path)
+    assert declares.returncode == 0, declares.stdout + declares.stderr
+    assert f"RabbitMQ: OK (exchange '{unique_name}' does not exist yet; run declares it)" \
+        in declares.stdout
+    assert must_exist.returncode == 4
+    assert "does not exist" in must_exist.stderr
+    channel = await amqp_connection.channel()
+    with pytest.raises(aiormq.exceptions.ChannelNotFoundEntity):
+        await channel.get_exchange(unique_name, ensure=True)  # still not declared
+
+
+def test_unknown_bridge_variable_in_the_environment_exits_2(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    env["BRIDGE_AMQP_URL"] = "amqp://guest:t0psecret@elsewhere:5672/"
+    result = _run(["check-config"], env, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "dbevent-bridge: BRIDGE_AMQP_URL (amqp_url): unknown setting; did you mean amqp.url "
+        "(BRIDGE_AMQP__URL)?\n"
+    )
+    assert "RabbitMQ" not in result.stdout
+
+
+def test_run_without_ii_system_says_so_in_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    env.pop("II_SYSTEM", None)
+    env["BRIDGE_INGRES__TARGET"] = "mydb"
+    env["BRIDGE_INGRES__EVENTS"] = "order_created"
+    result = _run(["run"], env, tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("dbevent-bridge: II_SYSTEM is not set: ")
+    assert result.stderr.count("\n") == 1
+
+
+def test_http_port_in_use_names_the_setting(env: dict[str, str], tmp_path: Path) -> None:
+    with socket.socket() as taken, ServerThread() as sim:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        env["BRIDGE_INGRES__TARGET"] = sim.target()
+        env["BRIDGE_INGRES__EVENTS"] = "order_created"
+        env["BRIDGE_HTTP__LISTEN"] = listen
+        env["BRIDGE_SPOOL__PATH"] = str(tmp_path / "spool.db")
+        env["BRIDGE_LOG__FORMAT"] = "console"
+        result = _run(["run"], env, tmp_path)
+    assert result.returncode == 1
+    assert f"BRIDGE_HTTP__LISTEN (http.listen): cannot listen on {listen}: " \
+        "Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr

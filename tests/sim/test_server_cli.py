@@ -115,3 +115,37 @@ def test_ii_system_reports_a_build_error(
     _fake_build(monkeypatch, None)
     assert cli.main(["ii-system"]) == 1
     assert "no C compiler" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["serve", "--listen", "nowhere"], "--listen: expected HOST:PORT, got 'nowhere'"),
+        (["serve", "--listen", "127.0.0.1:70000"], "--listen: port 70000 is out of range"),
+        (["serve", "--users", "/no/such/users.json"], "--users /no/such/users.json: No such file"),
+        (["ctl", "--server", "x", "stats"], "--server: expected HOST:PORT, got 'x'"),
+    ],
+)
+def test_bad_arguments_fail_with_one_line(
+    args: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(args, prog="dbevent-bridge sim") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"dbevent-bridge sim {args[0]}: {expected}"), err
+
+
+def test_serve_on_a_port_in_use_names_the_option(
+    thread_server: ServerThread, tmp_path: Path
+) -> None:
+    users = tmp_path / "users.json"
+    users.write_text('{"ingres": "pw"}')
+    taken = f"127.0.0.1:{thread_server.port}"
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge.sim", "serve", "--listen", taken, "--users", str(users)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"python -m bridge.sim serve: --listen {taken}: cannot listen: Address already in use\n"
+    )
