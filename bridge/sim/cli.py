@@ -2,7 +2,7 @@
 
 serve --listen HOST:PORT [--database NAME ...] [--dba USER] [--users FILE]
 ii-system
-ctl --server HOST:PORT drop-sessions|refuse SECONDS|delay MS|restart SECONDS|stats
+ctl --server HOST:PORT drop-sessions|refuse SECONDS|delay MS|clock SECONDS|restart SECONDS|stats
 """
 
 from __future__ import annotations
@@ -49,7 +49,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     ops.add_parser("drop-sessions")
     ops.add_parser("stats")
     ops.add_parser("refuse").add_argument("seconds", type=float)
-    ops.add_parser("delay").add_argument("ms", type=float)
+    ops.add_parser("delay", help="the event thread hands SHARE events over MS late").add_argument(
+        "ms", type=float
+    )
+    ops.add_parser("clock", help="run the DBMS clock SECONDS ahead of the host").add_argument(
+        "seconds", type=float
+    )
     ops.add_parser("restart").add_argument("seconds", type=float)
     return parser
 
@@ -137,6 +142,8 @@ def _cmd_ctl(args: argparse.Namespace) -> int:
         command = {"op": "refuse", "seconds": args.seconds}
     elif args.op == "delay":
         command = {"op": "delay", "ms": args.ms}
+    elif args.op == "clock":
+        command = {"op": "clock", "offset_seconds": args.seconds}
     elif args.op == "restart":
         command = {"op": "restart", "down_seconds": args.seconds}
     else:

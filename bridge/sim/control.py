@@ -73,8 +73,13 @@ def refuse(host: str, port: int, seconds: float) -> dict[str, Any]:
 
 
 def delay(host: str, port: int, ms: float) -> dict[str, Any]:
-    """Hold every event `ms` milliseconds before delivery."""
+    """Make the event thread hand SHARE events over `ms` milliseconds late."""
     return send(host, port, {"op": "delay", "ms": ms})
+
+
+def clock(host: str, port: int, offset_seconds: float) -> dict[str, Any]:
+    """Run the DBMS clock `offset_seconds` ahead of the host's (negative: behind)."""
+    return send(host, port, {"op": "clock", "offset_seconds": offset_seconds})
 
 
 def restart(host: str, port: int, down_seconds: float) -> dict[str, Any]:

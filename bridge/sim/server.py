@@ -6,9 +6,18 @@ Actian and as the Ingres source (fosslc/Ingres) implements it:
 * dbevents live in a database, owned by their creator (the schema);
   unqualified names resolve to the current user's event, then the DBA's;
 * REGISTER/RAISE need ownership or a GRANT to the user or PUBLIC;
-* a raise is delivered at once to the sessions registered at that moment
-  (SHARE) or to the raising session only, if registered (NOSHARE); it is not
-  transactional and not durable;
+* a NOSHARE raise is queued at once to the raising session, if registered,
+  ahead of the RAISE statement's reply; a SHARE raise goes through the
+  server's event thread (`sce_raise` broadcasts it, `sce_thread` queues it to
+  every session registered when it is dispatched, the raiser included; sce.c),
+  so it is written after the RAISE's reply, `delay` ms later when a delay is
+  set; either way the event is not transactional and not durable;
+* the event is stamped when it is raised, with the DBMS clock (`adu_datenow`
+  in qeaevent.c), which `clock_offset` can set apart from the host's clock;
+* name, owner and database reach the client cut at their first blank
+  (`sce_gcevent` in scenotify.c: Ingres names are blank-padded);
+* `SELECT <integer>` types the literal as the smallest Ingres integer that
+  holds it: `SELECT 1` is an INTEGER2 of length 2, as the real server answers;
 * DROP DBEVENT leaves existing registrations in place (SQL reference, "Drop
   Dbevent"): they see the event again if it is re-created;
 * event text is bytes, cut silently at DB_EVDATA_MAX (256) bytes; empty text
@@ -151,6 +160,7 @@ class SimServer:
         users: Mapping[str, str] | None = None,
         version: str = DEFAULT_VERSION,
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
+        clock_offset: float = 0.0,
     ) -> None:
         self.host = host
         self._port = port
@@ -165,6 +175,7 @@ class SimServer:
         self._listener: asyncio.Server | None = None
         self._reopen: asyncio.TimerHandle | None = None
         self._delay = 0.0
+        self.clock_offset = clock_offset  # seconds the DBMS clock runs ahead of the host's
         self._pending: deque[_Pending] = deque()
         self._pump: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -278,9 +289,18 @@ class SimServer:
         log.info("dbmssim listening again on %s:%d", self.host, self._port)
 
     def set_delay(self, ms: float) -> None:
-        """Hold every event `ms` milliseconds before writing it; 0 ends it."""
+        """Make the event thread hand SHARE events over `ms` milliseconds late; 0 ends it."""
         self._delay = max(0.0, ms) / 1000.0
-        log.info("fault: delivery delay %.0f ms", ms)
+        log.info("fault: event thread delay %.0f ms", ms)
+
+    def set_clock_offset(self, seconds: float) -> None:
+        """Run the DBMS clock `seconds` ahead of the host's (negative: behind)."""
+        self.clock_offset = seconds
+        log.info("fault: DBMS clock offset %+.3fs", seconds)
+
+    def now(self) -> float:
+        """The DBMS clock: POSIX seconds, the host's time plus `clock_offset`."""
+        return time.time() + self.clock_offset
 
     async def go_down(self) -> None:
         """First half of a restart: drop every session and close the listener."""
@@ -312,6 +332,7 @@ class SimServer:
             "listening": self.listening,
             "port": self._port,
             "delay_ms": self._delay * 1000.0,
+            "clock_offset": self.clock_offset,
             "dbevents": [
                 {"database": db.name, "owner": ev.owner, "name": ev.name}
                 for db in self._databases.values()
@@ -480,7 +501,7 @@ class SimServer:
             case sql.GrantEvent():
                 self._grant(session, stmt)
             case sql.SelectConstant(value):
-                return self._rows(wire.IIAPI_INT_TYPE, 4, struct.pack("<i", value))
+                return self._rows(wire.IIAPI_INT_TYPE, *_integer(value))
             case sql.SelectDbmsinfo(request):
                 info = self._dbmsinfo(session, request).encode("utf-8", "surrogateescape")
                 return self._rows(wire.IIAPI_VCH_TYPE, DBMSINFO_LENGTH + 2, info)
@@ -502,7 +523,7 @@ class SimServer:
             "system_user": session.user,
             "dba": session.database.dba,
             "session_id": f"{session.id:016x}",
-            "_bintim": str(int(time.time())),
+            "_bintim": str(int(self.now())),
             "autocommit_state": "0",
         }
         # Unknown request names give an empty string, as dbmsinfo() does.
@@ -602,7 +623,14 @@ class SimServer:
         share: bool,
         raiser: Session | None,
     ) -> int:
-        """Queue the event to the sessions registered now; returns how many."""
+        """Queue the event to the sessions registered now; returns how many.
+
+        NOSHARE is written at once, ahead of the RAISE's reply. SHARE goes
+        through the pending queue, the event thread: it is written after the
+        reply (the pump runs once the statement's handler has written it),
+        `delay` later when one is set. Its targets are taken now, at raise
+        time; a session that ends meanwhile is skipped at delivery.
+        """
         key = (event.owner, event.name)
         holders = db.registered.get(key, set())
         if share:
@@ -613,16 +641,20 @@ class SimServer:
         if not targets:
             return 0
         data = wire.event_frame(
-            event.name, event.owner, db.name, wire.encode_ingresdate(), _cut(text)
+            _first_word(event.name),
+            _first_word(event.owner),
+            _first_word(db.name),
+            wire.encode_ingresdate(self.now()),
+            _cut(text),
         )
-        if self._delay > 0 or self._pending:
-            # Held events keep their order: later ones queue behind them.
-            loop = asyncio.get_running_loop()
-            self._pending.append(_Pending(loop.time() + self._delay, targets, data))
-            if self._pump is None or self._pump.done():
-                self._pump = asyncio.ensure_future(self._pump_pending())
-        else:
+        if not share:
             self._deliver(targets, data)
+            return len(targets)
+        # Dispatched events keep their order: later ones queue behind held ones.
+        loop = asyncio.get_running_loop()
+        self._pending.append(_Pending(loop.time() + self._delay, targets, data))
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.ensure_future(self._pump_pending())
         return len(targets)
 
     def _deliver(self, targets: list[Session], data: bytes) -> None:
@@ -685,6 +717,9 @@ class SimServer:
         if op == "delay":
             self.set_delay(float(command["ms"]))
             return {"ok": True}, None
+        if op == "clock":
+            self.set_clock_offset(float(command["offset_seconds"]))
+            return {"ok": True}, None
         if op == "restart":
             down = float(command["down_seconds"])
             await self.go_down()
@@ -705,6 +740,22 @@ def _cut(text: bytes | None) -> bytes | None:
     if not text:
         return None
     return text[:DB_EVDATA_MAX]
+
+
+def _first_word(name: str) -> str:
+    """What the client receives of a name: up to its first blank (scenotify.c)."""
+    return name.split(" ", 1)[0]
+
+
+def _integer(value: int) -> tuple[int, bytes]:
+    """(length, little-endian bytes) of the smallest Ingres integer holding `value`.
+
+    The parser lets no literal past INTEGER8 through (a DECIMAL in Ingres).
+    """
+    for length, fmt in ((2, "<h"), (4, "<i")):
+        if value < 1 << (8 * length - 1):
+            return length, struct.pack(fmt, value)
+    return 8, struct.pack("<q", value)
 
 
 def _error(err: IngresError) -> bytes:
@@ -781,6 +832,10 @@ class ServerThread:
     def set_delay(self, ms: float) -> None:
         """See SimServer.set_delay."""
         self._call(self._sync(self.server.set_delay, ms))
+
+    def set_clock_offset(self, seconds: float) -> None:
+        """See SimServer.set_clock_offset."""
+        self._call(self._sync(self.server.set_clock_offset, seconds))
 
     def restart(self, down_seconds: float) -> None:
         """See SimServer.restart; returns once the server listens again."""

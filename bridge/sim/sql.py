@@ -464,6 +464,8 @@ class _Parser:
 
     def _select(self) -> Statement:
         if self.tok.kind == "number":
+            if int(self.tok.text) >= 1 << 63:  # a DECIMAL literal in Ingres: not simulated
+                raise self.fail()
             return SelectConstant(int(self.advance().text))
         self.kw("dbmsinfo")
         self.punct("(")

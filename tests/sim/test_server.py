@@ -406,7 +406,7 @@ async def test_events_arrive_between_query_responses(sim: SimServer) -> None:
     await listener.ok("register dbevent ev")
     await raiser.ok("raise dbevent ev 'during'")
     result = await listener.ok("select 1")  # the event frame is read on the way
-    assert result.rows == [[b"\x01\x00\x00\x00"]]
+    assert result.rows == [[b"\x01\x00"]]  # INTEGER2
     assert [e.text for e in listener.events] == [b"during"]
     await listener.close()
     await raiser.close()
@@ -510,4 +510,88 @@ async def test_in_process_helpers(sim: SimServer) -> None:
     assert event is not None
     assert event.text == b"from the test"
     assert await client.next_event(0.2) is None
+    await client.close()
+
+
+@pytest.mark.parametrize(
+    ("literal", "length", "value"),
+    [
+        ("1", 2, b"\x01\x00"),  # what the real server answers to SELECT 1 (issue 9)
+        ("32767", 2, b"\xff\x7f"),
+        ("32768", 4, b"\x00\x80\x00\x00"),
+        ("4294967296", 8, b"\x00\x00\x00\x00\x01\x00\x00\x00"),
+    ],
+)
+async def test_select_integer_is_the_smallest_integer_type(
+    sim: SimServer, literal: str, length: int, value: bytes
+) -> None:
+    client = await sim.session()
+    result = await client.ok(f"select {literal}")
+    assert [(c.datatype, c.length, c.nullable) for c in result.columns] == [(30, length, False)]
+    assert result.rows == [[value]]
+    assert (await client.query(f"select {1 << 63}")).errors[0].code == 0x9C4  # a DECIMAL
+    await client.close()
+
+
+async def test_names_reach_the_client_cut_at_the_first_blank(sim: SimServer) -> None:
+    """scenotify.c sends name, owner and database up to their first blank."""
+    client = await sim.session(user="bob smith", database="demo db")
+    await client.ok('create dbevent "two words"')
+    await client.ok('register dbevent "two words"')
+    await client.ok("raise dbevent \"two words\" 'x' with noshare")
+    event = await client.next_event()
+    assert event is not None
+    assert (event.name, event.owner, event.database) == ("two", "bob", "demo")
+    await client.close()
+
+
+async def test_share_event_comes_after_the_raise_reply_noshare_before(sim: SimServer) -> None:
+    """SHARE goes through the event thread (sce.c); NOSHARE is queued to the raiser at once."""
+    client = await sim.session()
+    await client.ok("create dbevent ev")
+    await client.ok("register dbevent ev")
+    await client.ok("raise dbevent ev 'private' with noshare")
+    assert [e.text for e in client.events] == [b"private"]  # read before the DONE
+    client.events.clear()
+    await client.ok("raise dbevent ev 'shared' with share")
+    assert client.events == []  # not before the reply ...
+    event = await client.next_event()  # ... but after it, the raiser included
+    assert event is not None
+    assert event.text == b"shared"
+    await client.close()
+
+
+async def test_delay_holds_share_events_only(sim: SimServer) -> None:
+    listener = await sim.session()
+    raiser = await sim.session()
+    await listener.ok("create dbevent ev")
+    await listener.ok("register dbevent ev")
+    await raiser.ok("register dbevent ev")
+    sim.set_delay(300)
+    started = time.monotonic()
+    await raiser.ok("raise dbevent ev 'shared'")
+    await raiser.ok("raise dbevent ev 'mine' with noshare")
+    assert [e.text for e in raiser.events] == [b"mine"]  # NOSHARE: not the event thread's
+    shared = await listener.next_event()
+    assert shared is not None
+    assert shared.text == b"shared"
+    assert time.monotonic() - started >= 0.3
+    sim.set_delay(0)
+    await listener.close()
+    await raiser.close()
+
+
+async def test_events_are_stamped_with_the_dbms_clock(sim: SimServer) -> None:
+    client = await sim.session()
+    await client.ok("create dbevent ev")
+    await client.ok("register dbevent ev")
+    sim.set_clock_offset(-3600.0)  # the DBMS clock runs an hour behind the host's
+    await client.ok("raise dbevent ev")
+    event = await client.next_event()
+    assert event is not None
+    assert abs(event.time.timestamp() - (time.time() - 3600.0)) < 5
+    bintim = (await client.ok("select dbmsinfo('_bintim')")).rows[0][0]
+    assert bintim is not None
+    assert abs(int(bintim) - (time.time() - 3600.0)) < 5
+    assert sim.stats()["clock_offset"] == -3600.0
     await client.close()

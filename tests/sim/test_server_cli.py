@@ -72,6 +72,9 @@ def test_ctl_commands(thread_server: ServerThread, capsys: pytest.CaptureFixture
     assert json.loads(capsys.readouterr().out)["sessions"] == 0
     assert cli.main(["ctl", "--server", server, "delay", "25"]) == 0
     assert thread_server.stats()["delay_ms"] == 25
+    assert cli.main(["ctl", "--server", server, "clock", "-1.5"]) == 0
+    assert thread_server.stats()["clock_offset"] == -1.5
+    thread_server.set_clock_offset(0)
     assert cli.main(["ctl", "--server", server, "drop-sessions"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {"ok": True, "dropped": 0}
     assert cli.main(["ctl", "--server", server, "refuse", "0"]) == 0

@@ -112,6 +112,7 @@ async def test_full_queue_drops_events_for_that_session_only() -> None:
         text = b"x" * 256
         for _ in range(40_000):  # about 12 MB: more than the socket buffers hold
             sim.raise_event("ingres", "ev", text)
+        await _until(lambda: sim.stats()["events_pending"] == 0)  # the event thread's turn
         stats = sim.stats()
         assert stats["events_dropped"] > 0
         assert stats["events_delivered"] + stats["events_dropped"] == 40_000
