@@ -22,12 +22,12 @@ from bridge.settings import IngresTarget, Settings
 from bridge.sim.build import BuildError, ensure_ii_system
 
 # (statement, what it shows)
-_SAMPLE_EVENTS = ("order_created", "stock_low", "price changed")
+_SAMPLE_EVENTS = ("order_created", "stock_low", "price#changed")
 _RAISES = (
     ("raise dbevent order_created 'order 1001: 3 x widget'", "event text"),
     ("raise dbevent order_created", "no text"),
     ("raise dbevent ingres.stock_low 'sku=W-17 qty=2'", "owner-qualified name"),
-    ("raise dbevent \"price changed\" 'prix: 12,50 €'", "name that needs percent-encoding"),
+    ("raise dbevent \"price#changed\" 'prix: 12,50 €'", "name that needs percent-encoding"),
 )
 _RECEIVE_TIMEOUT_S = 15.0
 
@@ -86,7 +86,7 @@ def _create_events(target: str) -> None:
     session.open()
     try:
         for name in _SAMPLE_EVENTS:
-            session.execute(f'create dbevent "{name}"' if " " in name else f"create dbevent {name}")
+            session.execute(f'create dbevent "{name}"')
     finally:
         session.close()
 
@@ -110,7 +110,7 @@ def _demo_settings(settings: Settings, target: str, spool_dir: Path) -> Settings
             "target": IngresTarget(target),
             "user": None,
             "password": None,
-            "events": ["order_created", "ingres.stock_low", '"price changed"'],
+            "events": ["order_created", "ingres.stock_low", '"price#changed"'],
         }
     )
     spool = settings.spool.model_copy(update={"path": spool_dir / "spool.sqlite3"})

@@ -18,7 +18,7 @@ from bridge.sim.server import ServerThread
 
 # Events the tests register: plain, owner-qualified (another owner, granted),
 # and names that only survive routing when percent-encoded.
-EVENTS = ("order_created", "alice.audit_log", '"price changed"', '"rate.limit"')
+EVENTS = ("order_created", "alice.audit_log", '"price#changed"', '"rate.limit"')
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def sim() -> Iterator[ServerThread]:
         server.create_event("ingres", "order_created")
         server.create_event("alice", "audit_log")
         server.grant("alice", "audit_log", "ingres", ["register", "raise"])
-        server.create_event("ingres", "price changed")
+        server.create_event("ingres", "price#changed")
         server.create_event("ingres", "rate.limit")
         yield server
 
@@ -98,7 +98,7 @@ def sample(i: int) -> Raised:
     owner, name = [
         ("ingres", "order_created"),
         ("alice", "audit_log"),
-        ("ingres", "price changed"),
+        ("ingres", "price#changed"),
         ("ingres", "rate.limit"),
     ][i % 4]
     texts: list[bytes | None] = [
@@ -120,7 +120,7 @@ def sample(i: int) -> Raised:
 def raise_statement(event: Raised) -> bytes:
     """The RAISE DBEVENT statement for `event`."""
     ref = {"order_created": "order_created", "audit_log": "alice.audit_log",
-           "price changed": '"price changed"', "rate.limit": '"rate.limit"'}[event.name]
+           "price#changed": '"price#changed"', "rate.limit": '"rate.limit"'}[event.name]
     statement = b"raise dbevent " + ref.encode()
     text = event.literal if event.literal is not None else event.text
     return statement if text is None else statement + b" " + _literal(text)

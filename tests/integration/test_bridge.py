@@ -29,7 +29,7 @@ pytestmark = pytest.mark.amqp
 ROUTING_KEYS = {
     ("ingres", "order_created"): "ingres.order_created",
     ("alice", "audit_log"): "alice.audit_log",
-    ("ingres", "price changed"): "ingres.price%20changed",
+    ("ingres", "price#changed"): "ingres.price%23changed",
     ("ingres", "rate.limit"): "ingres.rate%2Elimit",
 }
 

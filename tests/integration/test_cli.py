@@ -42,7 +42,7 @@ def test_demo_delivers_every_sample_event(env: dict[str, str], tmp_path: Path) -
     result = _run(["demo"], env, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 of 4 events received." in result.stdout
-    assert "ingres.price%20changed" in result.stdout
+    assert "ingres.price%23changed" in result.stdout
 
 
 def test_demo_uses_the_library_in_ii_system_without_a_compiler(
