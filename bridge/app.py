@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable, Coroutine
 from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -26,6 +27,7 @@ import stamina
 from bridge.backlog import Backlog
 from bridge.catcher import Catcher, CatcherConfig
 from bridge.event import CaughtEvent
+from bridge.exits import ExitStatus, forced_by, status_of
 from bridge.gaps import CatchLedger
 from bridge.health import Health
 from bridge.http import HttpServer, start_http
@@ -46,6 +48,9 @@ _INBOX_MAX: Final = 256
 RESTART_REASON: Final = "bridge restarted"
 # How often readiness and the catcher thread are looked at (cheap attribute reads).
 _WATCH_INTERVAL: Final = 1.0
+# How long the shutdown waits for the catcher thread to close its session.
+_CATCHER_STOP_TIMEOUT: Final = 10.0
+_POLL_INTERVAL: Final = 0.05
 
 
 class StartupError(RuntimeError):
@@ -185,6 +190,10 @@ class _LoopSink:
         with suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._bridge.on_session_down, lost_at, reason)
 
+    def session_unavailable(self, reason: str) -> None:
+        with suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._bridge.on_session_unavailable, reason)
+
     def catcher_failed(self, error: BaseException) -> None:
         with suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._bridge.fail, error)
@@ -319,22 +328,30 @@ class Bridge:
         if self._failed.done():
             raise self._failed.result()
 
-    async def shutdown(self) -> None:
-        """Stop intake, drain within the deadline, then cancel; leave the rest spooled."""
+    async def shutdown(self, force: asyncio.Event | None = None) -> None:
+        """Stop intake, drain within the deadline, then cancel; leave the rest spooled.
+
+        Once `force` is set, nothing more is waited for: the catcher thread is
+        left behind (a daemon), the drain is cut short, and whatever is not
+        confirmed stays in the spool for the next start.
+        """
         deadline = self.settings.shutdown.drain_timeout
+        force = force or asyncio.Event()
         if self._sink is not None:
             self._sink.close()
         if self._watch_task is not None:
             self._watch_task.cancel()
         if self._catcher is not None:
+            log.info("shutdown: closing the Ingres session")
             self._catcher.stop()
-            await asyncio.to_thread(self._catcher.join, 10.0)
+            catcher = self._catcher
+            await _poll(lambda: not catcher.alive, _CATCHER_STOP_TIMEOUT, force)
         self._stop_recording_alive()
         if self._backlog is not None:
             self._backlog.close()  # commits what the catcher handed over: then record
             self._ledger.record()
         if self._publish_task is not None:
-            await self._drain(self._publish_task, deadline)
+            await self._drain(self._publish_task, deadline, force)
         for task in list(self._gap_tasks):
             task.cancel()
         if self._publisher is not None:
@@ -346,20 +363,29 @@ class Bridge:
         if self._http is not None:
             await self._http.close()
 
-    async def _drain(self, task: asyncio.Task[None], deadline: float) -> None:
+    async def _drain(
+        self, task: asyncio.Task[None], deadline: float, force: asyncio.Event
+    ) -> None:
         assert self._backlog is not None
         if not task.done():
             log.info(
-                "draining %d queued event(s) into RabbitMQ, for at most %.0f s",
+                "shutdown: draining %d queued event(s) into RabbitMQ, for at most %.0f s "
+                "(a second signal stops at once)",
                 self._backlog.depth, deadline, extra={"wait_seconds": deadline},
             )
-        done, _ = await asyncio.wait({task}, timeout=deadline)
-        if not done:
+        forced = asyncio.ensure_future(force.wait())
+        try:
+            await asyncio.wait({task, forced}, timeout=deadline,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            forced.cancel()
+        if not task.done():
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task
             log.warning(
-                "shutdown deadline passed: %d event(s) left in the spool for the next start",
+                "shutdown %s: %d event(s) left in the spool for the next start",
+                "forced" if force.is_set() else "deadline passed",
                 self._backlog.depth,
             )
 
@@ -394,6 +420,10 @@ class Bridge:
             self._publish_gap(self._restart_gap_from, registered_at, RESTART_REASON)
             self._restart_gap_from = None
         self._lost_at = None
+
+    def on_session_unavailable(self, reason: str) -> None:
+        """An attempt to open a session failed: /readyz names why until one succeeds."""
+        self._set_ready("ingres", False, reason)
 
     def on_session_down(self, lost_at: datetime, reason: str) -> None:
         """The session is gone: not ready until it is back; the gap starts where catching did."""
@@ -453,27 +483,88 @@ class Bridge:
         self._ledger.gap_reported(marker.lost_from)
 
 
+class Signals:
+    """The one place the process's signals are handled.
+
+    SIGTERM, SIGINT and SIGHUP all mean "stop": the first sets `stop` (stop
+    intake, drain, exit 0); a second one, while that drain runs, sets `force`
+    (exit at once with 128 + its number, leaving what is unconfirmed in the
+    spool). SIGHUP is not a reload: a bridge has nothing to reload that a
+    restart would not do better, and its default action would kill the
+    process without a drain.
+    """
+
+    HANDLED: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.stop = asyncio.Event()
+        self.force = asyncio.Event()
+        self.forced_by: int | None = None
+        for signum in self.HANDLED:
+            loop.add_signal_handler(signum, self._received, signum)
+
+    def _received(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if not self.stop.is_set():
+            log.info("received %s: stopping intake and draining (send it again to exit at "
+                     "once)", name)
+            self.stop.set()
+        elif not self.force.is_set():
+            log.warning("received %s again: exiting now; unconfirmed events stay in the spool",
+                        name)
+            self.forced_by = signum
+            self.force.set()
+
+
 async def run_service(settings: Settings) -> int:
-    """Run the bridge until SIGTERM/SIGINT; return the exit status."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, _on_signal, stop, signum)
+    """Run the bridge until a signal asks it to stop; return the exit status (bridge.exits)."""
+    signals = Signals(asyncio.get_running_loop())
     bridge = Bridge(settings)
+    status: int = ExitStatus.OK
     try:
-        await bridge.start()
-        log.info("dbevent-bridge running", extra={"started_at": datetime.now(UTC).isoformat()})
-        await bridge.wait(stop)
-        status = 0
+        if await _first(bridge.start(), signals.stop):
+            log.info("dbevent-bridge running",
+                     extra={"started_at": datetime.now(UTC).isoformat()})
+            await bridge.wait(signals.stop)
     except Exception as exc:
         log.error("dbevent-bridge stopped: %s", exc)
-        status = 1
+        status = status_of(exc)
     finally:
-        await bridge.shutdown()
-    log.info("dbevent-bridge stopped cleanly" if status == 0 else "dbevent-bridge gave up")
+        await bridge.shutdown(signals.force)
+    if signals.forced_by is not None:
+        status = forced_by(signals.forced_by)
+    log.info("dbevent-bridge stopped cleanly" if status == ExitStatus.OK
+             else f"dbevent-bridge stopped (exit status {status})")
     return status
 
 
-def _on_signal(stop: asyncio.Event, signum: int) -> None:
-    log.info("received %s: stopping intake and draining", signal.Signals(signum).name)
-    stop.set()
+async def _first(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run `work` unless `stop` is set first (then cancel it); True when it completed."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if not task.done():
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+        return False
+    task.result()
+    return True
+
+
+async def _poll(condition: Callable[[], bool], within: float, force: asyncio.Event) -> None:
+    """Wait until `condition` holds, `within` seconds pass or `force` is set.
+
+    Polled on the loop rather than joined on a worker thread: a forced exit
+    must not wait for a thread stuck in an Ingres call.
+    """
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition() and not force.is_set():
+        if asyncio.get_running_loop().time() >= deadline:
+            return
+        with suppress(TimeoutError):
+            async with asyncio.timeout(_POLL_INTERVAL):
+                await force.wait()

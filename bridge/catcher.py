@@ -62,6 +62,9 @@ class CatcherSink(Protocol):
     def session_down(self, lost_at: datetime, reason: str) -> None:
         """The session was lost; events raised from now on are not caught."""
 
+    def session_unavailable(self, reason: str) -> None:
+        """An attempt to open and register a session failed; the catcher retries."""
+
     def session_proved(self, moment: datetime) -> None:
         """Every event raised before `moment` has been caught (reported after them)."""
 
@@ -73,14 +76,23 @@ class CatcherStartupError(RuntimeError):
     """The first session failed for a reason that retrying cannot fix."""
 
 
-class RegistrationError(CatcherStartupError):
-    """An event could not be registered: it does not exist, or a privilege is missing."""
+class RegistrationError(OpenAPIError):
+    """An event could not be registered: it does not exist (yet), or a privilege is missing.
+
+    Retried with back-off, never fatal: the operator may be creating the event
+    or granting the privilege right now, and an exit would only be a restart
+    loop under an orchestrator, each restart a gap.
+    """
+
+    def __init__(self, name: str, cause: OpenAPIError) -> None:
+        super().__init__(f"register dbevent {name}", cause.status, cause.errors)
+        self.event = name
 
 
 # SQLSTATE classes that retrying does not cure: bad credentials (28), unknown
-# database (3D), privileges (42). Only fatal before the first session: later
-# the operator may be fixing things while we retry.
-_FATAL_AT_STARTUP = ("28", "3D", "42")
+# database (3D). Only fatal before the first session: later the operator may
+# be fixing things while we retry.
+_FATAL_AT_STARTUP = ("28", "3D")
 
 
 # While no server takes the connection (refused, nobody listening), retry this
@@ -137,8 +149,8 @@ class Catcher:
     def wait_registered(self, timeout: float) -> bool:
         """Block until the first session registered every event (True) or the timeout.
 
-        Raises the startup error when registration failed for a reason that
-        retrying cannot fix (a missing event, a missing privilege).
+        Raises the startup error when Ingres refused the settings (rejected
+        credentials, an unknown database): retrying cannot fix those.
         """
         self._started.wait(timeout)
         if self.startup_error is not None:
@@ -209,24 +221,28 @@ class Catcher:
         self._stop.wait(seconds)
 
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
+        """Report a failed attempt: readiness names it, the log says it (WARNING)."""
         wait = state.next_action.sleep if state.next_action else 0.0
         error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, OpenAPIError) and error.unreachable:
-            # Retried several times a second: say so once, then every so often.
-            now = time.monotonic()
-            if now - self._unreachable_logged < _UNREACHABLE_LOG_EVERY_S:
-                return
-            self._unreachable_logged = now
-            log.warning(
-                "Ingres server not reachable, retrying every %.1f s until it is: %s",
-                wait, error, extra={"side": "ingres", "wait_seconds": round(wait, 2)},
-            )
+        unreachable = isinstance(error, OpenAPIError) and error.unreachable
+        if isinstance(error, RegistrationError):
+            reason = (f"DBEvent {error.event} cannot be registered (it does not exist, or a "
+                      f"privilege is missing): {error}")
+        elif unreachable:
+            reason = f"Ingres server not reachable: {error}"
+        else:
+            reason = f"Ingres session not available: {error}"
+        self._sink.session_unavailable(reason)
+        extra = {"side": "ingres", "wait_seconds": round(wait, 2)}
+        if not unreachable:
+            self._unreachable_logged = -_UNREACHABLE_LOG_EVERY_S
+            log.warning("%s; retrying in %.1f s", reason, wait, extra=extra)
             return
-        self._unreachable_logged = -_UNREACHABLE_LOG_EVERY_S
-        log.warning(
-            "Ingres session not available, retrying in %.1f s: %s",
-            wait, error, extra={"side": "ingres", "wait_seconds": round(wait, 2)},
-        )
+        # Retried several times a second: say so once, then every so often.
+        now = time.monotonic()
+        if now - self._unreachable_logged >= _UNREACHABLE_LOG_EVERY_S:
+            self._unreachable_logged = now
+            log.warning("%s; retrying every %.1f s until it is", reason, wait, extra=extra)
 
     def _open_and_register(self) -> Session:
         try:
@@ -244,9 +260,7 @@ class Catcher:
                 except OpenAPIError as exc:
                     if exc.connection_lost:
                         raise
-                    raise RegistrationError(
-                        f"cannot register DBEvent {name!r}: {exc}"
-                    ) from exc
+                    raise RegistrationError(name, exc) from exc
         except BaseException:
             session.close()
             raise

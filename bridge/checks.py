@@ -12,16 +12,12 @@ import json
 import sys
 
 from bridge.app import StartupError, catcher_config, publisher_config
+from bridge.exits import checks_status
 from bridge.metrics import Metrics
 from bridge.openapi import OpenAPIError, OpenAPIUnavailableError, Session
 from bridge.publisher import ExchangeMissingError, Publisher, PublisherError
 from bridge.settings import Settings
 from bridge.tls import TlsConfigError
-
-EXIT_OK = 0
-EXIT_INGRES_DOWN = 3
-EXIT_AMQP_DOWN = 4
-EXIT_BOTH_DOWN = 5
 
 
 def _check_ingres(settings: Settings) -> str | None:
@@ -68,11 +64,7 @@ async def check_config(settings: Settings) -> int:
     )
     _report("Ingres", ingres_problem)
     _report("RabbitMQ", amqp_problem, amqp_note)
-    if ingres_problem and amqp_problem:
-        return EXIT_BOTH_DOWN
-    if ingres_problem:
-        return EXIT_INGRES_DOWN
-    return EXIT_AMQP_DOWN if amqp_problem else EXIT_OK
+    return checks_status(ingres_problem is not None, amqp_problem is not None)
 
 
 def _report(side: str, problem: str | None, note: str = "") -> None:

@@ -1,8 +1,6 @@
 """The `dbevent-bridge` command line (also `python -m bridge`).
 
-Exit statuses: 0 success; 1 a runtime failure (the log says why); 2 invalid
-settings or no Ingres client library (one line per problem on stderr);
-`check-config`: 3 Ingres did not answer, 4 RabbitMQ did not answer, 5 neither did.
+Exit statuses: see `bridge.exits`.
 """
 
 from __future__ import annotations
@@ -13,13 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from bridge import __version__
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_BAD_SETTINGS = 2
-EXIT_INGRES_DOWN = 3
-EXIT_AMQP_DOWN = 4
-EXIT_BOTH_DOWN = 5
+from bridge.exits import ExitStatus
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in (
-        ("run", "run the bridge until SIGTERM/SIGINT"),
+        ("run", "run the bridge until SIGTERM, SIGINT or SIGHUP"),
         ("check-config", "print the effective settings and check that Ingres and RabbitMQ answer"),
         ("demo", "run the bridge against the built-in simulator and a local RabbitMQ"),
     ):
@@ -61,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         for problem in exc.problems:
             print(f"dbevent-bridge: {problem}", file=sys.stderr)
-        return EXIT_BAD_SETTINGS
+        return ExitStatus.BAD_SETTINGS
 
     if args.command == "run":
         from bridge.openapi import OpenAPIUnavailableError, check_ii_system
@@ -71,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_ii_system()
         except OpenAPIUnavailableError as exc:
             print(f"dbevent-bridge: {exc}", file=sys.stderr)
-            return EXIT_BAD_SETTINGS
+            return ExitStatus.BAD_SETTINGS
 
     from bridge.logs import configure_logging
 

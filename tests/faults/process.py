@@ -141,6 +141,22 @@ class BridgeProcess:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout)
 
+    def send(self, signum: int) -> None:
+        """Send `signum` to the running process."""
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the process to end; returns the exit status."""
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def logged(self, text: str) -> bool:
+        """Whether the process's output so far contains `text`."""
+        with contextlib.suppress(OSError):
+            return text in self.log.read_text(errors="replace")
+        return False
+
     def kill(self) -> None:
         """SIGKILL (a crash) and reap it."""
         assert self.process is not None

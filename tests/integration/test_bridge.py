@@ -10,7 +10,6 @@ import pytest
 from yarl import URL
 
 from bridge.app import Bridge
-from bridge.catcher import RegistrationError
 from bridge.publisher import PublisherStartupError
 from bridge.settings import AmqpUrl, Settings
 from bridge.sim.server import ServerThread
@@ -109,20 +108,36 @@ async def test_unroutable_events_are_counted_and_do_not_block(
     assert bridge.metrics.value("events_returned") == len(events) - len(routed)
 
 
-async def test_unknown_event_is_a_clear_startup_error(
-    settings: Settings, sim: ServerThread
+async def test_unknown_event_is_retried_and_readiness_names_it(
+    settings: Settings, sim: ServerThread, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """No crash loop: the bridge stays up, /readyz says what is missing, and it registers
+    as soon as the event exists."""
     ingres = settings.ingres.model_copy(update={"events": ["order_created", "no_such_event"]})
     bridge = Bridge(settings.model_copy(update={"ingres": ingres}))
     await bridge.start()
     try:
-        with pytest.raises(RegistrationError, match="no_such_event") as caught:
-            await asyncio.to_thread(bridge.wait_registered, 30.0)
-        assert "E_" in str(caught.value) or "SQLSTATE" in str(caught.value)
-        with pytest.raises(RegistrationError):
-            await bridge.wait(asyncio.Event())
+        await _eventually(lambda: "no_such_event" in _ingres_reason(bridge))
+        ready, _ = bridge.health.ready()
+        assert not ready
+        assert "SQLSTATE 42" in _ingres_reason(bridge)  # the Ingres error itself is shown
+        warnings = [r for r in caplog.records
+                    if r.levelname == "WARNING" and "no_such_event" in r.getMessage()]
+        assert warnings, "no WARNING line gives the reason"
+        stop = asyncio.Event()
+        waiting = asyncio.create_task(bridge.wait(stop))
+        await asyncio.to_thread(sim.create_event, "ingres", "no_such_event")
+        assert await asyncio.to_thread(bridge.wait_registered, 30.0)
+        await _eventually(lambda: bridge.health.ready()[1]["components"]["ingres"]["ok"])
+        assert not waiting.done(), "the bridge gave up"
+        stop.set()
+        await waiting
     finally:
         await bridge.shutdown()
+
+
+def _ingres_reason(bridge: Bridge) -> str:
+    return str(bridge.health.ready()[1]["components"]["ingres"]["reason"])
 
 
 async def _eventually(condition: object, within: float = 30.0) -> None:

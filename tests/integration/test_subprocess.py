@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -157,3 +158,66 @@ def test_bad_settings_exit_2_with_one_line_per_problem(
     assert any("confirm_window" in line for line in lines)
     assert any("full_policy" in line for line in lines)
     assert all(line.startswith("dbevent-bridge: ") for line in lines)
+
+
+async def test_sighup_drains_like_sigterm(
+    process_env: dict[str, str], tmp_path: Path, sim: ServerThread,
+    subscriber: aio_pika.abc.AbstractQueue,
+) -> None:
+    count = 50
+    events = [Raised("ingres", "order_created", f"hup #{i}".encode()) for i in range(count)]
+    bridge = BridgeProcess(process_env, tmp_path, tmp_path / "bridge.log").start()
+    try:
+        await asyncio.to_thread(bridge.wait_ready)
+        await asyncio.to_thread(raise_all, sim.target(), events)
+        assert await _until(lambda: bridge.counter("events_caught") >= count, 30), bridge.tail()
+        bridge.send(signal.SIGHUP)
+        status = await asyncio.to_thread(bridge.wait, 60)
+    finally:
+        bridge.close()
+    assert status == 0, bridge.tail()
+    assert bridge.logged("received SIGHUP: stopping intake and draining")
+    messages = await receive(subscriber, count, within=30)
+    assert len({m.message_id for m in messages}) == count
+    left = Spool.open(tmp_path / "spool.db")
+    try:
+        assert left.depth == 0
+    finally:
+        left.close()
+
+
+async def test_second_signal_exits_at_once_leaving_the_unconfirmed_in_the_spool(
+    process_env: dict[str, str], tmp_path: Path, sim: ServerThread, amqp_url: str,
+) -> None:
+    """A drain stuck behind a stalled broker (deadline 10 min); a second signal ends it now."""
+    count = 200
+    host_port = amqp_url.split("@", 1)[1].split("/", 1)[0]
+    host, port = host_port.rsplit(":", 1)
+    drain_timeout = 600.0
+    with TcpProxy(host, int(port)) as proxy:
+        env = {**process_env,
+               "BRIDGE_AMQP__URL": amqp_url.replace(host_port, f"127.0.0.1:{proxy.port}"),
+               "BRIDGE_SHUTDOWN__DRAIN_TIMEOUT": str(drain_timeout)}
+        bridge = BridgeProcess(env, tmp_path, tmp_path / "bridge.log").start()
+        try:
+            await asyncio.to_thread(bridge.wait_ready)
+            proxy.pause()  # nothing is confirmed from now on
+            events = [Raised("ingres", "order_created", f"stuck #{i}".encode())
+                      for i in range(count)]
+            await asyncio.to_thread(raise_all, sim.target(), events)
+            assert await _until(lambda: bridge.counter("events_caught") >= count, 60)
+            confirmed_before = bridge.counter("events_confirmed")
+            bridge.send(signal.SIGTERM)
+            assert await _until(lambda: bridge.logged("shutdown: draining"), 30), bridge.tail()
+            bridge.send(signal.SIGINT)
+            # Far within the drain deadline: the second signal did not wait for it.
+            status = await asyncio.to_thread(bridge.wait, drain_timeout / 10)
+        finally:
+            bridge.close()
+    assert status == 128 + signal.SIGINT, bridge.tail()
+    assert bridge.logged("received SIGINT again: exiting now")
+    left = Spool.open(tmp_path / "spool.db")
+    try:
+        assert left.depth == count - confirmed_before
+    finally:
+        left.close()
