@@ -26,7 +26,11 @@ from bridge.sim.server import SimServer
 def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Ingres DBMS simulator")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the DBMS simulator until SIGTERM/SIGINT")
+    serve = sub.add_parser(
+        "serve",
+        help="run the DBMS simulator until SIGTERM/SIGINT; the port serves both our "
+        "libiiapi.1.so and Actian's real client (@HOST,tcp_ip,PORT[user,pw]::db)",
+    )
     serve.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (port 0: any)")
     serve.add_argument(
         "--database",

@@ -1,4 +1,5 @@
-"""The DBMS simulator: an asyncio TCP server speaking PROTOCOL.md.
+"""The DBMS simulator: an asyncio TCP server speaking PROTOCOL.md, to our own
+libiiapi.1.so and (through gcasession.py) to Actian's real client library.
 
 It models what an Ingres DBMS server does with DBEvents, as documented by
 Actian and as the Ingres source (fosslc/Ingres) implements it:
@@ -69,9 +70,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from bridge.sim import sql, wire
+from bridge.sim import gca, gcc, sql, wire
+from bridge.sim.gcasession import GcaConnection
 from bridge.sim.sql import IngresError
 
 log = logging.getLogger("bridge.sim")
@@ -83,6 +85,22 @@ DBMSINFO_LENGTH = 64  # declared VARCHAR length of a dbmsinfo() column
 CATALOG_OWNER = "$ingres"  # owner of system objects, searched after the DBA
 
 EventKey = tuple[str, str]  # (owner, name)
+
+
+class Channel(Protocol):
+    """Where a session's frames go: the socket's StreamWriter for our own
+    protocol, a `gcasession.GcaChannel` translating them for the real client."""
+
+    @property
+    def transport(self) -> asyncio.WriteTransport:
+        """The socket's transport: its buffer size, closing state, abort."""
+
+    def write(self, data: bytes) -> None:
+        """Send whole frames."""
+
+    async def drain(self) -> None:
+        """Wait for the socket's buffer to drain."""
+
 T = TypeVar("T")
 Job = Coroutine[Any, Any, None]
 
@@ -117,7 +135,7 @@ class Session:
 
     __slots__ = ("closed", "database", "id", "registrations", "user", "warned", "writer")
 
-    def __init__(self, sid: int, user: str, database: Database, writer: asyncio.StreamWriter):
+    def __init__(self, sid: int, user: str, database: Database, writer: Channel):
         self.id = sid
         self.user = user
         self.database = database
@@ -395,12 +413,22 @@ class SimServer:
             self._tasks.add(task)
         self._conns.add(writer)
         try:
-            ftype, payload = await wire.read_frame(reader)
+            head = await reader.readexactly(4)
+            if gcc.looks_like_connect_request(head):
+                await GcaConnection(self, head, reader, writer).run()
+                return
+            ftype, payload = await wire.read_frame(reader, head)
             if ftype == wire.T_CONTROL:
                 await self._control(payload, writer)
             elif ftype == wire.T_CONNECT:
                 await self._session(payload, reader, writer)
-        except (asyncio.IncompleteReadError, ConnectionError, wire.ProtocolError) as exc:
+        except (
+            asyncio.IncompleteReadError,
+            ConnectionError,
+            wire.ProtocolError,
+            gcc.GccError,
+            gca.GcaError,
+        ) as exc:
             log.debug("connection ended: %r", exc)
         except asyncio.CancelledError:
             # stop() cancels connection handlers; the handler is the top of its
@@ -422,28 +450,50 @@ class SimServer:
         password = p.str().decode("utf-8", "surrogateescape")
         dbname = p.str().decode("utf-8", "surrogateescape")
         p.end()
-        refusal = self._check_login(user, password, dbname)
-        if refusal is not None:
-            log.info("connect refused: user=%s database=%s: %s", user, dbname, refusal.name)
+        try:
+            session = self.login(user, password, dbname, writer)
+        except IngresError as refusal:
             writer.write(_error(refusal) + wire.done_frame(False))
             await writer.drain()
             return
-        session = Session(next(self._ids), user, self._database(dbname), writer)
-        self._sessions[session.id] = session
-        self._connects += 1
-        log.info("session %d connected: user=%s database=%s", session.id, user, dbname)
         writer.write(wire.accept_frame(self.version, dbname, user))
         try:
             await writer.drain()
             await self._serve(session, reader)
         finally:
-            if not session.closed:
-                self._end_session(session)
-            log.info("session %d disconnected", session.id)
+            self.logout(session)
 
-    def _check_login(self, user: str, password: str, dbname: str) -> IngresError | None:
-        if self.users is not None and self.users.get(user) != password:
+    def login(self, user: str, password: str | None, dbname: str, channel: Channel) -> Session:
+        """Open a session for either protocol; raises the IngresError refusing it.
+
+        `password` None: the client sent none.
+        """
+        refusal = self._check_login(user, password, dbname)
+        if refusal is not None:
+            log.info("connect refused: user=%s database=%s: %s", user, dbname, refusal.name)
+            raise refusal
+        session = Session(next(self._ids), user, self._database(dbname), channel)
+        self._sessions[session.id] = session
+        self._connects += 1
+        log.info("session %d connected: user=%s database=%s", session.id, user, dbname)
+        return session
+
+    def logout(self, session: Session) -> None:
+        """End a session opened by `login` (its client left or was dropped)."""
+        if not session.closed:
+            self._end_session(session)
+        log.info("session %d disconnected", session.id)
+
+    def check_credentials(self, user: str, password: str | None) -> IngresError | None:
+        """E_GC000B when passwords are enforced and this one (None: none sent) is wrong."""
+        if self.users is not None and (password is None or self.users.get(user) != password):
             return sql.ingres_error("E_GC000B")
+        return None
+
+    def _check_login(self, user: str, password: str | None, dbname: str) -> IngresError | None:
+        refusal = self.check_credentials(user, password)
+        if refusal is not None:
+            return refusal
         if self._known is not None and dbname not in self._known:
             return sql.ingres_error("E_US0010", dbname)
         return None
@@ -470,13 +520,13 @@ class SimServer:
             p = wire.Payload(payload)
             text = p.lstr()
             p.end()
-            session.writer.write(self._execute(session, text))
+            session.writer.write(self.execute(session, text))
             await session.writer.drain()
 
     # ------------------------------------------------------------ statements
 
-    def _execute(self, session: Session, text: bytes) -> bytes:
-        """Run one statement; returns the whole response (up to DONE)."""
+    def execute(self, session: Session, text: bytes) -> bytes:
+        """Run one statement; returns the whole response (up to DONE) as frames."""
         try:
             stmt = sql.parse(text)
             return self._run(session, stmt)

@@ -253,9 +253,13 @@ class Payload:
             raise ProtocolError("trailing bytes in frame")
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """Read one frame; `asyncio.IncompleteReadError` at a clean or torn end."""
-    head = await reader.readexactly(4)
+async def read_frame(reader: asyncio.StreamReader, head: bytes | None = None) -> tuple[int, bytes]:
+    """Read one frame; `asyncio.IncompleteReadError` at a clean or torn end.
+
+    `head`: the frame's first 4 bytes, when the caller has read them already.
+    """
+    if head is None:
+        head = await reader.readexactly(4)
     (length,) = struct.unpack(">I", head)
     if length < 1 or length > MAX_FRAME:
         raise FrameTooLongError(f"frame length {length}")

@@ -1,0 +1,51 @@
+"""Parent side of the real-client scenarios (`real_client_child.py`).
+
+Each scenario runs in a child process that loads Actian's library from the
+given II_SYSTEM, with the API and GCA traces switched on; a failing child's
+error names the trace file, so that a protocol failure can be read byte by byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ScenarioError(AssertionError):
+    """The child process failed; the message carries its stderr and trace file."""
+
+
+def run_scenario(
+    ii_system: Path, trace_dir: Path, scenario: str, timeout: float = 120.0, **params: Any
+) -> dict[str, Any]:
+    """Run `scenario` with the real library; its JSON report."""
+    trace = trace_dir / f"{scenario}.trace"
+    env = {
+        **os.environ,
+        "II_SYSTEM": str(ii_system),
+        "II_GCA_TRACE": "5",
+        "II_GCA_LOG": str(trace),
+        "II_API_TRACE": "5",
+        "II_API_LOG": str(trace),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.sim.real_client_child", scenario, json.dumps(params)],
+        cwd=_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise ScenarioError(
+            f"{scenario} exited {proc.returncode}; trace {trace}\n{proc.stderr[-4000:]}"
+        )
+    report: dict[str, Any] = json.loads(proc.stdout)
+    return report

@@ -1,0 +1,217 @@
+"""Actian's real client library against `dbevent-bridge sim serve` (opt-in: real_client).
+
+The simulator answers the real library in Ingres's own protocol (PROTOCOL.md,
+"Ingres's own protocol") on the same port as our own library's protocol.
+Each scenario runs the real library in a child process (real_client_child.py).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.sim import wire
+from tests.sim.real_client import run_scenario
+
+pytestmark = pytest.mark.real_client
+
+ST_SUCCESS = 0
+ST_NO_DATA = 3
+ST_ERROR = 4
+ST_FAILURE = 5
+GE_ERROR = 1
+GE_WARNING = 2
+IIAPI_INT_TYPE = 30
+IIAPI_VCH_TYPE = 21
+
+
+@contextmanager
+def sim_serve(*args: str) -> Iterator[int]:
+    """`dbevent-bridge sim serve` (as `python -m bridge.sim serve`) and its port."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge.sim", "serve", "--listen", "127.0.0.1:0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        assert match, line
+        yield int(match.group(1))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    with sim_serve() as p:
+        yield p
+
+
+def _int(value_hex: str) -> int:
+    return int.from_bytes(bytes.fromhex(value_hex), "little", signed=True)
+
+
+def _varchar(value_hex: str) -> bytes:
+    raw = bytes.fromhex(value_hex)
+    length = int.from_bytes(raw[:2], "little")
+    return raw[2 : 2 + length]
+
+
+def _ok(result: dict[str, Any]) -> None:
+    assert result["query"] == ST_SUCCESS, result
+    assert result["status"] in (ST_SUCCESS, ST_NO_DATA), result
+    assert result["errors"] == [], result
+
+
+def test_connect_query_register_event_disconnect(
+    real_ii_system: Path, tmp_path: Path, port: int
+) -> None:
+    before = time.time()
+    r = run_scenario(
+        real_ii_system,
+        tmp_path,
+        "basic",
+        target=f"@127.0.0.1,tcp_ip,{port}::demodb",
+        event="ev_basic",
+        text="hello, world",
+    )
+    assert r["connect"] == {"status": ST_SUCCESS, "errors": [], "autocommit": ST_SUCCESS}
+    select = r["select"]
+    _ok(select)
+    (column,) = select["columns"]
+    assert column["type"] == IIAPI_INT_TYPE
+    assert not column["nullable"]
+    assert [[_int(v) for v in row] for row in select["rows"]] == [[1]]
+    assert len(bytes.fromhex(select["rows"][0][0])) == column["length"]
+    assert select["fetch_end"] == ST_NO_DATA
+    assert select["rowcount"] == 1
+    username = r["username"]
+    _ok(username)
+    assert username["columns"][0]["type"] == IIAPI_VCH_TYPE
+    assert _varchar(username["rows"][0][0])  # the client's OS user, as the DBMS sees it
+    for step in ("create", "register", "raise", "raise_no_text", "remove"):
+        _ok(r[step])
+    event = r["event"]
+    assert event is not None, "the registered event never reached IIapi_catchEvent"
+    assert (event["status"], event["name"], event["database"]) == (ST_SUCCESS, "ev_basic", "demodb")
+    assert event["owner"] == _varchar(username["rows"][0][0]).decode()
+    assert bytes.fromhex(event["text"]) == b"hello, world"
+    raised = wire.decode_ingresdate(bytes.fromhex(event["time"])).timestamp()
+    assert before - 1 <= raised <= time.time() + 1
+    assert r["event_no_text"] is not None
+    assert not r["event_no_text"]["info"]
+    assert r["event_after_remove"] is None
+    assert r["cancel_catch"] == ST_SUCCESS
+    assert r["disconnect"] == ST_SUCCESS
+
+
+def test_errors_arrive_as_the_server_sends_them(
+    real_ii_system: Path, tmp_path: Path, port: int
+) -> None:
+    r = run_scenario(
+        real_ii_system,
+        tmp_path,
+        "statements",
+        target=f"@127.0.0.1,tcp_ip,{port}::errdb",
+        sql=[
+            "create dbevent ev_err",
+            "register dbevent ev_err",
+            "register dbevent ev_err",
+            "raise dbevent ev_nosuch",
+            "selec 1",
+            "select 1",
+        ],
+    )
+    created, registered, again, nosuch, syntax, after = r["results"]
+    _ok(created)
+    _ok(registered)
+    for result in (again, nosuch, syntax):
+        assert result["query"] == ST_SUCCESS
+        assert result["status"] == ST_ERROR
+    assert [(e["sqlstate"], e["code"]) for e in again["errors"]] == [("42502", 0x0006020C)]
+    assert again["errors"][0]["message"].startswith("REGISTER DBEVENT: Dbevent '")
+    assert [(e["sqlstate"], e["code"]) for e in nosuch["errors"]] == [("42505", 0x00050D3B)]
+    assert nosuch["errors"][0]["message"] == ("RAISE DBEVENT: Dbevent 'ev_nosuch' does not exist.")
+    assert [(e["sqlstate"], e["code"]) for e in syntax["errors"]] == [("42000", 0x000009C4)]
+    # The stream stays in step after errors.
+    _ok(after)
+    assert [[_int(v) for v in row] for row in after["rows"]] == [[1]]
+
+
+def test_messages_longer_than_a_packet_both_ways(
+    real_ii_system: Path, tmp_path: Path, port: int
+) -> None:
+    long_name = "x" * 20_000  # a 20 KB query and a 20 KB error message: 3 packets each
+    r = run_scenario(
+        real_ii_system,
+        tmp_path,
+        "statements",
+        target=f"@127.0.0.1,tcp_ip,{port}::demodb",
+        sql=[f"raise dbevent {long_name}", "select 1" + " " * 20_000],
+    )
+    error, padded = r["results"]
+    assert error["status"] == ST_ERROR
+    (info,) = error["errors"]
+    assert (info["sqlstate"], info["code"]) == ("42505", 0x00050D3B)
+    assert info["message"] == f"RAISE DBEVENT: Dbevent '{long_name}' does not exist."
+    _ok(padded)
+    assert [[_int(v) for v in row] for row in padded["rows"]] == [[1]]
+
+
+@pytest.fixture(scope="module")
+def guarded_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    users = tmp_path_factory.mktemp("users") / "users.json"
+    users.write_text('{"alice": "correct horse battery", "bob": "s3cret"}')
+    with sim_serve("--users", str(users), "--database", "demodb") as p:
+        yield p
+
+
+def test_credentials_are_checked_against_the_users(
+    real_ii_system: Path, tmp_path: Path, guarded_port: int
+) -> None:
+    base = f"@127.0.0.1,tcp_ip,{guarded_port}"
+    good = run_scenario(
+        real_ii_system,
+        tmp_path,
+        "connect_only",
+        target=f"{base}[alice,correct horse battery]::demodb",
+    )
+    assert good["status"] == ST_SUCCESS, good
+    assert good["disconnect"] == ST_SUCCESS
+    wrong = run_scenario(
+        real_ii_system, tmp_path, "connect_only", target=f"{base}[bob,nope]::demodb"
+    )
+    none = run_scenario(real_ii_system, tmp_path, "connect_only", target=f"{base}::demodb")
+    nodb = run_scenario(
+        real_ii_system, tmp_path, "connect_only", target=f"{base}[bob,s3cret]::nosuchdb"
+    )
+    # A wrong or missing password: the remote end rejects the association
+    # (gccal.c); the library reports E_GC000B, then the aborted connection.
+    for refused in (wrong, none):
+        assert refused["status"] == ST_FAILURE
+        assert [(e["sqlstate"], e["code"]) for e in refused["errors"]] == [
+            ("08004", 0x000C000B),
+            ("08006", 0x00C90001),
+        ]
+        assert refused["errors"][0]["message"] == "Login failure: invalid username/password."
+    # An unknown database: the DBMS rejects the session (GCA_REJECT).
+    assert nodb["status"] == ST_ERROR
+    assert [(e["sqlstate"], e["code"], e["type"]) for e in nodb["errors"]] == [
+        ("08004", 0x00000010, GE_ERROR),
+        ("08004", 0x00C9000E, GE_WARNING),
+    ]
+    assert nodb["errors"][0]["message"] == "Database does not exist: 'nosuchdb'."
