@@ -17,19 +17,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from bridge.sim import gca, gcc, gccrypt, wire
 from bridge.sim.sql import IngresError
 
 if TYPE_CHECKING:
-    from bridge.sim.server import Session, SimServer
+    from bridge.sim.server import Session
 
 log = logging.getLogger("bridge.sim.gca")
 
 _READ_SIZE = 65536
 _SESSION_INFO = 0x400  # MD_ASSOC entry: "user='...',host=...", the client's OS user
 _SESSION_USER = re.compile(rb"user='([^']*)'")
+
+
+class Core(Protocol):
+    """What a session needs of the DBMS simulator (server.SimServer)."""
+
+    dba: str
+
+    def check_credentials(self, user: str, password: str | None) -> IngresError | None:
+        """The refusal of a login's credentials, or None."""
+
+    def login(self, user: str, password: str | None, dbname: str, channel: GcaChannel) -> Session:
+        """Open a session; raises the IngresError refusing it."""
+
+    def execute(self, session: Session, text: bytes) -> bytes:
+        """Run one statement; its response as the core's frames."""
+
+    def logout(self, session: Session) -> None:
+        """End a session."""
 
 
 class GcaChannel:
@@ -112,7 +130,7 @@ class GcaConnection:
 
     def __init__(
         self,
-        server: SimServer,
+        server: Core,
         head: bytes,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,

@@ -217,7 +217,60 @@ def statements(target: str, sql: list[str]) -> Json:
         terminate(env)
 
 
+def event_inside_result(target: str, sql: str) -> Json:
+    """Arm a catch, fetch every row of `sql`, then see whether the catch completed.
+
+    The event must have been taken from inside the query's result: getEvent
+    is called with a zero timeout only if the catch is still pending.
+    """
+    env = initialize()
+    try:
+        session, report = _connect(env, target)
+        if session is None:
+            return {"connect": report}
+        cep = catch(session.conn)
+        out: Json = {"connect": report, "result": _query(session, sql, fetch=True)}
+        out["caught_during_query"] = bool(cep.ce_genParm.gp_completed)
+        out["event"] = _get_event(session, cep, 0)
+        cep2 = catch(session.conn, cep.ce_eventHandle)
+        out.update(_disconnect(session, cep2))
+        return out
+    finally:
+        terminate(env)
+
+
+def cancel(target: str, sql: str, rounds: int) -> Json:
+    """Start `sql` and cancel it at once, `rounds` times; then run it to the end."""
+    env = initialize()
+    try:
+        session, report = _connect(env, target)
+        if session is None:
+            return {"connect": report}
+        outcomes = []
+        for _ in range(rounds):
+            qp = py.IIAPI_QUERYPARM()
+            qp.qy_connHandle = session.conn
+            qp.qy_queryType = py.IIAPI_QT_QUERY
+            qp.qy_queryText = sql.encode()
+            qp.qy_tranHandle = session.tran
+            py.IIapi_query(qp)
+            cancelled = cancel_handle(qp.qy_stmtHandle)[0]
+            outcomes.append({"cancel": cancelled, "query": wait(qp.qy_genParm)})
+            close_handle(qp.qy_stmtHandle)
+        after = _query(session, sql, fetch=True)
+        return {
+            "connect": report,
+            "outcomes": outcomes,
+            "after": after,
+            **_disconnect(session, None),
+        }
+    finally:
+        terminate(env)
+
+
 SCENARIOS: dict[str, Callable[..., Json]] = {
+    "event_inside_result": event_inside_result,
+    "cancel": cancel,
     "basic": basic,
     "connect_only": connect_only,
     "statements": statements,

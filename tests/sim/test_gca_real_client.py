@@ -7,9 +7,12 @@ Each scenario runs the real library in a child process (real_client_child.py).
 
 from __future__ import annotations
 
+import asyncio
 import re
+import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +21,10 @@ from typing import Any
 
 import pytest
 
-from bridge.sim import wire
+from bridge.sim import gcc, wire
+from bridge.sim.gcasession import GcaChannel, GcaConnection
+from bridge.sim.server import Database, Session
+from bridge.sim.sql import IngresError
 from tests.sim.real_client import run_scenario
 
 pytestmark = pytest.mark.real_client
@@ -215,3 +221,118 @@ def test_credentials_are_checked_against_the_users(
         ("08004", 0x00C9000E, GE_WARNING),
     ]
     assert nodb["errors"][0]["message"] == "Database does not exist: 'nosuchdb'."
+
+
+class ScriptedCore:
+    """A stand-in for the DBMS core that answers one query with a result the
+    simulator itself never produces: nullable columns, NULLs, and an event
+    between two rows, as a real DBMS may send it (sce_gcevent in scenotify.c
+    puts the event message at the head of the session's outbound queue).
+    """
+
+    dba = "ingres"
+    EVENT_TIME = wire.encode_ingresdate(1_700_000_000)
+
+    def check_credentials(self, user: str, password: str | None) -> IngresError | None:
+        return None
+
+    def login(self, user: str, password: str | None, dbname: str, channel: GcaChannel) -> Session:
+        return Session(1, user, Database(dbname, self.dba), channel)
+
+    def execute(self, session: Session, text: bytes) -> bytes:
+        if not text.startswith(b"select"):
+            return wire.done_frame(True, 0)
+        columns = [
+            wire.Column("v", wire.IIAPI_VCH_TYPE, 12, nullable=True),
+            wire.Column("i", wire.IIAPI_INT_TYPE, 4, nullable=True),
+        ]
+        event = wire.event_frame("ev_mid", "ingres", "demodb", self.EVENT_TIME, b"in between")
+        return (
+            wire.header_frame(columns)
+            + wire.row_frame([b"abc", None])
+            + event
+            + wire.row_frame([None, struct.pack("<i", -7)])
+            + wire.done_frame(True, 2)
+        )
+
+    def logout(self, session: Session) -> None:
+        session.closed = True
+
+
+@contextmanager
+def scripted_server() -> Iterator[int]:
+    """A GCA listener in a thread, on the scripted core; its port."""
+    loop = asyncio.new_event_loop()
+    core = ScriptedCore()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readexactly(4)
+            assert gcc.looks_like_connect_request(head)
+            await GcaConnection(core, head, reader, writer).run()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_nulls_and_an_event_inside_a_result(real_ii_system: Path, tmp_path: Path) -> None:
+    with scripted_server() as scripted:
+        r = run_scenario(
+            real_ii_system,
+            tmp_path,
+            "event_inside_result",
+            target=f"@127.0.0.1,tcp_ip,{scripted}::demodb",
+            sql="select v, i from t",
+        )
+    result = r["result"]
+    _ok(result)
+    assert [(c["type"], c["length"], c["nullable"]) for c in result["columns"]] == [
+        (IIAPI_VCH_TYPE, 12, True),
+        (IIAPI_INT_TYPE, 4, True),
+    ]
+    (v1, i1), (v2, i2) = result["rows"]
+    assert (_varchar(v1), i1) == (b"abc", None)
+    assert (v2, _int(i2)) == (None, -7)
+    assert result["rowcount"] == 2
+    # The event between the rows reached the catch armed before the query.
+    assert r["caught_during_query"]
+    event = r["event"]
+    assert (event["name"], event["owner"], event["database"]) == ("ev_mid", "ingres", "demodb")
+    assert bytes.fromhex(event["text"]) == b"in between"
+    assert bytes.fromhex(event["time"]) == ScriptedCore.EVENT_TIME
+    assert r["disconnect"] == ST_SUCCESS
+
+
+def test_cancel_gets_only_an_interrupt_ack_and_the_stream_stays_in_step(
+    real_ii_system: Path, tmp_path: Path, port: int
+) -> None:
+    r = run_scenario(
+        real_ii_system,
+        tmp_path,
+        "cancel",
+        target=f"@127.0.0.1,tcp_ip,{port}::demodb",
+        sql="select 1",
+        rounds=20,
+    )
+    # Each cancel reached the server as GCA_ATTENTION (the statement's reply was
+    # already on its way); the library purged that reply up to our GCA_IACK and
+    # failed the query as cancelled.
+    assert r["outcomes"] == [{"cancel": ST_SUCCESS, "query": ST_FAILURE}] * 20
+    _ok(r["after"])
+    assert [[_int(v) for v in row] for row in r["after"]["rows"]] == [[1]]
+    assert r["disconnect"] == ST_SUCCESS
+    trace = (tmp_path / "cancel.trace").read_text(errors="replace")
+    assert trace.count("GCA_SEND msg=GCA_ATTENTION") == 20
+    assert trace.count("GCA_RECEIVE msg=GCA_IACK") == 20
