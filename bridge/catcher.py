@@ -29,7 +29,8 @@ from typing import Final, Protocol
 import tenacity
 
 from bridge.event import CaughtEvent
-from bridge.openapi import OpenAPIError, RawEvent, Session
+from bridge.ingres_errors import Remedy, explain, remedy
+from bridge.openapi import API_VERSION, OpenAPIError, RawEvent, Session
 
 log = logging.getLogger("bridge.catcher")
 
@@ -72,7 +73,11 @@ class CatcherSink(Protocol):
         """The catcher gave up (a startup error, or a bug): the bridge must stop."""
 
 
-class CatcherStartupError(RuntimeError):
+class CatcherGaveUpError(RuntimeError):
+    """Retrying cannot help: the bridge must stop; the message says why."""
+
+
+class CatcherStartupError(CatcherGaveUpError):
     """The first session failed for a reason that retrying cannot fix."""
 
 
@@ -89,10 +94,11 @@ class RegistrationError(OpenAPIError):
         self.event = name
 
 
-# SQLSTATE classes that retrying does not cure: bad credentials (28), unknown
-# database (3D). Only fatal before the first session: later the operator may
-# be fixing things while we retry.
-_FATAL_AT_STARTUP = ("28", "3D")
+# A failure the client library does not explain (no error information) is
+# retried this many times in a row, each logged, and then the catcher gives up:
+# it is a refusal by the library (a bad parameter, a broken installation), and
+# retrying it for ever would only hide it.
+_UNEXPLAINED_LIMIT = 3
 
 
 # While no server takes the connection (refused, nobody listening), retry this
@@ -121,7 +127,7 @@ class _ReconnectWait(tenacity.wait.wait_base):
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         outcome = retry_state.outcome
         error = outcome.exception() if outcome is not None else None
-        if isinstance(error, OpenAPIError) and error.unreachable:
+        if isinstance(error, OpenAPIError) and remedy(error) is Remedy.RETRY_SOON:
             return _UNREACHABLE_RETRY_S
         delay: float = min(self._high, self._low * 2.0 ** min(self._answered, 32))
         self._answered += 1
@@ -140,6 +146,7 @@ class Catcher:
         self.startup_error: BaseException | None = None
         self._unreachable_logged = -_UNREACHABLE_LOG_EVERY_S  # monotonic time of that warning
         self.crashed: BaseException | None = None
+        self._unexplained = 0  # consecutive failures without error information
 
     def start(self) -> None:
         """Start the catcher thread."""
@@ -189,7 +196,7 @@ class Catcher:
                 finally:
                     session.close()
                 reconnected = True
-        except CatcherStartupError as exc:
+        except CatcherGaveUpError as exc:
             self.startup_error = exc
             self._started.set()
             self._sink.catcher_failed(exc)
@@ -224,14 +231,15 @@ class Catcher:
         """Report a failed attempt: readiness names it, the log says it (WARNING)."""
         wait = state.next_action.sleep if state.next_action else 0.0
         error = state.outcome.exception() if state.outcome else None
-        unreachable = isinstance(error, OpenAPIError) and error.unreachable
+        unreachable = isinstance(error, OpenAPIError) and remedy(error) is Remedy.RETRY_SOON
         if isinstance(error, RegistrationError):
             reason = (f"DBEvent {error.event} cannot be registered (it does not exist, or a "
                       f"privilege is missing): {error}")
         elif unreachable:
             reason = f"Ingres server not reachable: {error}"
         else:
-            reason = f"Ingres session not available: {error}"
+            reason = "Ingres session not available: " + (
+                explain(error) if isinstance(error, OpenAPIError) else str(error))
         self._sink.session_unavailable(reason)
         extra = {"side": "ingres", "wait_seconds": round(wait, 2)}
         if not unreachable:
@@ -244,14 +252,24 @@ class Catcher:
             self._unreachable_logged = now
             log.warning("%s; retrying every %.1f s until it is", reason, wait, extra=extra)
 
+    def _judge(self, exc: OpenAPIError) -> None:
+        """Raise where retrying cannot help (bridge.ingres_errors decides what can)."""
+        kind = remedy(exc)
+        # Settings errors are fatal only before the first session: later the
+        # operator may be fixing them while we retry.
+        if kind is Remedy.FIX_SETTINGS and not self._started.is_set():
+            raise CatcherStartupError(f"cannot connect to Ingres: {explain(exc)}") from exc
+        self._unexplained = self._unexplained + 1 if kind is Remedy.UNEXPLAINED else 0
+        if self._unexplained >= _UNEXPLAINED_LIMIT:
+            raise CatcherGaveUpError(
+                f"giving up after {self._unexplained} failures in a row: {explain(exc)}"
+            ) from exc
+
     def _open_and_register(self) -> Session:
         try:
             session = _open_session(self._config)
         except OpenAPIError as exc:
-            if not self._started.is_set() and any(
-                e.sqlstate.startswith(_FATAL_AT_STARTUP) for e in exc.errors
-            ):
-                raise CatcherStartupError(f"cannot connect to Ingres: {exc}") from exc
+            self._judge(exc)
             raise
         try:
             for name in self._config.events:
@@ -265,8 +283,8 @@ class Catcher:
             session.close()
             raise
         log.info(
-            "registered %d DBEvent(s): %s", len(self._config.events),
-            ", ".join(self._config.events), extra={"side": "ingres"},
+            "registered %d DBEvent(s) through OpenAPI version %d: %s", len(self._config.events),
+            API_VERSION, ", ".join(self._config.events), extra={"side": "ingres"},
         )
         return session
 
@@ -285,6 +303,7 @@ class Catcher:
         while not self._stop.is_set():
             try:
                 raw = session.next_event(timeout_ms)
+                self._unexplained = 0
                 if raw is not None:
                     last_activity = time.monotonic()
                     self._sink.event_caught(_to_caught(raw))
@@ -301,6 +320,7 @@ class Catcher:
             except OpenAPIError as exc:
                 log.error("Ingres session lost: %s", exc, extra={"side": "ingres"})
                 self._sink.session_down(datetime.now(UTC), str(exc))
+                self._judge(exc)
                 return
 
 

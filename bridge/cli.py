@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
         ("run", "run the bridge until SIGTERM, SIGINT or SIGHUP"),
         ("check-config", "print the effective settings and check that Ingres and RabbitMQ answer"),
         ("demo", "run the bridge against the built-in simulator and a local RabbitMQ"),
+        ("doctor", "check the Ingres client installation (II_SYSTEM, library, time zone) and, "
+                   "when a target is set, connect and register each event"),
     ):
         add_cli_options(commands.add_parser(name, help=text, description=text))
     sim = commands.add_parser("sim", help="the Ingres OpenAPI simulator (see `sim --help`)",
@@ -78,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bridge.checks import check_config
 
         return asyncio.run(check_config(settings))
+    if args.command == "doctor":
+        from bridge.doctor import run_doctor
+
+        return run_doctor(settings)
     from bridge.demo import run_demo
 
     return asyncio.run(run_demo(settings))

@@ -1,7 +1,9 @@
 """Exit statuses of the `dbevent-bridge` commands: the one place that defines and picks them.
 
 - 0: success; `run`: stopped by a signal after draining.
-- 1: a runtime failure the log explains (a bug, a broken spool, ...).
+- 1: a runtime failure the log explains (a bug, a broken spool, a client
+  library that keeps refusing calls without saying why, ...); `doctor`: a
+  check failed.
 - 2: invalid settings (one line per problem on stderr).
 - 3: Ingres refused what the settings say: rejected credentials, an unknown
   database (`run`); `check-config`: the Ingres check failed.

@@ -41,11 +41,31 @@ _STATUS_NAMES = {
 
 E_AP_BASE = 0xC90000
 E_AP0001_CONNECTION_ABORTED = E_AP_BASE + 0x0001
-# Connect failures where no DBMS took the call: the real client's "Unable to
-# make outgoing connection" for a closed port (E_CLFE05, 0x1FE05) and the name
-# server's "association partner unavailable" (E_GC0021). Retrying them costs
-# the DBMS nothing.
-_NO_SERVER_ANSWERED = frozenset({0x0001FE05, 0x000C0021})
+
+# The OpenAPI version the bridge asks for: the lowest that has every call and
+# field it uses. Version 2 added the environment handle (`in_envHandle`, which
+# `IIapi_setEnvParam`, `IIapi_formatData` and `IIapi_releaseEnv` take) and
+# `co_type` (iiapi.h: "Version 2 parameters"; API Version History); nothing
+# the bridge touches is gated higher (`gq_rowCountEx` is version 10, query
+# flags version 6, and the bridge uses neither). Every runtime accepts it:
+# IIapi_initialize refuses only versions above its own IIAPI_VERSION
+# (aip/apiinit.c): 8 for Ingres 10, 11 for Actian Client 1.5. At version 2
+# the library asks the server for GCA protocol level 63 (aip/apilower.c),
+# which already carries SQLSTATEs and the server's own error codes.
+API_VERSION = 2
+
+# Error classes (the high 16 bits of an error code), from the message files'
+# `_xx_CLASS` defines (src/common/hdr/hdr/er*.msg), to name codes as Ingres does.
+_ERROR_CLASSES = {
+    0: "US", 1: "CL", 2: "AD", 3: "DM", 4: "OP", 5: "PS", 6: "QE", 7: "QS", 8: "RD",
+    9: "SC", 11: "DU", 12: "GC", 13: "RQ", 14: "TP", 15: "GW", 16: "SX", 19: "CU", 201: "AP",
+}
+
+
+def error_name(code: int) -> str:
+    """An Ingres error code as its documented name (0xC000B -> E_GC000B), else in hex."""
+    facility = _ERROR_CLASSES.get(code >> 16)
+    return f"E_{facility}{code & 0xFFFF:04X}" if facility and code > 0 else hex(code)
 
 # Longest event text Ingres carries, plus the VARCHAR's 2-byte length.
 _EVENT_TEXT_MAX = 256
@@ -93,6 +113,31 @@ def load_pyngres() -> ModuleType:
     return _pyngres
 
 
+def accepted_api_versions(limit: int = 32) -> range:
+    """The `in_version` values the loaded library accepts: 1 up to its own IIAPI_VERSION.
+
+    IIapi_initialize refuses any version above the library's own (aip/apiinit.c),
+    so the first refusal ends the range. Empty when it refuses even version 1
+    (a client without time-zone configuration fails every initialisation).
+    """
+    py = load_pyngres()
+    highest = 0
+    for version in range(1, limit + 1):
+        init = py.IIAPI_INITPARM()
+        init.in_version = version
+        init.in_timeout = -1
+        py.IIapi_initialize(init)
+        if init.in_status != ST_SUCCESS:
+            break
+        highest = version
+        if version >= 2:
+            release = py.IIAPI_RELENVPARM()
+            release.re_envHandle = init.in_envHandle
+            py.IIapi_releaseEnv(release)
+        py.IIapi_terminate(py.IIAPI_TERMPARM())
+    return range(1, highest + 1)
+
+
 @dataclass(frozen=True, slots=True)
 class ApiError:
     """One entry of an OpenAPI error list (`IIapi_getErrorInfo`)."""
@@ -103,8 +148,7 @@ class ApiError:
     message: str
 
     def __str__(self) -> str:
-        code = f"E_AP{self.code - E_AP_BASE:04X}" if self.code >= E_AP_BASE else hex(self.code)
-        return f"{self.message.strip()} (SQLSTATE {self.sqlstate}, {code})"
+        return f"{self.message.strip()} (SQLSTATE {self.sqlstate}, {error_name(self.code)})"
 
 
 class OpenAPIError(Exception):
@@ -125,11 +169,6 @@ class OpenAPIError(Exception):
             for e in self.errors
         )
 
-
-    @property
-    def unreachable(self) -> bool:
-        """True when no server took the call (refused, nobody listening): cheap to retry."""
-        return any(e.code in _NO_SERVER_ANSWERED for e in self.errors)
 
 
 class SessionTimeoutError(OpenAPIError):
@@ -216,7 +255,7 @@ class Session:
 
     def open(self) -> None:
         """Initialise an environment, connect, and turn autocommit on."""
-        self._initialize()
+        self.initialize()
         py = self._py
         parm = py.IIAPI_CONNPARM()
         parm.co_target = self._target.encode()
@@ -288,15 +327,20 @@ class Session:
         self._py.IIapi_abort(parm)
         self._complete_ignoring_errors(parm.ab_genParm)
 
-    def _initialize(self) -> None:
+    def initialize(self) -> None:
+        """Initialise the OpenAPI at `API_VERSION` and set the event-time format (once)."""
+        if self._env is not None:
+            return
         py = self._py
         init = py.IIAPI_INITPARM()
-        init.in_version = py.IIAPI_VERSION_11
+        init.in_version = API_VERSION
         init.in_timeout = -1
         py.IIapi_initialize(init)
         if init.in_status != ST_SUCCESS:
-            raise OpenAPIError("IIapi_initialize", init.in_status, [])
+            # The library says nothing more; a missing time-zone setup is the usual cause.
+            raise OpenAPIError(f"IIapi_initialize(in_version={API_VERSION})", init.in_status, [])
         self._env = init.in_envHandle
+        log.debug("OpenAPI initialised at in_version %d", API_VERSION, extra={"side": "ingres"})
         # Event times are formatted by the OpenAPI itself, in a fixed format and
         # zone, so that no locale default can change what we read.
         self._set_env_param(py.IIAPI_EP_TIMEZONE, ctypes.c_char_p(b"GMT"))
@@ -356,9 +400,10 @@ class Session:
             descr.gd_stmtHandle = stmt
             py.IIapi_getDescriptor(descr)
             self._complete("select 1: descriptor", descr.gd_genParm, deadline)
-            value = ctypes.c_int(0)
+            # Sized by the descriptor: a real server answers INTEGER2 (length 2).
+            value = ctypes.create_string_buffer(8)
             data = (py.IIAPI_DATAVALUE * 1)()
-            data[0].dv_length = ctypes.sizeof(value)
+            data[0].dv_length = min(int(descr.gd_descriptor[0].ds_length), len(value))
             data[0].dv_value = ctypes.addressof(value)
             cols = py.IIAPI_GETCOLPARM()
             cols.gc_stmtHandle = stmt
@@ -438,7 +483,7 @@ class Session:
             database=_text(catch.ce_eventDB),
             owner=_text(catch.ce_eventOwner),
             name=_text(catch.ce_eventName),
-            raised_at=self._event_time(raw_time),
+            raised_at=self.event_time(raw_time),
             text=text,
         )
 
@@ -463,7 +508,7 @@ class Session:
         (length,) = struct.unpack_from("=H", self._text_buffer.raw)
         return self._text_buffer.raw[2 : 2 + min(length, _EVENT_TEXT_MAX)]
 
-    def _event_time(self, raw: bytes) -> datetime:
+    def event_time(self, raw: bytes) -> datetime:
         """Turn an ingresdate into an aware UTC datetime, through IIapi_formatData.
 
         ISO4 text has whole seconds; the milliseconds come from the documented
