@@ -26,7 +26,7 @@ import stamina
 
 from bridge.backlog import Backlog
 from bridge.catcher import Catcher, CatcherConfig
-from bridge.event import CaughtEvent
+from bridge.event import CaughtEvent, EventIdentities
 from bridge.exits import ExitStatus, forced_by, status_of
 from bridge.gaps import CatchLedger
 from bridge.health import Health
@@ -51,6 +51,8 @@ _WATCH_INTERVAL: Final = 1.0
 # How long the shutdown waits for the catcher thread to close its session.
 _CATCHER_STOP_TIMEOUT: Final = 10.0
 _POLL_INTERVAL: Final = 0.05
+# How many of the spool's newest events seed the ordinals of event ids at start.
+_ID_TAIL: Final = 10_000
 
 
 class StartupError(RuntimeError):
@@ -252,10 +254,24 @@ class Bridge:
         self._publish_task = asyncio.create_task(self._publish(), name="publisher")
         assert self._backlog is not None
         self._sink = _LoopSink(self, loop, self._backlog)
-        self._catcher = Catcher(config, self._sink)
+        self._catcher = Catcher(config, self._sink, self._identities())
         self._catcher.start()
         self._watch_task = asyncio.create_task(self._watch(), name="catcher+amqp watch")
         self.health.watch_tasks([self._publish_task, self._watch_task])
+
+    def _identities(self) -> EventIdentities:
+        """Event ids that continue the ordinals of what an earlier run left in the spool.
+
+        Only the spool's tail matters (ordinals count within one second); without
+        it, an identical event caught again in that second would reuse an id
+        still in the spool.
+        """
+        identities = EventIdentities()
+        spool = self._spool
+        if spool is not None and spool.depth:
+            tail = spool.read(max(spool.last_seq - _ID_TAIL, 0), _ID_TAIL)
+            identities.observe(event for _, event in tail)
+        return identities
 
     def _open_backlog(self) -> None:
         spool_settings = self.settings.spool

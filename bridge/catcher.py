@@ -28,7 +28,7 @@ from typing import Final, Protocol
 
 import tenacity
 
-from bridge.event import CaughtEvent
+from bridge.event import CaughtEvent, EventIdentities
 from bridge.ingres_errors import Remedy, explain, remedy
 from bridge.openapi import API_VERSION, OpenAPIError, RawEvent, Session
 
@@ -137,9 +137,12 @@ class _ReconnectWait(tenacity.wait.wait_base):
 class Catcher:
     """Runs the Ingres session on its own thread; see the module docstring."""
 
-    def __init__(self, config: CatcherConfig, sink: CatcherSink) -> None:
+    def __init__(
+        self, config: CatcherConfig, sink: CatcherSink, identities: EventIdentities
+    ) -> None:
         self._config = config
         self._sink = sink
+        self._identities = identities  # used on the catcher thread only
         self._stop = threading.Event()
         self._started = threading.Event()
         self._thread: threading.Thread | None = None
@@ -306,7 +309,7 @@ class Catcher:
                 self._unexplained = 0
                 if raw is not None:
                     last_activity = time.monotonic()
-                    self._sink.event_caught(_to_caught(raw))
+                    self._sink.event_caught(_to_caught(raw, self._identities))
                     continue
                 if probe_sent is not None:
                     self._sink.session_proved(probe_sent)
@@ -324,13 +327,16 @@ class Catcher:
                 return
 
 
-def _to_caught(raw: RawEvent) -> CaughtEvent:
+def _to_caught(raw: RawEvent, identities: EventIdentities) -> CaughtEvent:
     return CaughtEvent(
         database=raw.database,
         owner=raw.owner,
         name=raw.name,
         raised_at=raw.raised_at,
         text=raw.text,
+        message_id=identities.message_id(
+            raw.database, raw.owner, raw.name, raw.raised_at, raw.text
+        ),
         caught_monotonic=time.monotonic(),
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aio_pika
 import pytest
@@ -187,3 +188,29 @@ async def test_refused_credentials_stop_the_start(settings: Settings, amqp_url: 
         assert "wrong-password" not in str(refused.value)
     finally:
         await bridge.shutdown()
+
+
+async def test_two_bridges_publish_each_event_under_the_same_message_id(
+    settings: Settings, sim: ServerThread, tmp_path: Path,
+    subscriber: aio_pika.abc.AbstractQueue,
+) -> None:
+    """Stable ids: two bridges on one database (each with its own spool) agree on every id,
+    identical events raised in one second included, so consumers can deduplicate."""
+    second_spool = settings.spool.model_copy(update={"path": tmp_path / "second.db"})
+    events = [Raised("ingres", "order_created", b"same text") for _ in range(5)]
+    events += [sample(i) for i in range(20)]
+    first = await _started(settings)
+    try:
+        second = await _started(settings.model_copy(update={"spool": second_spool}))
+        try:
+            await asyncio.to_thread(raise_all, sim.target(), events)
+            routed = [e for e in events if (e.owner, e.name) in ROUTING_KEYS]
+            messages = await receive(subscriber, 2 * len(routed))
+        finally:
+            await second.shutdown()
+    finally:
+        await first.shutdown()
+    ids = [m.message_id for m in messages]
+    assert len(ids) == 2 * len(routed)
+    assert len(set(ids)) == len(routed), "each event twice, under one id"
+    assert all(ids.count(i) == 2 for i in set(ids))
