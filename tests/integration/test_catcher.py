@@ -12,7 +12,7 @@ from datetime import datetime
 import pytest
 
 from bridge.catcher import Catcher, CatcherConfig, CatcherStartupError
-from bridge.event import CaughtEvent
+from bridge.event import CaughtEvent, EventIdentities
 from bridge.sim.server import ServerThread, SimServer
 
 
@@ -55,7 +55,7 @@ def _catcher(target: str) -> tuple[Catcher, _Sink]:
     config = CatcherConfig(target=target, user=None, password=None, events=["order_created"],
                            reconnect_min_s=0.05, reconnect_max_s=0.2, operation_timeout_s=10.0)
     sink = _Sink()
-    return Catcher(config, sink), sink
+    return Catcher(config, sink, EventIdentities()), sink
 
 
 @pytest.mark.parametrize(
