@@ -66,6 +66,7 @@ class SeedCatcher:
         fmt = ctypes.c_long(py.IIAPI_EPV_DFRMT_ISO4)
         self._set_env(py.IIAPI_EP_DATE_FORMAT, ctypes.addressof(fmt))
         cp = py.IIAPI_CONNPARM()
+        cp.co_type = py.IIAPI_CT_SQL
         cp.co_target = target.encode()
         cp.co_connHandle = self.env_handle
         cp.co_timeout = -1

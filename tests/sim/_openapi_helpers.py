@@ -78,14 +78,14 @@ def codes(handle: int | None) -> list[int]:
     return [e.code for e in errors(handle)]
 
 
-def initialize() -> int:
-    """IIapi_initialize(version 11); returns the environment handle."""
+def initialize(version: int = 11) -> int:
+    """IIapi_initialize(version); returns the environment handle (0 for version 1)."""
     ip = py.IIAPI_INITPARM()
-    ip.in_version = py.IIAPI_VERSION_11
+    ip.in_version = version
     ip.in_timeout = -1
     py.IIapi_initialize(ip)
     assert ip.in_status == py.IIAPI_ST_SUCCESS
-    return int(ip.in_envHandle)
+    return int(ip.in_envHandle or 0)
 
 
 def terminate(env: int | None) -> None:
@@ -165,6 +165,7 @@ class Session:
 def connect(env: int, target: str, autocommit: bool = True) -> Session:
     """Connect (and enable autocommit); asserts success."""
     cp = py.IIAPI_CONNPARM()
+    cp.co_type = py.IIAPI_CT_SQL
     cp.co_target = target.encode()
     cp.co_connHandle = env
     cp.co_timeout = -1
@@ -302,9 +303,9 @@ def convert_date(value: Any, width: int = 32) -> tuple[int, str]:
 
 
 @contextmanager
-def api() -> Iterator[int]:
+def api(version: int = 11) -> Iterator[int]:
     """An initialized API with one environment, terminated afterwards."""
-    env = initialize()
+    env = initialize(version)
     try:
         yield env
     finally:

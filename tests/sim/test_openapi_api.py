@@ -29,6 +29,7 @@ def env() -> Iterator[int]:
 
 def _connect(env: int, target: str) -> tuple[int, list[h.ErrorInfo], int]:
     cp = py.IIAPI_CONNPARM()
+    cp.co_type = py.IIAPI_CT_SQL
     cp.co_target = target.encode()
     cp.co_connHandle = env
     py.IIapi_connect(cp)
@@ -103,6 +104,7 @@ def test_connect_with_login_in_the_target(server: ServerThread, env: int) -> Non
 
 def test_co_username_and_password_override_the_target(server: ServerThread, env: int) -> None:
     cp = py.IIAPI_CONNPARM()
+    cp.co_type = py.IIAPI_CT_SQL
     cp.co_target = f"@127.0.0.1,tcp_ip,{server.port}::demodb".encode()
     cp.co_username = b"ingres"
     cp.co_password = b"secret"
@@ -132,23 +134,155 @@ def test_server_errors_of_a_failed_connect(server: ServerThread, env: int) -> No
     _abort(conn)
 
 
+NAME_SERVER = 0x000C0025  # E_GC0025: the name server is needed and not running
+CONNECT_ERROR = 0x0001FE05  # E_CLFE05: "Unable to make outgoing connection."
+
+
 @pytest.mark.parametrize(
-    ("target", "fragment"),
+    ("target", "first"),
     [
-        ("demodb", "local database"),
-        ("somenode::demodb", "Virtual node 'somenode'"),
-        ("@127.0.0.1,decnet,II::demodb", "Protocol 'decnet'"),
-        ("@127.0.0.1,tcp_ip,II::demodb", ":21064:"),
-        ("@127.0.0.1,tcp_ip,ii7::demodb", ":21071:"),
-        ("@127.0.0.1,tcp_ip,Z9::demodb", ":30152:"),
-        ("@127.0.0.1,tcp_ip,II16::demodb", "Invalid listen address"),
+        # Each as Actian Client 1.5 answers it (tests/sim/test_differential.py).
+        ("demodb", NAME_SERVER),  # a local database
+        ("somenode::demodb", NAME_SERVER),  # a vnode: only the name server knows it
+        ("@127.0.0.1,decnet,II::demodb", NAME_SERVER),  # no such protocol driver
+        ("@127.0.0.1::demodb", NAME_SERVER),  # no port
+        ("@127.0.0.1,tcp_ip,II16::demodb", 0x0001FE10),  # E_CLFE10: subport over 15
+        ("@127.0.0.1,tcp_ip,abc::demodb", 0x0001FE0C),  # E_CLFE0C: no port
+        ("@127.0.0.1,tcp_ip,0::demodb", 0x0001FE0C),
+        ("@,tcp_ip,5::demodb", 0x000C012A),  # E_GC012A: no host
+        ("@127.0.0.1,tcp_ip,5[u,p::demodb", 0x000C012E),  # E_GC012E: login not closed
+        ("@no-such-host.invalid,tcp_ip,II::demodb", 0x0001FE0B),  # E_CLFE0B: unknown host
     ],
 )
-def test_targets_that_cannot_connect(env: int, target: str, fragment: str) -> None:
-    status, errs, conn = _connect(env, target)
-    assert status == py.IIAPI_ST_FAILURE
-    assert fragment in errs[0].message
-    _abort(conn)
+def test_targets_refused_inside_the_call(env: int, target: str, first: int) -> None:
+    cp = py.IIAPI_CONNPARM()
+    cp.co_type = py.IIAPI_CT_SQL
+    cp.co_target = target.encode()
+    cp.co_connHandle = env
+    py.IIapi_connect(cp)
+    assert cp.co_genParm.gp_completed  # known before any I/O
+    assert cp.co_genParm.gp_status == py.IIAPI_ST_FAILURE
+    errs = h.errors(cp.co_genParm.gp_errorHandle)
+    assert [(e.type, e.code, e.sqlstate) for e in errs] == [
+        (py.IIAPI_GE_ERROR, first, "08004"),
+        (py.IIAPI_GE_ERROR, h.E_AP0001, "08006"),
+    ]
+    assert errs[1].message == "The connection to the server has been aborted."
+    _abort(cp.co_connHandle)
+
+
+def test_closed_port_fails_in_wait_as_the_real_library(env: int) -> None:
+    """The list Actian's library gives for a port nobody listens on."""
+    with ServerThread() as gone:
+        port = gone.port
+    cp = py.IIAPI_CONNPARM()
+    cp.co_type = py.IIAPI_CT_SQL
+    cp.co_target = f"@127.0.0.1,tcp_ip,{port}[user,secret]::demodb".encode()
+    cp.co_connHandle = env
+    py.IIapi_connect(cp)
+    assert not cp.co_genParm.gp_completed
+    assert h.wait(cp.co_genParm) == py.IIAPI_ST_FAILURE
+    errs = h.errors(cp.co_genParm.gp_errorHandle)
+    assert [(e.type, e.sqlstate, e.code, e.message, e.server_info) for e in errs] == [
+        (py.IIAPI_GE_ERROR, "08004", CONNECT_ERROR, "Unable to make outgoing connection.", False),
+        (py.IIAPI_GE_ERROR, "08006", h.E_AP0001, "The connection to the server has been aborted.",
+         False),
+    ]
+    _abort(cp.co_connHandle)
+
+
+@pytest.mark.parametrize("co_type", [0, 2, 4, -1])
+def test_connection_type_is_required_from_version_2(
+    server: ServerThread, env: int, co_type: int
+) -> None:
+    """apiconn.c: FAILURE inside the call, no error handle, no connection handle."""
+    cp = py.IIAPI_CONNPARM()
+    cp.co_type = co_type
+    cp.co_target = server.target("ingres", "secret").encode()
+    cp.co_connHandle = env
+    py.IIapi_connect(cp)
+    assert cp.co_genParm.gp_completed
+    assert cp.co_genParm.gp_status == py.IIAPI_ST_FAILURE
+    assert cp.co_genParm.gp_errorHandle is None
+    assert cp.co_connHandle is None
+
+
+def test_version_1_has_no_connection_type(server: ServerThread) -> None:
+    """co_type is a version 2 parameter: a version 1 application never sets it."""
+    with h.api(version=1) as env:
+        assert env == 0  # version 1: no environment handle
+        cp = py.IIAPI_CONNPARM()
+        cp.co_type = 0
+        cp.co_target = server.target("ingres", "secret").encode()
+        py.IIapi_connect(cp)
+        assert h.wait(cp.co_genParm) == py.IIAPI_ST_SUCCESS
+        _abort(cp.co_connHandle)
+
+
+def test_name_server_connections_need_a_name_server(server: ServerThread, env: int) -> None:
+    cp = py.IIAPI_CONNPARM()
+    cp.co_type = py.IIAPI_CT_NS
+    cp.co_target = server.target("ingres", "secret").encode()
+    cp.co_connHandle = env
+    py.IIapi_connect(cp)
+    assert cp.co_genParm.gp_completed
+    assert h.codes(cp.co_genParm.gp_errorHandle) == [NAME_SERVER, h.E_AP0001]
+    _abort(cp.co_connHandle)
+
+
+def test_an_invalid_handle_leaves_no_connection_handle(env: int) -> None:
+    bogus = ctypes.create_string_buffer(256)
+    cp = py.IIAPI_CONNPARM()
+    cp.co_type = py.IIAPI_CT_SQL
+    cp.co_target = b"@127.0.0.1,tcp_ip,1::demodb"
+    cp.co_connHandle = ctypes.addressof(bogus)
+    py.IIapi_connect(cp)
+    assert (cp.co_genParm.gp_completed, cp.co_genParm.gp_status) == (
+        1,
+        py.IIAPI_ST_INVALID_HANDLE,
+    )
+    assert cp.co_connHandle is None
+
+
+def test_error_info_of_no_handle_is_no_data(env: int) -> None:
+    ge = py.IIAPI_GETEINFOPARM()
+    ge.ge_errorHandle = None
+    py.IIapi_getErrorInfo(ge)
+    assert ge.ge_status == py.IIAPI_ST_NO_DATA
+
+
+def test_nested_initialization_terminates_with_a_warning_first() -> None:
+    first, second = py.IIAPI_INITPARM(), py.IIAPI_INITPARM()
+    for ip in (first, second):
+        ip.in_version = 11
+        py.IIapi_initialize(ip)
+        assert ip.in_status == py.IIAPI_ST_SUCCESS
+    for ip in (first, second):
+        rp = py.IIAPI_RELENVPARM()
+        rp.re_envHandle = ip.in_envHandle
+        py.IIapi_releaseEnv(rp)
+    statuses = []
+    for _ in range(3):
+        tp = py.IIAPI_TERMPARM()
+        py.IIapi_terminate(tp)
+        statuses.append(tp.tm_status)
+    assert statuses == [
+        py.IIAPI_ST_WARNING,  # another initialization keeps the API alive
+        py.IIAPI_ST_SUCCESS,
+        py.IIAPI_ST_NOT_INITIALIZED,
+    ]
+
+
+@pytest.mark.parametrize("highest", [8, 10])
+def test_acts_as_an_older_runtime_when_told(monkeypatch: pytest.MonkeyPatch, highest: int) -> None:
+    """BRIDGE_SIM_MAX_API_VERSION: refuse in_version above it, as Ingres 10 refuses 9+."""
+    monkeypatch.setenv("BRIDGE_SIM_MAX_API_VERSION", str(highest))
+    for version, expected in ((highest + 1, py.IIAPI_ST_FAILURE), (highest, py.IIAPI_ST_SUCCESS)):
+        ip = py.IIAPI_INITPARM()
+        ip.in_version = version
+        py.IIapi_initialize(ip)
+        assert ip.in_status == expected
+    h.terminate(ip.in_envHandle)
 
 
 def test_unsupported_functions_fail_with_a_clear_error(env: int) -> None:

@@ -11,11 +11,13 @@ import ctypes
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pyngres as py
 import pytest
 
 from bridge.sim.server import ServerThread
+from bridge.sim.wire import decode_ingresdate
 from tests.sim import _openapi_helpers as h
 
 
@@ -327,3 +329,75 @@ def test_callbacks_are_called_with_closure_and_parm_block(
     assert session.get_event(5000) == py.IIAPI_ST_SUCCESS
     assert calls == [("catch", ctypes.addressof(cep), 1)]
     h.close_handle(cep.ce_eventHandle)
+
+
+_EVENT_FUNC = ctypes.CFUNCTYPE(None, ctypes.POINTER(py.IIAPI_EVENTPARM))
+
+
+def _set_event_func(env: int, func: Any) -> int:
+    sp = py.IIAPI_SETENVPRMPARM()
+    sp.se_envHandle = env
+    sp.se_paramID = py.IIAPI_EP_EVENT_FUNC
+    sp.se_paramValue = ctypes.cast(func, ctypes.c_void_p) if func is not None else None
+    py.IIapi_setEnvParam(sp)
+    return int(sp.se_status)
+
+
+def test_event_func_gets_the_events_no_handle_catches(
+    server: ServerThread, session: h.Session, env: int
+) -> None:
+    """IIAPI_EP_EVENT_FUNC (apievent.c, dispatch_dbev): called for an uncaught event only."""
+    seen: list[tuple[int | None, int | None, bytes | None, bytes | None, bytes | None, bytes]] = []
+
+    def on_event(parm: Any) -> None:
+        p = parm.contents
+        raw = ctypes.string_at(p.ev_eventTime.dv_value, p.ev_eventTime.dv_length)
+        seen.append(
+            (p.ev_envHandle, p.ev_connHandle, p.ev_eventName, p.ev_eventOwner, p.ev_eventDB, raw)
+        )
+
+    callback = _EVENT_FUNC(on_event)
+    assert _set_event_func(env, callback) == py.IIAPI_ST_SUCCESS
+    server.raise_event("ingres", "ev1", b"nobody catches this")
+    assert session.get_event(5000) == py.IIAPI_ST_SUCCESS
+    assert len(seen) == 1
+    env_handle, conn, name, owner, db, raw = seen[0]
+    assert (env_handle, conn) == (env, session.conn)
+    assert (name, owner, db) == (b"ev1", b"ingres", b"demodb")
+    assert abs(decode_ingresdate(raw).timestamp() - time.time()) < 60
+    cep = h.catch(session.conn)
+    server.raise_event("ingres", "ev1", b"caught")
+    assert session.get_event(5000) == py.IIAPI_ST_SUCCESS
+    assert cep.ce_genParm.gp_status == py.IIAPI_ST_SUCCESS
+    assert len(seen) == 1  # a caught event is not the callback's
+    h.close_handle(cep.ce_eventHandle)
+    assert _set_event_func(env, None) == py.IIAPI_ST_SUCCESS  # NULL: off
+    server.raise_event("ingres", "ev1", b"nobody again")
+    assert session.get_event(5000) == py.IIAPI_ST_SUCCESS
+    assert len(seen) == 1
+
+
+@pytest.mark.parametrize("version", [9, 10])
+def test_row_count_ex_is_written_from_version_10_only(server: ServerThread, version: int) -> None:
+    """gq_rowCountEx is a "Version 10 parameter" (iiapi.h): older blocks are shorter."""
+    with h.api(version) as env:
+        s = h.connect(env, server.target())
+        qp = py.IIAPI_QUERYPARM()
+        qp.qy_connHandle = s.conn
+        qp.qy_queryType = py.IIAPI_QT_QUERY
+        qp.qy_queryText = b"register dbevent ev2"
+        qp.qy_tranHandle = s.tran
+        py.IIapi_query(qp)
+        assert h.wait(qp.qy_genParm) == py.IIAPI_ST_SUCCESS
+        gq = py.IIAPI_GETQINFOPARM()
+        gq.gq_stmtHandle = qp.qy_stmtHandle
+        gq.gq_rowCountEx = 0x5EED
+        py.IIapi_getQueryInfo(gq)
+        assert h.wait(gq.gq_genParm) == py.IIAPI_ST_SUCCESS
+        assert bool(gq.gq_mask & py.IIAPI_GQ_ROW_COUNT_EX) == (version >= 10)
+        assert gq.gq_rowCountEx == (0 if version >= 10 else 0x5EED)
+        cl = py.IIAPI_CLOSEPARM()
+        cl.cl_stmtHandle = qp.qy_stmtHandle
+        py.IIapi_close(cl)
+        assert h.wait(cl.cl_genParm) == py.IIAPI_ST_SUCCESS
+        s.abort()

@@ -63,17 +63,27 @@ static void fail_with(clist_t *cl, IIAPI_GENPARM *gp, hdr_t *h, II_LONG code,
     complete(cl, gp, IIAPI_ST_FAILURE, h);
 }
 
-static const char MSG_AP0001[] = "Connection aborted: the connection to the server has been lost.";
-static const char MSG_AP0006[] = "Invalid sequence: API function cannot be called in the current state.";
 
 /* ------------------------------------------------------------------ */
 /* initialize / terminate / environment */
+
+/* The highest in_version this library accepts: 11, as Actian Client 1.5,
+ * unless BRIDGE_SIM_MAX_API_VERSION (1..11) makes it act as an older runtime
+ * (Ingres 10's library accepts at most 8: apiinit.c), so that an
+ * application's choice of version can be tested. Read at each call. */
+static int max_version(void)
+{
+    const char *v = getenv("BRIDGE_SIM_MAX_API_VERSION");
+    char *end = NULL;
+    long n = v && *v ? strtol(v, &end, 10) : 11;
+    return end && *end ? 11 : n < 1 ? 1 : n > 11 ? 11 : (int)n;
+}
 
 EXPORT void IIapi_initialize(IIAPI_INITPARM *p)
 {
     if (!p) return;
     pthread_mutex_lock(&g_lock);
-    if (p->in_version < 1 || p->in_version > 11) {
+    if (p->in_version < 1 || p->in_version > max_version()) {
         p->in_status = IIAPI_ST_FAILURE;
         pthread_mutex_unlock(&g_lock);
         return;
@@ -129,8 +139,9 @@ EXPORT void IIapi_terminate(IIAPI_TERMPARM *p)
     pthread_mutex_lock(&g_lock);
     if (!g_init) p->tm_status = IIAPI_ST_NOT_INITIALIZED;
     else {
-        p->tm_status = IIAPI_ST_SUCCESS;
-        if (--g_init == 0) free_everything();
+        /* WARNING while other initializations keep the API alive. */
+        p->tm_status = --g_init > 0 ? IIAPI_ST_WARNING : IIAPI_ST_SUCCESS;
+        if (g_init == 0) free_everything();
     }
     pthread_mutex_unlock(&g_lock);
 }
@@ -158,12 +169,15 @@ EXPORT void IIapi_setEnvParam(IIAPI_SETENVPRMPARM *p)
     int offset = 0;
     if (!g_init) p->se_status = IIAPI_ST_NOT_INITIALIZED;
     else if (!reg_has(e, K_ENV) || e->is_default) p->se_status = IIAPI_ST_INVALID_HANDLE;
-    else if (!p->se_paramValue || p->se_paramID < IIAPI_EP_BASE || p->se_paramID > IIAPI_EP_TOP)
+    else if (p->se_paramID < IIAPI_EP_BASE || p->se_paramID > IIAPI_EP_TOP)
+        p->se_status = IIAPI_ST_FAILURE;
+    else if (!p->se_paramValue && p->se_paramID != IIAPI_EP_EVENT_FUNC &&
+             p->se_paramID != IIAPI_EP_TRACE_FUNC && p->se_paramID != IIAPI_EP_PROMPT_FUNC)
         p->se_status = IIAPI_ST_FAILURE;
     else if (p->se_paramID == IIAPI_EP_DATE_FORMAT) {
         II_LONG v = *(II_LONG *)p->se_paramValue;
         p->se_status = IIAPI_ST_SUCCESS;
-        if (v < IIAPI_EPV_DFRMT_US || v > IIAPI_EPV_DFRMT_ISO4) p->se_status = IIAPI_ST_FAILURE;
+        if (v < IIAPI_EPV_DFRMT_US || v > IIAPI_EPV_DFRMT_ISO8601) p->se_status = IIAPI_ST_FAILURE;
         else e->fmt.date_format = v;
     } else if (p->se_paramID == IIAPI_EP_TIMEZONE) {
         const char *tz = p->se_paramValue;
@@ -173,9 +187,10 @@ EXPORT void IIapi_setEnvParam(IIAPI_SETENVPRMPARM *p)
             snprintf(e->fmt.tz_name, sizeof e->fmt.tz_name, "%s", tz);
             p->se_status = IIAPI_ST_SUCCESS;
         }
-    } else if (p->se_paramID >= 25 && p->se_paramID <= 27) {
-        /* trace, prompt and event callbacks: not simulated */
-        p->se_status = IIAPI_ST_FAILURE;
+    } else if (p->se_paramID == IIAPI_EP_EVENT_FUNC) {
+        /* NULL is accepted and turns the callback off (as the real library). */
+        e->event_func = (IIAPI_EVENT_CALLBACK)p->se_paramValue;
+        p->se_status = IIAPI_ST_SUCCESS;
     } else {
         p->se_status = IIAPI_ST_SUCCESS; /* accepted; no effect on the simulation */
     }
@@ -220,6 +235,7 @@ EXPORT void IIapi_getErrorInfo(IIAPI_GETEINFOPARM *p)
     pthread_mutex_lock(&g_lock);
     hdr_t *h = p->ge_errorHandle;
     if (!g_init) p->ge_status = IIAPI_ST_NOT_INITIALIZED;
+    else if (!h) p->ge_status = IIAPI_ST_NO_DATA; /* no handle, no errors (real library) */
     else if (!reg_has(h, 0)) p->ge_status = IIAPI_ST_INVALID_HANDLE;
     else {
         err_t *e = h->errs;
@@ -257,23 +273,6 @@ typedef struct {
     char db[256];
 } target_t;
 
-/* Ingres symbolic ports: "XY" or "XYn" (n in 0..15) -> numeric (GCC rule). */
-static int symbolic_port(const char *s, long *out)
-{
-    if (!isalpha((unsigned char)s[0]) || !isalnum((unsigned char)s[1])) return -1;
-    long sub = 0;
-    if (s[2]) {
-        char *end = NULL;
-        if (!isdigit((unsigned char)s[2])) return -1;
-        sub = strtol(s + 2, &end, 10);
-        if (*end || sub > 15) return -1;
-    }
-    int a = toupper((unsigned char)s[0]), b = toupper((unsigned char)s[1]);
-    *out = ((sub > 7 ? 2L : 1L) << 14) | ((long)(a & 0x1f) << 9) | ((long)(b & 0x3f) << 3) |
-           (sub & 7);
-    return 0;
-}
-
 static int copy_field(char *dst, size_t cap, const char *s, size_t n)
 {
     while (n > 0 && isspace((unsigned char)*s)) s++, n--;
@@ -284,83 +283,92 @@ static int copy_field(char *dst, size_t cap, const char *s, size_t n)
     return 0;
 }
 
-/* "@host[,protocol][,port][user,password]::database[/class]".
- * Returns 0, or an error code with a message in why. */
-static II_LONG parse_target(const char *t, target_t *o, char *why, size_t wn)
+/* Ingres symbolic ports: "XY" or "XYn" -> numeric (GCC rule). Returns 0, or the
+ * CL error GCC's TCP driver reports: a subport over 15 (E_CLFE10), anything
+ * else that is no port (E_CLFE0C). */
+static II_LONG port_number(const char *s, long *out)
+{
+    char *end = NULL;
+    if (isdigit((unsigned char)s[0])) {
+        *out = strtol(s, &end, 10);
+        return *end || *out <= 0 || *out > 65535 ? E_CLFE0C_BS_BADPORT : 0;
+    }
+    if (!isalpha((unsigned char)s[0]) || !isalnum((unsigned char)s[1]))
+        return E_CLFE0C_BS_BADPORT;
+    long sub = 0;
+    if (s[2]) {
+        if (!isdigit((unsigned char)s[2])) return E_CLFE0C_BS_BADPORT;
+        sub = strtol(s + 2, &end, 10);
+        if (*end) return E_CLFE0C_BS_BADPORT;
+        if (sub > 15) return E_CLFE10_BS_SUBPORT_RANGE;
+    }
+    int a = toupper((unsigned char)s[0]), b = toupper((unsigned char)s[1]);
+    *out = ((sub > 7 ? 2L : 1L) << 14) | ((long)(a & 0x1f) << 9) | ((long)(b & 0x3f) << 3) |
+           (sub & 7);
+    return 0;
+}
+
+static const char *cl_message(II_LONG code)
+{
+    switch (code) {
+    case E_GC0025_NM_SRVR_ID_ERR: return MSG_GC0025;
+    case E_GC012A_GCN_BAD_NODE: return MSG_GC012A;
+    case E_GC012E_GCN_BAD_AUTH: return MSG_GC012E;
+    case E_CLFE0B_BS_NOHOST: return MSG_CLFE0B;
+    case E_CLFE0C_BS_BADPORT: return MSG_CLFE0C;
+    case E_CLFE10_BS_SUBPORT_RANGE: return MSG_CLFE10;
+    default: return MSG_CLFE05;
+    }
+}
+
+/* "@host[,protocol],port[,port...][user,password]::database[/class]", as the
+ * real library takes it apart (checked against Actian Client 1.5): anything
+ * that is not such a dynamic vnode (a local database, a vnode name, another
+ * protocol, no port) needs the name server, which the simulator does not have
+ * and which is not running: E_GC0025, as the real client says without one.
+ * Returns 0 or the error code. */
+static II_LONG parse_target(const char *t, target_t *o)
 {
     memset(o, 0, sizeof *o);
     const char *sep = t ? strstr(t, "::") : NULL;
-    if (!t || !*t) {
-        snprintf(why, wn, "No target database given.");
-        return E_GC0139_GCN_NO_DBMS;
-    }
-    if (!sep) {
-        snprintf(why, wn,
-                 "Target '%s' names a local database: the OpenAPI simulator has no local "
-                 "installation; use '@host,tcp_ip,port[user,password]::database'.", t);
-        return E_GC0139_GCN_NO_DBMS;
-    }
-    if (t[0] != '@') {
-        snprintf(why, wn,
-                 "Virtual node '%.*s' is unknown: the OpenAPI simulator has no name server; "
-                 "use a dynamic vnode '@host,tcp_ip,port[user,password]::database'.",
-                 (int)(sep - t), t);
-        return E_GC0132_GCN_VNODE_UNKNOWN;
-    }
+    if (!sep || t[0] != '@') return E_GC0025_NM_SRVR_ID_ERR;
     const char *db = sep + 2, *slash = strchr(db, '/');
-    if (copy_field(o->db, sizeof o->db, db, slash ? (size_t)(slash - db) : strlen(db)) < 0 ||
-        !o->db[0]) {
-        snprintf(why, wn, "Invalid target '%s': missing database name.", t);
-        return E_GC0139_GCN_NO_DBMS;
-    }
+    if (copy_field(o->db, sizeof o->db, db, slash ? (size_t)(slash - db) : strlen(db)) < 0)
+        return E_GC012A_GCN_BAD_NODE;
     const char *node = t + 1, *end = sep, *br = memchr(node, '[', (size_t)(end - node));
     if (br) {
         const char *close = memchr(br, ']', (size_t)(end - br));
-        const char *comma = close ? memchr(br, ',', (size_t)(close - br)) : NULL;
-        if (!close || !comma || close + 1 != end ||
-            copy_field(o->user, sizeof o->user, br + 1, (size_t)(comma - br - 1)) < 0 ||
-            copy_field(o->password, sizeof o->password, comma + 1,
-                       (size_t)(close - comma - 1)) < 0) {
-            snprintf(why, wn, "Invalid vnode login in target '%s'.", t);
-            return E_GC0132_GCN_VNODE_UNKNOWN;
-        }
+        if (!close || close + 1 != end) return E_GC012E_GCN_BAD_AUTH;
+        const char *comma = memchr(br, ',', (size_t)(close - br));
+        const char *user_end = comma ? comma : close;
+        if (copy_field(o->user, sizeof o->user, br + 1, (size_t)(user_end - br - 1)) < 0 ||
+            (comma && copy_field(o->password, sizeof o->password, comma + 1,
+                                 (size_t)(close - comma - 1)) < 0))
+            return E_GC012E_GCN_BAD_AUTH;
         end = br;
     }
+    /* host, then [protocol,] port, then more ports to try: only the first is used */
     char parts[3][256] = {{0}};
     int np = 0;
     for (const char *s = node; np < 3;) {
         const char *c = memchr(s, ',', (size_t)(end - s));
         const char *e = c ? c : end;
-        if (copy_field(parts[np++], sizeof parts[0], s, (size_t)(e - s)) < 0) np = 4;
+        if (copy_field(parts[np++], sizeof parts[0], s, (size_t)(e - s)) < 0)
+            return E_GC012A_GCN_BAD_NODE;
         if (!c) break;
         s = c + 1;
-        if (np == 3) np = 4; /* too many parts */
     }
-    if (np > 3) {
-        snprintf(why, wn, "Invalid dynamic vnode in target '%s'.", t);
-        return E_GC0132_GCN_VNODE_UNKNOWN;
-    }
+    if (np < 2) return E_GC0025_NM_SRVR_ID_ERR; /* no port: the name server would know */
+    if (!parts[0][0]) return E_GC012A_GCN_BAD_NODE;
     const char *proto = np == 3 ? parts[1] : "tcp_ip";
-    const char *port = np == 3 ? parts[2] : np == 2 ? parts[1] : "II";
+    const char *port = np == 3 ? parts[2] : parts[1];
     if (strcasecmp(proto, "tcp_ip") != 0 && strcasecmp(proto, "tcp_ipv4") != 0 &&
-        strcasecmp(proto, "tcp_ipv6") != 0) {
-        snprintf(why, wn, "Protocol '%s' is not supported by the OpenAPI simulator (tcp_ip).",
-                 proto);
-        return E_GC0132_GCN_VNODE_UNKNOWN;
-    }
-    snprintf(o->host, sizeof o->host, "%s", parts[0][0] ? parts[0] : "localhost");
+        strcasecmp(proto, "tcp_ipv6") != 0)
+        return E_GC0025_NM_SRVR_ID_ERR;
+    snprintf(o->host, sizeof o->host, "%s", parts[0]);
     long num = 0;
-    char *pe = NULL;
-    if (isdigit((unsigned char)port[0])) {
-        num = strtol(port, &pe, 10);
-        if (*pe || num <= 0 || num > 65535) num = -1;
-    } else if (symbolic_port(port, &num) < 0) {
-        num = -1;
-    }
-    if (num < 0) {
-        snprintf(why, wn, "Invalid listen address '%s' in target '%s'.", port, t);
-        return E_GC0132_GCN_VNODE_UNKNOWN;
-    }
+    II_LONG bad = port_number(port, &num);
+    if (bad) return bad;
     snprintf(o->port, sizeof o->port, "%ld", num);
     return 0;
 }
@@ -383,28 +391,29 @@ static const char *os_user(void)
     return pw ? pw->pw_name : "ingres";
 }
 
-/* Starts the non-blocking TCP connect; returns 0 or an errno. */
-static int tcp_start(conn_t *c, const target_t *t)
+/* Starts the non-blocking TCP connect; returns 0, or the error for the
+ * application: an unknown host (E_CLFE0B), or a connect that failed at once
+ * (E_CLFE05, as when it fails later: finish_tcp_connect). */
+static II_LONG tcp_start(conn_t *c, const target_t *t)
 {
     struct addrinfo hints = {0}, *ai = NULL;
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    int rc = getaddrinfo(t->host, t->port, &hints, &ai);
-    if (rc != 0 || !ai) return EHOSTUNREACH;
+    if (getaddrinfo(t->host, t->port, &hints, &ai) != 0 || !ai) return E_CLFE0B_BS_NOHOST;
     int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
                     ai->ai_protocol);
     if (fd < 0) {
         freeaddrinfo(ai);
-        return errno;
+        return E_CLFE05_BS_CONNECT_ERR;
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
+    int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
     int err = rc == 0 ? 0 : errno;
     freeaddrinfo(ai);
     if (rc < 0 && err != EINPROGRESS) {
         close(fd);
-        return err;
+        return E_CLFE05_BS_CONNECT_ERR;
     }
     c->fd = fd;
     c->st = CS_CONNECTING;
@@ -422,33 +431,48 @@ static conn_t *conn_new(env_t *env)
     return c;
 }
 
+/* The connection types version 2 introduced; earlier versions have no co_type. */
+#define IIAPI_CT_SQL 1
+#define IIAPI_CT_NS 3
+
 EXPORT void IIapi_connect(IIAPI_CONNPARM *p)
 {
     if (!p) return;
-    BEGIN(&p->co_genParm);
-    conn_t *c = NULL;
+    /* As apiconn.c: the handles are outputs from here on, whatever happens. */
     void *h = p->co_connHandle;
-    if (!h) c = conn_new(g_default_env);
-    else if (reg_has(h, K_ENV)) c = conn_new(h);
-    else if (reg_has(h, K_CONN) && ((conn_t *)h)->st == CS_IDLE) c = h;
-    else {
+    p->co_connHandle = NULL;
+    p->co_tranHandle = NULL;
+    BEGIN(&p->co_genParm);
+    env_t *env = g_default_env;
+    conn_t *c = NULL;
+    if (h && reg_has(h, K_ENV)) env = h;
+    else if (h && reg_has(h, K_CONN) && ((conn_t *)h)->st == CS_IDLE) c = h, env = c->env;
+    else if (h) {
         complete(&cl, &p->co_genParm, IIAPI_ST_INVALID_HANDLE, NULL);
         goto out;
     }
+    /* From version 2 on the type must be given (apiconn.c): anything else
+     * fails inside the call with no error handle, and a connection handle
+     * created for the call is deleted again. */
+    if (env->version >= 2 && p->co_type != IIAPI_CT_SQL && p->co_type != IIAPI_CT_NS) {
+        complete(&cl, &p->co_genParm, IIAPI_ST_FAILURE, NULL);
+        goto out;
+    }
+    if (!c) c = conn_new(env);
     if (!c) {
         complete(&cl, &p->co_genParm, IIAPI_ST_OUT_OF_MEMORY, NULL);
         goto out;
     }
     err_clear(&c->h);
     p->co_connHandle = c;
-    p->co_tranHandle = NULL;
     target_t t;
-    char why[512];
-    II_LONG code = parse_target(p->co_target, &t, why, sizeof why);
+    /* A name-server connection needs a name server: the simulator has none. */
+    II_LONG code = env->version >= 2 && p->co_type == IIAPI_CT_NS
+                       ? E_GC0025_NM_SRVR_ID_ERR
+                       : parse_target(p->co_target, &t);
     if (code) {
-        c->st = CS_FAILED;
-        err_local(&c->h, code, "08001", "%s", why);
-        defer(&p->co_genParm, IIAPI_ST_FAILURE, &c->h);
+        conn_failed(c, code, cl_message(code));
+        complete(&cl, &p->co_genParm, IIAPI_ST_FAILURE, &c->h);
         goto out;
     }
     const char *user = p->co_username && *p->co_username ? p->co_username
@@ -467,12 +491,12 @@ EXPORT void IIapi_connect(IIAPI_CONNPARM *p)
     put_str(&w, t.db);
     c->hello_len = (size_t)(w - c->hello);
     snprintf(c->addr, sizeof c->addr, "%s:%s", t.host, t.port);
-    int err = tcp_start(c, &t);
-    if (err) {
-        c->st = CS_FAILED;
-        err_local(&c->h, E_GC0021_NO_PARTNER, "08004",
-                  "Requested association partner is unavailable: %s: %s.", c->addr, strerror(err));
-        defer(&p->co_genParm, IIAPI_ST_FAILURE, &c->h);
+    code = tcp_start(c, &t);
+    if (code) {
+        /* An unknown host is known inside the call, as in the real library. */
+        conn_failed(c, code, cl_message(code));
+        if (code == E_CLFE0B_BS_NOHOST) complete(&cl, &p->co_genParm, IIAPI_ST_FAILURE, &c->h);
+        else defer(&p->co_genParm, IIAPI_ST_FAILURE, &c->h);
         goto out;
     }
     long long deadline = p->co_timeout > 0 ? now_ms() + p->co_timeout : -1;
@@ -538,14 +562,12 @@ EXPORT void IIapi_disconnect(IIAPI_DISCONNPARM *p)
     err_clear(&c->h);
     if (c->tran) {
         fail_with(&cl, &p->dc_genParm, &c->h, E_AP0003_ACTIVE_TRANSACTIONS, "25000",
-                  "Active transactions: the operation cannot be performed while a "
-                  "transaction (autocommit included) is open.");
+                  MSG_AP0003);
         goto out;
     }
     if (c->evhs || c->cbq) {
         fail_with(&cl, &p->dc_genParm, &c->h, E_AP0005_ACTIVE_EVENTS, "25000",
-                  "Active events: the operation cannot be performed while event handles "
-                  "are open.");
+                  MSG_AP0005);
         goto out;
     }
     fail_pending(c, &cl);
@@ -588,8 +610,7 @@ EXPORT void IIapi_autocommit(IIAPI_AUTOPARM *p)
     if (!t) {
         if (c->tran) {
             fail_with(&cl, &p->ac_genParm, &c->h, E_AP0003_ACTIVE_TRANSACTIONS, "25000",
-                      "Active transactions: autocommit cannot be enabled inside a "
-                      "transaction.");
+                      MSG_AP0003);
             goto out;
         }
         t = hnew(sizeof *t, K_TRAN);
@@ -606,7 +627,7 @@ EXPORT void IIapi_autocommit(IIAPI_AUTOPARM *p)
     }
     if (t->nstmts > 0) {
         fail_with(&cl, &p->ac_genParm, &t->h, E_AP0004_ACTIVE_QUERIES, "25000",
-                  "Active queries: autocommit cannot be disabled while statements are open.");
+                  MSG_AP0004);
         goto out;
     }
     t->conn->tran = NULL;
@@ -642,7 +663,7 @@ EXPORT void IIapi_query(IIAPI_QUERYPARM *p)
     }
     if (!p->qy_queryText) {
         fail_with(&cl, &p->qy_genParm, &c->h, E_AP0013_INVALID_POINTER, "5000R",
-                  "Invalid pointer: a query text is required.");
+                  MSG_AP0013);
         goto out;
     }
     if (p->qy_parameters) {
@@ -690,7 +711,7 @@ EXPORT void IIapi_query(IIAPI_QUERYPARM *p)
     int rc = conn_send(c, 'Q', buf, n + 4);
     free(buf);
     if (rc < 0) {
-        conn_lost(c, &cl, "send failed");
+        conn_lost(c, &cl);
         err_local(&s->h, E_AP0001_CONNECTION_ABORTED, "08006", MSG_AP0001);
         defer(&p->qy_genParm, IIAPI_ST_FAILURE, &s->h);
         goto out;
@@ -774,7 +795,7 @@ static void evh_columns(clist_t *cl, evh_t *e, IIAPI_GETCOLPARM *p)
     if (p->gc_columnCount != 1 || p->gc_rowCount < 1 || !p->gc_columnData ||
         !p->gc_columnData[0].dv_value) {
         fail_with(cl, &p->gc_genParm, &e->h, E_AP0010_INVALID_COLUMN_COUNT, "5000R",
-                  "Invalid number of columns: an event carries one VARCHAR column.");
+                  MSG_AP0010);
         return;
     }
     /* As the real API: the 2-byte length and the text are copied without
@@ -849,8 +870,7 @@ EXPORT void IIapi_getColumns(IIAPI_GETCOLPARM *p)
     if (!s->have_header || p->gc_columnCount != s->ncols || p->gc_rowCount < 1 ||
         !p->gc_columnData) {
         fail_with(&cl, &p->gc_genParm, &s->h, E_AP0010_INVALID_COLUMN_COUNT, "5000R",
-                  "Invalid number of columns or rows requested (call IIapi_getDescriptor "
-                  "first; all columns of the row are fetched at once).");
+                  MSG_AP0010);
         goto out;
     }
     stmt_read(&cl, &p->gc_genParm, s, OP_COLS, p);
@@ -867,7 +887,7 @@ EXPORT void IIapi_cancel(IIAPI_CANCELPARM *p)
         err_clear(&e->h);
         if (e->st == ES_DONE) {
             fail_with(&cl, &p->cn_genParm, &e->h, E_AP0008_QUERY_DONE, "5000R",
-                      "Query done: the event has been caught and cannot be cancelled.");
+                      MSG_AP0008);
         } else if (e->st == ES_CNCL) {
             complete(&cl, &p->cn_genParm, IIAPI_ST_WARNING, NULL);
         } else {
@@ -875,7 +895,7 @@ EXPORT void IIapi_cancel(IIAPI_CANCELPARM *p)
             IIAPI_CATCHEVENTPARM *cp = e->parm;
             e->parm = NULL;
             if (cp) {
-                err_local(&e->h, E_AP0009_QUERY_CANCELLED, "5000R", "Query cancelled.");
+                err_local(&e->h, E_AP0009_QUERY_CANCELLED, "5000R", MSG_AP0009);
                 complete(&cl, &cp->ce_genParm, IIAPI_ST_FAILURE, &e->h);
             }
             complete(&cl, &p->cn_genParm, IIAPI_ST_SUCCESS, NULL);
@@ -890,7 +910,7 @@ EXPORT void IIapi_cancel(IIAPI_CANCELPARM *p)
     err_clear(&s->h);
     if (s->done || s->lost) {
         fail_with(&cl, &p->cn_genParm, &s->h, E_AP0008_QUERY_DONE, "5000R",
-                  "Query done: the query has completed and cannot be cancelled.");
+                  MSG_AP0008);
         goto out;
     }
     /* The wire has no interrupt: the response is drained and the reading
@@ -910,8 +930,7 @@ EXPORT void IIapi_close(IIAPI_CLOSEPARM *p)
         err_clear(&e->h);
         if (e->st == ES_WAIT) {
             fail_with(&cl, &p->cl_genParm, &e->h, E_AP0007_INCOMPLETE_QUERY, "5000R",
-                      "Incomplete query: an event handle still waiting cannot be closed, "
-                      "only cancelled.");
+                      MSG_AP0007);
             goto out;
         }
         conn_t *c = e->conn;

@@ -263,6 +263,23 @@ void forget_handle(clist_t *cl, hdr_t *h)
             }
 }
 
+static void flush_event_calls(clist_t *cl)
+{
+    evcall_t *n = cl->evhead;
+    cl->evhead = cl->evtail = NULL;
+    while (n) {
+        evcall_t *next = n->next;
+        tls_cb_depth++;
+        n->fn(&n->parm);
+        tls_cb_depth--;
+        free(n->parm.ev_eventName);
+        free(n->parm.ev_eventOwner);
+        free(n->parm.ev_eventDB);
+        free(n);
+        n = next;
+    }
+}
+
 void flush(clist_t *cl)
 {
     comp_t *c = cl->head;
@@ -282,6 +299,7 @@ void flush(clist_t *cl)
         free(c);
         c = n;
     }
+    flush_event_calls(cl);
 }
 
 /* ------------------------------------------------------------------ */
@@ -481,6 +499,29 @@ static void evh_deliver(evh_t *e, evcb_t *cb, clist_t *cl)
     complete(cl, &p->ce_genParm, IIAPI_ST_SUCCESS, NULL);
 }
 
+/* An event no handle caught goes to the environment's IIAPI_EP_EVENT_FUNC,
+ * with copies of its name, owner and database (as dispatch_dbev in apievent.c;
+ * ev_envHandle is NULL for the default environment). Called once the mutex is
+ * released, like every callback: it may call the API. */
+static void notify_uncaught(conn_t *c, const evcb_t *cb, clist_t *cl)
+{
+    evcall_t *n = calloc(1, sizeof *n);
+    if (!n) return;
+    n->fn = c->env->event_func;
+    n->parm.ev_envHandle = c->env->is_default ? NULL : c->env;
+    n->parm.ev_connHandle = c;
+    n->parm.ev_eventName = strdup(cb->name);
+    n->parm.ev_eventOwner = strdup(cb->owner);
+    n->parm.ev_eventDB = strdup(cb->db);
+    memcpy(n->time, cb->time, sizeof n->time);
+    n->parm.ev_eventTime.dv_null = 0;
+    n->parm.ev_eventTime.dv_length = IIAPI_DTE_LEN;
+    n->parm.ev_eventTime.dv_value = n->time;
+    if (cl->evtail) cl->evtail->next = n;
+    else cl->evhead = n;
+    cl->evtail = n;
+}
+
 void dispatch_events(conn_t *c, clist_t *cl)
 {
     while (c->cbq) {
@@ -492,8 +533,13 @@ void dispatch_events(conn_t *c, clist_t *cl)
             continue;
         }
         cb->dispatched = 1;
+        int caught = 0;
         for (evh_t *e = c->evhs; e; e = e->next)
-            if (evh_matches(e, cb)) evh_deliver(e, cb, cl);
+            if (evh_matches(e, cb)) {
+                evh_deliver(e, cb, cl);
+                caught = 1;
+            }
+        if (!caught && c->env && c->env->event_func) notify_uncaught(c, cb, cl);
     }
 }
 
@@ -614,7 +660,7 @@ static void on_done(conn_t *c, stmt_t *s, rd_t *r, clist_t *cl)
     if (r->bad) return;
     op_t *op = &c->rd;
     if (s->cancelled && op->kind != OP_CLOSE) {
-        err_local(&s->h, E_AP0009_QUERY_CANCELLED, "5000R", "Query cancelled.");
+        err_local(&s->h, E_AP0009_QUERY_CANCELLED, "5000R", MSG_AP0009);
         end_read(c, cl, IIAPI_ST_FAILURE, &s->h);
         return;
     }
@@ -652,12 +698,15 @@ int stmt_fill_qinfo(stmt_t *s, IIAPI_GETQINFOPARM *p)
     p->gq_flags = s->ok ? 0 : IIAPI_GQF_FAIL;
     p->gq_mask = 0;
     p->gq_rowCount = 0;
-    p->gq_rowCountEx = 0;
     p->gq_readonly = 0;
+    /* gq_rowCountEx is a "Version 10 parameter" (iiapi.h): an application of
+     * an older version passes a shorter block, which must not be written past. */
+    int v10 = s->conn->env && s->conn->env->version >= 10;
+    if (v10) p->gq_rowCountEx = 0;
     if (s->ok && s->rowcount >= 0) {
-        p->gq_mask = IIAPI_GQ_ROW_COUNT | IIAPI_GQ_ROW_COUNT_EX;
+        p->gq_mask = IIAPI_GQ_ROW_COUNT | (v10 ? IIAPI_GQ_ROW_COUNT_EX : 0);
         p->gq_rowCount = s->rowcount;
-        p->gq_rowCountEx = s->rowcount;
+        if (v10) p->gq_rowCountEx = s->rowcount;
     }
     return 0;
 }
@@ -756,13 +805,13 @@ void conn_process(conn_t *c, clist_t *cl)
         uint32_t len = ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) |
                        ((uint32_t)b[2] << 8) | b[3];
         if (len == 0 || len > MAX_FRAME) {
-            conn_lost(c, cl, "protocol error: bad frame length");
+            conn_lost(c, cl);
             return;
         }
         if (avail < 4 + (size_t)len) return;
         c->rpos += 4 + len;
         if (handle_frame(c, b[4], b + 5, len - 1, cl) < 0) {
-            conn_lost(c, cl, "protocol error: malformed frame");
+            conn_lost(c, cl);
             return;
         }
     }
@@ -771,15 +820,23 @@ void conn_process(conn_t *c, clist_t *cl)
 /* ------------------------------------------------------------------ */
 /* connection loss and teardown */
 
-static void add_loss_errors(hdr_t *h, const char *why)
+/* A connect that failed before the server answered: the GCA/CL error, then
+ * E_AP0001, both as the real library lists them (SQLSTATE 08004 for a
+ * communication error: apisqlc.c). */
+void conn_failed(conn_t *c, II_LONG code, const char *msg)
 {
-    err_local(h, E_GC0001_ASSOC_FAIL, "08004",
-              "Association failure: the server side of the connection went away (%s).", why);
-    err_local(h, E_AP0001_CONNECTION_ABORTED, "08006",
-              "Connection aborted: the connection to the server has been lost.");
+    c->st = CS_FAILED;
+    err_local(&c->h, code, "08004", "%s", msg);
+    err_local(&c->h, E_AP0001_CONNECTION_ABORTED, "08006", MSG_AP0001);
 }
 
-void conn_lost(conn_t *c, clist_t *cl, const char *why)
+static void add_loss_errors(hdr_t *h)
+{
+    err_local(h, E_GC0001_ASSOC_FAIL, "08004", MSG_GC0001);
+    err_local(h, E_AP0001_CONNECTION_ABORTED, "08006", MSG_AP0001);
+}
+
+void conn_lost(conn_t *c, clist_t *cl)
 {
     if (c->st == CS_FAILED || c->st == CS_CLOSED) return;
     c->st = CS_FAILED;
@@ -795,7 +852,7 @@ void conn_lost(conn_t *c, clist_t *cl, const char *why)
         if (!s->done) s->lost = 1;
     if (c->rd.kind != OP_NONE) {
         hdr_t *t = c->rd.st ? &c->rd.st->h : &c->h;
-        add_loss_errors(t, why);
+        add_loss_errors(t);
         end_read(c, cl, IIAPI_ST_FAILURE, t);
     }
     for (evh_t *e = c->evhs; e; e = e->next) {
@@ -804,7 +861,7 @@ void conn_lost(conn_t *c, clist_t *cl, const char *why)
         IIAPI_CATCHEVENTPARM *p = e->parm;
         e->parm = NULL;
         if (!p) continue;
-        add_loss_errors(&e->h, why);
+        add_loss_errors(&e->h);
         complete(cl, &p->ce_genParm, IIAPI_ST_FAILURE, &e->h);
     }
 }

@@ -40,6 +40,7 @@ typedef struct env {
     hdr_t h;
     sim_datefmt fmt;
     int version;
+    IIAPI_EVENT_CALLBACK event_func; /* IIAPI_EP_EVENT_FUNC, or NULL */
     int nconns;
     int is_default;
 } env_t;
@@ -128,7 +129,18 @@ typedef struct comp {
     struct comp *next;
 } comp_t;
 
-typedef struct { comp_t *head, *tail; } clist_t;
+/* A call of IIAPI_EP_EVENT_FUNC to make once the mutex is released. */
+typedef struct evcall {
+    IIAPI_EVENT_CALLBACK fn;
+    IIAPI_EVENTPARM parm;
+    unsigned char time[IIAPI_DTE_LEN];
+    struct evcall *next;
+} evcall_t;
+
+typedef struct {
+    comp_t *head, *tail;
+    evcall_t *evhead, *evtail;
+} clist_t;
 
 extern pthread_mutex_t g_lock;
 extern int g_init;
@@ -167,7 +179,8 @@ long long now_ms(void);
 int conn_send(conn_t *c, unsigned char type, const unsigned char *payload, size_t n);
 int conn_read(conn_t *c);
 void conn_process(conn_t *c, clist_t *cl);
-void conn_lost(conn_t *c, clist_t *cl, const char *why);
+void conn_lost(conn_t *c, clist_t *cl);
+void conn_failed(conn_t *c, II_LONG code, const char *msg);
 void conn_free(conn_t *c, clist_t *cl);
 void start_read(conn_t *c, enum opkind kind, IIAPI_GENPARM *gp, void *parm, stmt_t *st,
                 long long deadline);

@@ -8,6 +8,10 @@
  * "yyyy-mm-dd", ISO "yymmdd", ISO4 "yyyymmdd" (no separators!), GERMAN
  * "dd.mm.yyyy", YMD "yyyy-mmm-dd", MDY "mmm-dd-yyyy", DMY as US,
  * MULTINATIONAL4 "dd/mm/yyyy"; " hh:mm:ss" follows when the date has a time.
+ * ISO4T "yyyymmddThhmmss", ISO4TC "yyyymmddThh:mm:ss", ISO8601
+ * "yyyy-mm-ddThh:mm:ssZ" (in GMT); ANSI renders no ingresdate (ERROR). These
+ * and the truncation rules were compared with Actian Client 1.5 by
+ * tests/sim/test_differential.py.
  * A date with a time is stored in GMT and shown in the session time zone;
  * a date without a time is shown as is. The empty date is all blanks.
  *
@@ -121,7 +125,11 @@ static int format_date_part(int dfmt, long y, long m, long d, char *out, size_t 
     case 5: return snprintf(out, n, "%04ld-%s-%02ld", y, mon, d);
     case 6: return snprintf(out, n, "%s-%02ld-%04ld", mon, d, y);
     case 8: return snprintf(out, n, "%02ld/%02ld/%04ld", d, m, y);
-    case 9: return snprintf(out, n, "%04ld%02ld%02ld", y, m, d);
+    case 9:  /* ISO4 */
+    case 11: /* ISO4T */
+    case 12: /* ISO4TC */
+        return snprintf(out, n, "%04ld%02ld%02ld", y, m, d);
+    case 13: return snprintf(out, n, "%04ld-%02ld-%02ld", y, m, d); /* ISO8601 */
     default: return -1;
     }
 }
@@ -146,6 +154,9 @@ int sim_format_ingresdate(const unsigned char *v, const sim_datefmt *fmt, char *
     if (month < 1 || month > 12 || day < 1 || day > 31 || msecs < 0 || msecs >= 86400000)
         return -1;
     long y = year, m = month, d = day;
+    /* ANSI: an ingresdate has no ANSI rendering; the real library answers
+     * IIAPI_ST_ERROR for it. */
+    if (fmt->date_format == 10) return -2;
     if (!(status & DN_TIMESPEC)) return format_date_part(fmt->date_format, y, m, d, out, out_size);
     long total = days_from_civil(y, m, d) * 86400L + msecs / 1000 + fmt->tz_offset_minutes * 60L;
     long days = total >= 0 ? total / 86400 : -((-total + 86399) / 86400);
@@ -153,8 +164,19 @@ int sim_format_ingresdate(const unsigned char *v, const sim_datefmt *fmt, char *
     civil_from_days(days, &y, &m, &d);
     int n = format_date_part(fmt->date_format, y, m, d, out, out_size);
     if (n < 0 || (size_t)n >= out_size) return -1;
-    int k = snprintf(out + n, out_size - (size_t)n, " %02ld:%02ld:%02ld", secs / 3600,
-                     (secs / 60) % 60, secs % 60);
+    long hh = secs / 3600, mi = (secs / 60) % 60, ss = secs % 60;
+    char *at = out + n;
+    size_t left = out_size - (size_t)n;
+    int k;
+    if (fmt->date_format == 11) k = snprintf(at, left, "T%02ld%02ld%02ld", hh, mi, ss);
+    else if (fmt->date_format == 12) k = snprintf(at, left, "T%02ld:%02ld:%02ld", hh, mi, ss);
+    else if (fmt->date_format == 13 && fmt->tz_offset_minutes == 0)
+        k = snprintf(at, left, "T%02ld:%02ld:%02ldZ", hh, mi, ss);
+    else if (fmt->date_format == 13) { /* not checked against the real library: GMT only */
+        int off = fmt->tz_offset_minutes < 0 ? -fmt->tz_offset_minutes : fmt->tz_offset_minutes;
+        k = snprintf(at, left, "T%02ld:%02ld:%02ld%c%02d:%02d", hh, mi, ss,
+                     fmt->tz_offset_minutes < 0 ? '-' : '+', off / 60, off % 60);
+    } else k = snprintf(at, left, " %02ld:%02ld:%02ld", hh, mi, ss);
     return k < 0 ? -1 : n + k;
 }
 
@@ -176,6 +198,7 @@ IIAPI_STATUS sim_convert(const sim_datefmt *fmt, const IIAPI_DESCRIPTOR *sd,
     if (sv->dv_value == NULL || sv->dv_length < IIAPI_DTE_LEN) return IIAPI_ST_FAILURE;
     char text[64];
     int n = sim_format_ingresdate((const unsigned char *)sv->dv_value, fmt, text, sizeof text);
+    if (n == -2) return IIAPI_ST_ERROR;
     if (n < 0) return IIAPI_ST_FAILURE;
     size_t cap = dd->ds_length;
     unsigned char *out = dv->dv_value;

@@ -58,11 +58,15 @@ typedef void (*IIAPI_CALLBACK)(II_PTR closure, II_PTR parmBlock);
 #define IIAPI_COL_TUPLE 0
 
 #define IIAPI_EP_DATE_FORMAT 19
+#define IIAPI_EP_TRACE_FUNC 25
+#define IIAPI_EP_PROMPT_FUNC 26
+#define IIAPI_EP_EVENT_FUNC 27
 #define IIAPI_EP_TIMEZONE 20
 #define IIAPI_EP_BASE 1
 #define IIAPI_EP_TOP 29
 #define IIAPI_EPV_DFRMT_US 0
 #define IIAPI_EPV_DFRMT_ISO4 9
+#define IIAPI_EPV_DFRMT_ISO8601 13
 
 #define IIAPI_GQ_ROW_COUNT 0x0001u
 #define IIAPI_GQ_ROW_COUNT_EX 0x0100u
@@ -89,11 +93,47 @@ typedef void (*IIAPI_CALLBACK)(II_PTR closure, II_PTR parmBlock);
 #define E_AP0010_INVALID_COLUMN_COUNT (E_AP_MASK + 0x0010)
 #define E_AP0011_INVALID_PARAM_VALUE (E_AP_MASK + 0x0011)
 #define E_AP0013_INVALID_POINTER (E_AP_MASK + 0x0013)
+/* ge_message of the errors the library raises itself: the texts of Ingres'
+ * message file (files/english/slow_v4.mnx of an Actian Client 1.5), as the
+ * real library reports them. */
+#define MSG_AP0001 "The connection to the server has been aborted."
+#define MSG_AP0003 "The requested operation cannot be performed with active transactions."
+#define MSG_AP0004 "The requested operation cannot be performed with active queries."
+#define MSG_AP0005 "The requested operation cannot be performed with active event processing"
+#define MSG_AP0006 "API function cannot be called in the current state."
+#define MSG_AP0007 "Query cannot be closed in the current state, it may only be cancelled."
+#define MSG_AP0008 "Query has completed or is completing and may not be cancelled."
+#define MSG_AP0009 "Query cancelled."
+#define MSG_AP0010 "Invalid number of columns or parameters specified."
+#define MSG_AP0013 "A required pointer parameter was NULL."
+#define MSG_GC0001 "Association failure: partner abruptly released association"
+#define MSG_GC0025 \
+    "Unable to connect to Name Server: Blank or incorrect Name Server ID.\n" \
+    " The Name Server may not be running. Check the status of your installation."
+#define MSG_GC0021 "Requested association partner is unavailable"
+#define MSG_GC012A \
+    "User supplied database is not formatted properly. Format for node list is one of " \
+    "the following: @host,port or @host,protocol,port[,port...]. If protocol is omitted, " \
+    "default protocl is used."
+#define MSG_GC012E \
+    "User supplied database is not formatted properly. Format for authorization in node " \
+    "is: [usr,pwd]."
+#define MSG_CLFE05 "Unable to make outgoing connection."
+#define MSG_CLFE0C "Port name malformed or illegal."
+#define MSG_CLFE0B "Host name unknown or illegal."
+#define MSG_CLFE10 "Subport exceeds range of [0,15]"
+
 #define E_GCF_MASK (12 * 0x10000)
+#define E_GC0025_NM_SRVR_ID_ERR (E_GCF_MASK + 0x0025)
+#define E_GC012A_GCN_BAD_NODE (E_GCF_MASK + 0x012A)
+#define E_GC012E_GCN_BAD_AUTH (E_GCF_MASK + 0x012E)
+/* Errors of the Ingres CL (facility 1), as GCC's TCP driver reports them. */
+#define E_CLFE05_BS_CONNECT_ERR 0x1FE05
+#define E_CLFE0B_BS_NOHOST 0x1FE0B
+#define E_CLFE0C_BS_BADPORT 0x1FE0C
+#define E_CLFE10_BS_SUBPORT_RANGE 0x1FE10
 #define E_GC0001_ASSOC_FAIL (E_GCF_MASK + 0x0001)
 #define E_GC0021_NO_PARTNER (E_GCF_MASK + 0x0021)
-#define E_GC0132_GCN_VNODE_UNKNOWN (E_GCF_MASK + 0x0132)
-#define E_GC0139_GCN_NO_DBMS (E_GCF_MASK + 0x0139)
 
 /* ---- structures (IIAPI_PARM.py) ---- */
 typedef struct {
@@ -263,6 +303,18 @@ typedef struct {
     IIAPI_STATUS se_status;
 } IIAPI_SETENVPRMPARM;
 typedef struct { IIAPI_STATUS tm_status; } IIAPI_TERMPARM;
+
+/* What IIAPI_EP_EVENT_FUNC is called with for an event no handle caught
+ * (iiapi.h; the callback is documented as taking a pointer to it). */
+typedef struct {
+    II_PTR ev_envHandle;
+    II_PTR ev_connHandle;
+    II_CHAR *ev_eventName;
+    II_CHAR *ev_eventOwner;
+    II_CHAR *ev_eventDB;
+    IIAPI_DATAVALUE ev_eventTime;
+} IIAPI_EVENTPARM;
+typedef void (*IIAPI_EVENT_CALLBACK)(IIAPI_EVENTPARM *parm);
 typedef struct { II_LONG wt_timeout; IIAPI_STATUS wt_status; } IIAPI_WAITPARM;
 
 typedef struct {

@@ -52,10 +52,7 @@ static void finish_tcp_connect(conn_t *c, clist_t *cl)
         c->st = CS_WAIT_ACCEPT;
         return;
     }
-    c->st = CS_FAILED;
-    err_local(&c->h, E_GC0021_NO_PARTNER, "08004",
-              "Requested association partner is unavailable: %s: %s.", c->addr,
-              strerror(err ? err : EPIPE));
+    conn_failed(c, E_CLFE05_BS_CONNECT_ERR, MSG_CLFE05);
     end_read(c, cl, IIAPI_ST_FAILURE, &c->h);
 }
 
@@ -67,10 +64,9 @@ static void expire(conn_t *c, clist_t *cl, long long now)
         return;
     }
     if (c->rd.kind == OP_CONNECT) {
-        c->st = CS_FAILED;
-        err_local(&c->h, E_GC0021_NO_PARTNER, "08004",
-                  "Requested association partner is unavailable: %s: connection timed out.",
-                  c->addr);
+        /* Not checked against the real library (it needs a server that
+         * accepts and never answers): GCA's "partner unavailable", then E_AP0001. */
+        conn_failed(c, E_GC0021_NO_PARTNER, MSG_GC0021);
         end_read(c, cl, IIAPI_ST_FAILURE, &c->h);
     }
 }
@@ -117,7 +113,7 @@ static int poll_round(conn_t **cs, int n, int timeout, clist_t *cl)
         }
         if (conn_read(c) < 0) {
             conn_process(c, cl); /* frames that arrived before the close */
-            conn_lost(c, cl, "end of stream");
+            conn_lost(c, cl);
             continue;
         }
         conn_process(c, cl);
