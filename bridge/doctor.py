@@ -188,21 +188,21 @@ def _date_check(session: Session, tz: str, raw: bytes) -> bool:
 
 
 def _target_checks(session: Session, events: list[str], probe_timeout_s: float) -> None:
-    from bridge.ingres_errors import explain
+    from bridge.ingres_errors import advice
 
     try:
         session.open()
         session.probe(probe_timeout_s)
     except OpenAPIError as exc:
-        _emit(Check("connect", False, explain(exc),
-                    "check ingres.target, the network path and that the server runs"))
+        _emit(Check("connect", False, str(exc), advice(exc)
+                    or "check ingres.target, the network path and that the server runs"))
         return
     _emit(Check("connect", True, "connected; the session answers"))
     for name in events:
         try:
             session.execute(f"register dbevent {name}")
         except OpenAPIError as exc:
-            _emit(Check(f"register {name}", False, explain(exc),
+            _emit(Check(f"register {name}", False, str(exc),
                         "create the DBEvent, or GRANT REGISTER ON DBEVENT to the user"))
         else:
             _emit(Check(f"register {name}", True, "registered"))

@@ -58,13 +58,19 @@ def remedy(exc: OpenAPIError) -> Remedy:
     return Remedy.RETRY
 
 
-def explain(exc: OpenAPIError) -> str:
-    """One line for an operator: the error, and what to do about it."""
+def advice(exc: OpenAPIError) -> str | None:
+    """What an operator should do about the error, when its codes say (else None)."""
     kind = remedy(exc)
     if kind is Remedy.FIX_SETTINGS:
         meaning = next(_SETTINGS_ERRORS[e.code] for e in exc.errors if e.code in _SETTINGS_ERRORS)
-        return f"{exc} — {meaning}: check ingres.target, ingres.user and ingres.password"
+        return f"{meaning}: check ingres.target, ingres.user and ingres.password"
     if kind is Remedy.UNEXPLAINED:
-        return (f"{exc} — the Ingres client library refused the call without saying why: "
+        return ("the Ingres client library refused the call without saying why: "
                 "run `dbevent-bridge doctor` to check the client installation")
-    return str(exc)
+    return None
+
+
+def explain(exc: OpenAPIError) -> str:
+    """One line for an operator: the error, and what to do about it when that is known."""
+    hint = advice(exc)
+    return str(exc) if hint is None else f"{exc} — {hint}"

@@ -109,6 +109,10 @@ class BridgeProcess:
         """One counter of /metrics by its short name (`events_caught` → its _total)."""
         return self.metrics().get(f"dbevent_bridge_{name}_total", 0.0)
 
+    def readiness(self) -> tuple[int, str]:
+        """The /readyz status and body (which side is not ready, and why)."""
+        return self._get("/readyz")
+
     def ready(self) -> bool:
         """True when /readyz says Ingres and RabbitMQ are both connected."""
         try:
