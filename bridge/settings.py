@@ -807,8 +807,11 @@ class _SourcePlan:
 _PLAN: ContextVar[_SourcePlan | None] = ContextVar("bridge_settings_plan", default=None)
 
 # BRIDGE_ variables of the process environment that are not settings: they say
-# where the settings are (read before any source), or where the simulator builds.
-_ENVIRONMENT_ONLY = frozenset({"config_file", "secrets_dir", "sim_cache_dir"})
+# where the settings are (read before any source), where the simulator builds,
+# or which runtime version the simulator's library acts as (read by the library).
+_ENVIRONMENT_ONLY = frozenset(
+    {"config_file", "secrets_dir", "sim_cache_dir", "sim_max_api_version"}
+)
 
 
 class _EnvironmentSource(DotEnvSettingsSource):

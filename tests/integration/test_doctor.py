@@ -110,3 +110,16 @@ def test_a_library_that_does_not_load_is_reported(env: dict[str, str], tmp_path:
     assert lines["library"].startswith("OK")
     assert lines["loads"].startswith("FAIL  loads: OSError")
     assert "API version" not in lines
+
+
+@pytest.mark.parametrize(("highest", "passes"), [(8, True), (2, True), (1, False)])
+def test_the_bridge_s_version_against_older_runtimes(
+    env: dict[str, str], tmp_path: Path, highest: int, passes: bool
+) -> None:
+    """Ingres 10 accepts up to 8; the bridge needs 2 (BRIDGE_SIM_MAX_API_VERSION: README)."""
+    env["BRIDGE_SIM_MAX_API_VERSION"] = str(highest)
+    result = _doctor(env, tmp_path)
+    line = _lines(result)["API version"]
+    assert f"accepts in_version 1..{highest}; the bridge uses 2" in line
+    assert line.startswith("OK" if passes else "FAIL")
+    assert result.returncode == (0 if passes else 1)
