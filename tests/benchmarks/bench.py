@@ -2,11 +2,15 @@
 
 Pipeline under test: simulator + raiser (child `simhost`) → bridge (child
 `bridge_proc`, its own process so its CPU and memory are its own) → RabbitMQ.
-Baselines: the raw aio-pika ceiling (child `rawpub`) and the seed design
-(child `seed_catcher`). Each figure is the median of `--reps` runs; the rows
-of one section run side by side, interleaved, in every repetition. The table
-is printed and written as JSON (`--out`). Needs the broker at `--amqp`
-(default amqp://guest:guest@127.0.0.1:5672/); never asserts anything.
+Baselines: the raw aio-pika ceiling (child `rawpub`), the seed design
+(child `seed_catcher`) and, with `--reference GIT_REF`, the bridge as it was at
+that commit (its `bridge/` from `git archive`, same harness), so "no worse
+than before" is a ratio taken in one run. Each figure is the median of
+`--reps` runs; the rows of one section run side by side, interleaved, in every
+repetition. The table, and each goal of issue 15 with its figure and whether it
+is met, are printed and written as JSON (`--out`). Needs the broker at `--amqp`
+(default amqp://guest:guest@127.0.0.1:5672/); never asserts anything: a goal
+not met is reported, not failed.
 """
 
 from __future__ import annotations
@@ -49,11 +53,12 @@ class Child:
         self.first: dict[str, Any] = {}
 
     @classmethod
-    async def start(cls, ctx: Context, module: str, *args: str, within: float = 90.0) -> Child:
+    async def start(cls, ctx: Context, module: str, *args: str, within: float = 90.0,
+                    env: dict[str, str] | None = None) -> Child:
         """Start `python -m module args`; wait for its first (ready) line."""
         log = (ctx.workdir / f"{module.rsplit('.', 1)[-1]}.log").open("ab")
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", module, *args, cwd=ctx.workdir, env=ctx.child_env,
+            sys.executable, "-m", module, *args, cwd=ctx.workdir, env=env or ctx.child_env,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
         )
         log.close()
@@ -157,6 +162,15 @@ class Context:
         env["BRIDGE_SECRETS_DIR"] = str(workdir / "no-secrets")
         env["PYTHONPATH"] = str(ROOT)
         self.child_env = env
+        # The reference bridge: its own `bridge` package first on the path.
+        self.ref_env: dict[str, str] | None = None
+        if args.reference:
+            ref = workdir / "reference"
+            ref.mkdir()
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.reference, "bridge"],
+                                     check=True, capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(ref)], input=archive, check=True)
+            self.ref_env = {**env, "PYTHONPATH": f"{ref}{os.pathsep}{ROOT}"}
         self.connection: aio_pika.abc.AbstractConnection | None = None
         self.sim: Child | None = None
         self.target = ""
@@ -208,9 +222,10 @@ class Context:
             overrides["queue"] = {"max_events": max_events}
         return overrides
 
-    async def start_bridge(self, overrides: dict[str, Any]) -> Child:
-        """The bridge in a child process, registered and ready."""
-        return await Child.start(self, "tests.benchmarks.bridge_proc", json.dumps(overrides))
+    async def start_bridge(self, overrides: dict[str, Any], ref: bool = False) -> Child:
+        """The bridge (`ref`: the reference commit's) in a child process, registered and ready."""
+        return await Child.start(self, "tests.benchmarks.bridge_proc", json.dumps(overrides),
+                                 env=self.ref_env if ref else None)
 
     async def start_seed(self, exchange: str, names: int) -> Child:
         """The seed design in a child process, registered and ready."""
@@ -251,11 +266,11 @@ async def raw_ceiling(ctx: Context, count: int, names: int, text: int,
 
 
 async def bridge_burst(ctx: Context, count: int, names: int, text: int, spool: bool,
-                       profile: str | None = None) -> Row:
+                       profile: str | None = None, ref: bool = False) -> Row:
     """RAISE → confirmed for a burst of `count` events through a bridge process."""
     assert ctx.sim is not None
     name, _queue, channel = await ctx.exchange()
-    bridge = await ctx.start_bridge(ctx.bridge_overrides(name, names, spool))
+    bridge = await ctx.start_bridge(ctx.bridge_overrides(name, names, spool), ref=ref)
     spy = _py_spy(bridge.pid, profile) if profile else None
     try:
         cpu0 = cpu_seconds(bridge.pid)
@@ -299,8 +314,9 @@ async def latency(ctx: Context, catcher: str, rate: float, seconds: float,
         arrivals.append((time.time(), message.body))
 
     await queue.consume(on_message, no_ack=True)
-    if catcher == "ours":
-        proc = await ctx.start_bridge(ctx.bridge_overrides(name, 1, spool=True))
+    if catcher in ("ours", "ref"):
+        proc = await ctx.start_bridge(ctx.bridge_overrides(name, 1, spool=True),
+                                      ref=catcher == "ref")
     else:
         proc = await ctx.start_seed(name, 1)
     spy = _py_spy(proc.pid, profile) if profile else None
@@ -315,12 +331,39 @@ async def latency(ctx: Context, catcher: str, rate: float, seconds: float,
             spy.wait()
         await proc.stop()
         await ctx.drop_exchange(name, channel)
+    return _latency_row(arrivals, result["raised"], cpu)
+
+
+def _latency_row(arrivals: list[tuple[float, bytes]], raised: int, cpu: float) -> Row:
+    """p50/p99/max of arrival - the time in each body's text; CPU per message received."""
     delays = sorted(arrived - float(json.loads(body)["text"]) for arrived, body in arrivals)
     if not delays:
-        return {"received": 0, "raised": result["raised"]}
+        return {"received": 0, "raised": raised}
     return {"p50_ms": _quantile(delays, 0.50) * 1e3, "p99_ms": _quantile(delays, 0.99) * 1e3,
-            "max_ms": delays[-1] * 1e3, "received": len(delays), "raised": result["raised"],
+            "max_ms": delays[-1] * 1e3, "received": len(delays), "raised": raised,
             "cpu_us_per_event": cpu / len(delays) * 1e6}
+
+
+async def raw_steady(ctx: Context, rate: float, seconds: float) -> Row:
+    """The bare aio-pika publisher at a steady rate: publish → consumer, CPU per message."""
+    name, queue, channel = await ctx.exchange()
+    arrivals: list[tuple[float, bytes]] = []
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        arrivals.append((time.time(), message.body))
+
+    await queue.consume(on_message, no_ack=True)
+    config = {"url": ctx.url, "exchange": name, "rate": rate, "seconds": seconds}
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.benchmarks.rawpub", json.dumps(config),
+            cwd=ctx.workdir, env=ctx.child_env, stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        result = json.loads(out.decode().splitlines()[-1])
+        await _settle(arrivals, result["sent"])
+    finally:
+        await ctx.drop_exchange(name, channel)
+    return _latency_row(arrivals, result["sent"], result["cpu"])
 
 
 async def _settle(arrivals: list[tuple[float, bytes]], expected: int) -> None:
@@ -340,28 +383,31 @@ def _quantile(sorted_values: list[float], q: float) -> float:
 
 
 async def idle(ctx: Context, seconds: float) -> dict[str, Row]:
-    """CPU and RSS of an idle bridge and an idle seed catcher, measured side by side."""
-    setups = [await ctx.exchange(), await ctx.exchange()]
-    ours = await ctx.start_bridge(ctx.bridge_overrides(setups[0][0], 1, spool=True))
-    seed = await ctx.start_seed(setups[1][0], 1)
+    """CPU and RSS of an idle bridge, seed catcher (and reference), measured side by side."""
+    setups = [await ctx.exchange() for _ in range(3 if ctx.ref_env else 2)]
+    children = {"ours": await ctx.start_bridge(ctx.bridge_overrides(setups[0][0], 1, True)),
+                "seed": await ctx.start_seed(setups[1][0], 1)}
+    if ctx.ref_env:
+        children["ref"] = await ctx.start_bridge(ctx.bridge_overrides(setups[2][0], 1, True),
+                                                 ref=True)
     try:
         await asyncio.sleep(3.0)  # let start-up work settle
-        before = {c: cpu_seconds(c.pid) for c in (ours, seed)}
+        before = {label: cpu_seconds(c.pid) for label, c in children.items()}
         await asyncio.sleep(seconds)
         rows = {}
-        for label, c in (("ours", ours), ("seed", seed)):
-            cpu = cpu_seconds(c.pid) - before[c]
+        for label, c in children.items():
+            cpu = cpu_seconds(c.pid) - before[label]
             rows[label] = {"cpu_s_per_min": cpu * 60.0 / seconds,
                            "core_pct": cpu / seconds * 100.0, **memory_mb(c.pid)}
     finally:
-        for c in (ours, seed):
+        for c in children.values():
             await c.stop()
         for name, _q, channel in setups:
             await ctx.drop_exchange(name, channel)
     return rows
 
 
-async def backlog(ctx: Context, count: int, spool: bool) -> Row:
+async def backlog(ctx: Context, count: int, spool: bool, ref: bool = False) -> Row:
     """Peak RSS with `count` events caught while the broker is away; then the drain rate."""
     assert ctx.sim is not None
     name, _queue, channel = await ctx.exchange()
@@ -370,7 +416,7 @@ async def backlog(ctx: Context, count: int, spool: bool) -> Row:
     url = ctx.url.replace(":5672", f":{port}")
     overrides = ctx.bridge_overrides(name, 1, spool, url=url,
                                      max_events=None if spool else count + 10_000)
-    bridge = await ctx.start_bridge(overrides)
+    bridge = await ctx.start_bridge(overrides, ref=ref)
     try:
         await proxy.cut()
         base = memory_mb(bridge.pid)
@@ -443,7 +489,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     scale_count = 5_000 if quick else 20_000
     idle_seconds = 15.0 if quick else 60.0
     backlog_count = 50_000 if quick else 200_000
-    lat_seconds = {200.0: 5.0 if quick else 10.0, 2000.0: 3.0 if quick else 5.0}
+    lat_seconds = {200.0: 5.0 if quick else 10.0}
+    steady_seconds = 10.0 if quick else 30.0
     results: dict[str, Any] = {"quick": quick, "reps": reps}
     with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp:
         ctx = Context(args, Path(tmp))
@@ -452,42 +499,131 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             assert ctx.connection is not None
             props = server_properties(ctx.connection)
             results["machine"] = machine(ctx.url, props)
-            sections = set(args.only or ["throughput", "latency", "idle", "backlog", "scaling"])
+            results["reference"] = args.reference
+            sections = set(args.only or SECTIONS)
             if "throughput" in sections:
                 results["throughput"] = await throughput_section(ctx, reps, burst_count)
+            if "steady" in sections:
+                results["steady"] = await steady_section(ctx, reps, STEADY_RATE, steady_seconds)
             if "latency" in sections:
                 results["latency"] = await latency_section(ctx, reps, lat_seconds)
             if "idle" in sections:
                 idles = [await idle(ctx, idle_seconds) for _ in range(reps)]
-                results["idle"] = {k: median_rows([r[k] for r in idles])
-                                   for k in ("ours", "seed")}
+                results["idle"] = {k: median_rows([r[k] for r in idles]) for k in idles[0]}
                 results["idle"]["seconds"] = idle_seconds
             if "backlog" in sections:
-                results["backlog"] = {
-                    "count": backlog_count,
-                    "spool_on": await backlog(ctx, backlog_count, spool=True),
-                    "spool_off": await backlog(ctx, backlog_count, spool=False)}
+                results["backlog"] = await backlog_section(ctx, backlog_count)
             if "scaling" in sections:
                 results["scaling"] = await scaling_section(ctx, reps, scale_count)
         finally:
             await ctx.close()
+    results["goals"] = goals(results)
     return results
 
 
+SECTIONS = ["throughput", "steady", "latency", "idle", "backlog", "scaling"]
+STEADY_RATE = 2000.0
+
+
 async def throughput_section(ctx: Context, reps: int, count: int) -> dict[str, Any]:
-    """Raiser alone, raw ceiling, bridge spool on/off: interleaved in each repetition."""
-    rows: dict[str, list[Row]] = {"raiser": [], "raw": [], "spool_on": [], "spool_off": []}
+    """Raiser alone, raw ceiling, bridge spool on/off (and the reference's): interleaved."""
+    bridges = ["spool_on", "spool_off"] + (["ref_spool_on"] if ctx.ref_env else [])
+    rows: dict[str, list[Row]] = {k: [] for k in ["raiser", "raw", *bridges]}
     for _ in range(reps):
         rows["raiser"].append(await raiser_alone(ctx, count, 64))
         rows["raw"].append(await raw_ceiling(ctx, count, 1, 64, ctx.args.windows))
-        rows["spool_on"].append(await bridge_burst(ctx, count, 1, 64, spool=True))
-        rows["spool_off"].append(await bridge_burst(ctx, count, 1, 64, spool=False))
+        for key in bridges:
+            rows[key].append(await bridge_burst(ctx, count, 1, 64, spool=key != "spool_off",
+                                                ref=key.startswith("ref")))
     out: dict[str, Any] = {k: median_rows(v) for k, v in rows.items()}
-    for key in ("spool_on", "spool_off"):
-        ratios = [b["events_per_s"] / r["events_per_s"] for b, r in zip(rows[key], rows["raw"],
-                                                                        strict=True)]
-        out[key]["ratio_to_raw"] = statistics.median(ratios)
+    for key in bridges:
+        out[key]["ratio_to_raw"] = _median_ratio(rows[key], rows["raw"], "events_per_s")
+        out[key]["cpu_ratio_to_raw"] = _median_ratio(rows[key], rows["raw"], "cpu_us_per_event")
     out["count"] = count
+    return out
+
+
+def _median_ratio(rows: list[Row], baseline: list[Row], key: str) -> float:
+    """The median over repetitions of row[key] / baseline[key], pairs from the same repetition."""
+    return float(statistics.median(r[key] / b[key] for r, b in zip(rows, baseline, strict=True)))
+
+
+async def steady_section(ctx: Context, reps: int, rate: float, seconds: float) -> dict[str, Any]:
+    """A steady `rate` for `seconds`: the bridge (raise → consumer) and the raw publisher
+    (publish → consumer), CPU per event of each; the reference bridge too when given."""
+    keys = ["ours", "raw"] + (["ref"] if ctx.ref_env else [])
+    rows: dict[str, list[Row]] = {k: [] for k in keys}
+    for _ in range(reps):
+        for key in keys:
+            if key == "raw":
+                rows[key].append(await raw_steady(ctx, rate, seconds))
+            else:
+                rows[key].append(await latency(ctx, key, rate, seconds))
+    out: dict[str, Any] = {k: median_rows(v) for k, v in rows.items()}
+    for key in keys:
+        if key != "raw":
+            out[key]["cpu_ratio_to_raw"] = _median_ratio(rows[key], rows["raw"],
+                                                         "cpu_us_per_event")
+    out["rate"], out["seconds"] = rate, seconds
+    return out
+
+
+async def backlog_section(ctx: Context, count: int) -> dict[str, Any]:
+    """Spool on and off (and the reference, spool on): RSS held, peak, drain rate."""
+    out: dict[str, Any] = {"count": count,
+                           "spool_on": await backlog(ctx, count, spool=True),
+                           "spool_off": await backlog(ctx, count, spool=False)}
+    if ctx.ref_env:
+        out["ref_spool_on"] = await backlog(ctx, count, spool=True, ref=True)
+    return out
+
+
+def goals(results: dict[str, Any]) -> list[Row]:
+    """Each goal of issue 15 that this run measured: its figure, its bound, whether it is met.
+
+    "No worse than before" compares with the `--reference` bridge of the same run,
+    with 10 % of slack for noise on CPU and 5 MiB on RSS.
+    """
+    out: list[Row] = []
+
+    def goal(name: str, figure: float, bound: float, met: bool, unit: str = "") -> None:
+        out.append({"goal": name, "figure": round(figure, 3), "bound": round(bound, 3),
+                    "unit": unit, "met": met})
+
+    if "steady" in results:
+        st = results["steady"]
+        ours = st["ours"]
+        p99 = ours.get("p99_ms", float("inf")) if ours["received"] == ours["raised"] else \
+            float("inf")
+        goal(f"p99 raise->subscriber at {st['rate']:.0f}/s for {st['seconds']:.0f} s",
+             p99, 10.0, p99 <= 10.0, "ms")
+        goal("steady: CPU per event / raw CPU per message", ours["cpu_ratio_to_raw"], 1.2,
+             ours["cpu_ratio_to_raw"] <= 1.2, "x")
+        if "ref" in st:
+            goal("steady: CPU per event / reference's", ours["cpu_us_per_event"]
+                 / st["ref"]["cpu_us_per_event"], 1.0,
+                 ours["cpu_us_per_event"] <= st["ref"]["cpu_us_per_event"], "x")
+    if "throughput" in results:
+        t = results["throughput"]
+        goal("burst: CPU per event / raw CPU per message (spool on)",
+             t["spool_on"]["cpu_ratio_to_raw"], 1.2, t["spool_on"]["cpu_ratio_to_raw"] <= 1.2, "x")
+        goal("burst: throughput / raw (spool on)", t["spool_on"]["ratio_to_raw"], 0.9,
+             t["spool_on"]["ratio_to_raw"] >= 0.9, "x")
+        goal("stretch: throughput / raw (spool on) above 1", t["spool_on"]["ratio_to_raw"], 1.0,
+             t["spool_on"]["ratio_to_raw"] > 1.0, "x")
+        goal("stretch: throughput / raw (spool off) above 1", t["spool_off"]["ratio_to_raw"],
+             1.0, t["spool_off"]["ratio_to_raw"] > 1.0, "x")
+    if "idle" in results and "ref" in results["idle"]:
+        ours, ref = results["idle"]["ours"], results["idle"]["ref"]
+        goal("idle CPU no worse than the reference (% of a core, +10 %)", ours["core_pct"],
+             ref["core_pct"] * 1.1, ours["core_pct"] <= ref["core_pct"] * 1.1, "%")
+        goal("idle RSS no worse than the reference (+5 MiB)", ours["rss_mb"],
+             ref["rss_mb"] + 5.0, ours["rss_mb"] <= ref["rss_mb"] + 5.0, "MiB")
+    if "backlog" in results and "ref_spool_on" in results["backlog"]:
+        ours, ref = results["backlog"]["spool_on"], results["backlog"]["ref_spool_on"]
+        goal("backlog peak RSS (spool on) no worse than the reference (+5 MiB)",
+             ours["peak_rss_mb"], ref["peak_rss_mb"] + 5.0,
+             ours["peak_rss_mb"] <= ref["peak_rss_mb"] + 5.0, "MiB")
     return out
 
 
@@ -533,7 +669,9 @@ def render(results: dict[str, Any]) -> str:
                      f"(raw best window {t['raw']['window']})")
         lines.append(row.format("raiser alone, events/s", f"{t['raiser']['events_per_s']:.0f}",
                                 "", ""))
-        for key in ("spool_on", "spool_off"):
+        for key in ("spool_on", "spool_off", "ref_spool_on"):
+            if key not in t:
+                continue
             b = t[key]
             lines.append(row.format(f"{key.replace('_', ' ')}: events/s vs raw",
                                     f"{b['events_per_s']:.0f}", f"{raw:.0f}",
@@ -544,6 +682,8 @@ def render(results: dict[str, Any]) -> str:
                                     f"{b['cpu_us_per_event'] / t['raw']['cpu_us_per_event']:.2f}"))
             lines.append(row.format(f"{key.replace('_', ' ')}: RSS MiB after burst",
                                     f"{b['rss_mb']:.0f}", "", ""))
+    if "steady" in results:
+        lines.extend(_render_steady(results["steady"], row))
     if "latency" in results:
         for rate, r in results["latency"].items():
             lines.append(f"-- latency raise -> consumer, {rate} events/s for {r['seconds']:.0f} s"
@@ -567,10 +707,15 @@ def render(results: dict[str, Any]) -> str:
             ours, seed = i["ours"][key], i["seed"][key]
             lines.append(row.format(label, f"{ours:.3f}", f"{seed:.3f}",
                                     f"{ours / seed:.2f}" if seed else ""))
+            if "ref" in i:
+                lines.append(row.format(f"{label}, vs the reference", f"{ours:.3f}",
+                                        f"{i['ref'][key]:.3f}", ""))
     if "backlog" in results:
         b = results["backlog"]
         lines.append(f"-- backlog: {b['count']} events caught while the broker is away")
-        for key in ("spool_on", "spool_off"):
+        for key in ("spool_on", "spool_off", "ref_spool_on"):
+            if key not in b:
+                continue
             r = b[key]
             lines.append(row.format(f"{key.replace('_', ' ')}: RSS MiB before/held",
                                     f"{r['rss_before_mb']:.0f}/{r['rss_held_mb']:.0f}", "", ""))
@@ -587,7 +732,33 @@ def render(results: dict[str, Any]) -> str:
             lines.append(row.format(f"{key}: events/s, CPU us/event",
                                     f"{r['events_per_s']:.0f}", f"{r['cpu_us_per_event']:.0f}",
                                     ""))
+    if results.get("goals"):
+        lines.append("-- goals (issue 15)" + (f"; reference {results['reference']}"
+                                              if results.get("reference") else ""))
+        for g in results["goals"]:
+            lines.append(f"{'MET    ' if g['met'] else 'NOT MET'} {g['goal']}: {g['figure']}"
+                         f" {g['unit']} (bound {g['bound']})")
     return "\n".join(lines)
+
+
+def _render_steady(st: dict[str, Any], row: str) -> list[str]:
+    lines = [f"-- steady {st['rate']:.0f} events/s for {st['seconds']:.0f} s: bridge raise ->"
+             " consumer; baseline: raw aio-pika publish -> consumer"]
+    others = [k for k in ("raw", "ref") if k in st]
+    for other in others:
+        if other == "ref":
+            lines.append("   (baseline below: the reference bridge)")
+        for key in ("p50_ms", "p99_ms", "max_ms"):
+            ours, base = st["ours"].get(key, float("nan")), st[other].get(key, float("nan"))
+            lines.append(row.format(f"{key.replace('_ms', '')} ms", f"{ours:.1f}",
+                                    f"{base:.1f}", f"{ours / base:.2f}" if base else ""))
+        ours, base = st["ours"]["cpu_us_per_event"], st[other]["cpu_us_per_event"]
+        lines.append(row.format("CPU us/event", f"{ours:.0f}", f"{base:.0f}",
+                                f"{ours / base:.2f}"))
+        lines.append(row.format("received / raised",
+                                f"{st['ours']['received']:.0f}/{st['ours']['raised']:.0f}",
+                                f"{st[other]['received']:.0f}/{st[other]['raised']:.0f}", ""))
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -595,11 +766,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmarks.bench",
                                      description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true",
-                        help="smaller counts, 15 s idle (about 4 minutes)")
+                        help="smaller counts, 15 s idle, 10 s steady")
     parser.add_argument("--reps", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--amqp", default=os.environ.get("BRIDGE_TEST_AMQP_URL", DEFAULT_URL))
-    parser.add_argument("--only", nargs="*", choices=["throughput", "latency", "idle",
-                                                      "backlog", "scaling"])
+    parser.add_argument("--only", nargs="*", choices=SECTIONS)
+    parser.add_argument("--reference", metavar="GIT_REF",
+                        help="also run the bridge of this commit (e.g. main) side by side")
     parser.add_argument("--windows", type=int, nargs="*", default=[256, 1024, 4096],
                         help="confirm windows the raw publisher tries (best one counts)")
     parser.add_argument("--out", type=Path, help="JSON file (default results[-quick].json here)")

@@ -9,6 +9,12 @@ elapsed wall time and this process's CPU time. Messages are built before the
 clock starts: this is the broker + client ceiling, nothing else.
 
 JSON: {"url", "exchange", "count", "names", "text", "windows": [...]}.
+
+With {"rate", "seconds"} instead it publishes at a steady rate, as the bridge
+sees events at a steady rate: each message is built when it is due (its text
+is `time.time()` then, so the driver's consumer can measure publish →
+delivery) and published at once, unconfirmed ones bounded by 1,024. It prints
+one line: messages, wall time and this process's CPU time over the run.
 """
 
 from __future__ import annotations
@@ -66,12 +72,53 @@ async def publish_all(exchange: aio_pika.abc.AbstractExchange,
         raise RuntimeError(f"{len(failures)} publishes failed: {failures[0]!r}")
 
 
+async def paced(exchange: aio_pika.abc.AbstractExchange, rate: float, seconds: float) -> int:
+    """Publish `rate` messages/s for `seconds`, each built when due; return how many."""
+    router = RoutingKeyBuilder()
+    slots = asyncio.Semaphore(1024)
+    failures: list[BaseException] = []
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(key: str, message: aio_pika.Message) -> None:
+        try:
+            await exchange.publish(message, routing_key=key, mandatory=True)
+        except Exception as exc:
+            failures.append(exc)
+        finally:
+            slots.release()
+
+    total = int(rate * seconds)
+    start = time.monotonic()
+    sent = 0
+    while sent < total:
+        due = min(total, int((time.monotonic() - start) * rate) + 1)
+        while sent < due:
+            event = CaughtEvent("demodb", "ingres", event_name(0), datetime.now(UTC),
+                                repr(time.time()).encode())
+            await slots.acquire()
+            task = asyncio.create_task(one(router.for_event(event), build_event_message(event)))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            sent += 1
+        await asyncio.sleep(max(0.0, start + sent / rate - time.monotonic()))
+    await asyncio.gather(*tasks)
+    if failures:
+        raise RuntimeError(f"{len(failures)} publishes failed: {failures[0]!r}")
+    return sent
+
+
 async def main(config: dict[str, Any]) -> None:
-    """Publish the burst once per window and report each."""
+    """Publish the burst once per window and report each (or publish at a steady rate)."""
     connection = await aio_pika.connect(config["url"])
     try:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(config["exchange"], ensure=True)
+        if "rate" in config:
+            cpu0, t0 = time.process_time(), time.perf_counter()
+            sent = await paced(exchange, float(config["rate"]), float(config["seconds"]))
+            reply({"ok": True, "sent": sent, "elapsed": time.perf_counter() - t0,
+                   "cpu": time.process_time() - cpu0})
+            return
         for window in config["windows"]:
             batch = messages(int(config["count"]), int(config["names"]), int(config["text"]))
             cpu0, t0 = time.process_time(), time.perf_counter()
