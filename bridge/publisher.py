@@ -66,6 +66,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
+from functools import partial
 from typing import Any, Protocol, cast
 from urllib.parse import unquote
 
@@ -77,6 +78,7 @@ import aiormq.exceptions
 import stamina
 from yarl import URL
 
+from bridge.amqp_batch import Confirmation, publish_batch
 from bridge.event import CaughtEvent
 from bridge.masking import hide, mask_url
 from bridge.message import (
@@ -322,8 +324,9 @@ class _Entry:
     done: asyncio.Future[None] | None = None  # gap markers: resolved at confirm
     deadline: float = 0.0  # loop time by which the current send must be confirmed
     expired: bool = False  # the current send is past its deadline
-    started: bool = False  # the current send's task has begun to run
-    task: asyncio.Task[None] | None = None  # the current send
+    # The current send: the batch write until its frame is queued, then the confirm.
+    write: asyncio.Task[list[Confirmation]] | None = None
+    confirmation: Confirmation | None = None
 
     def log_extra(self) -> dict[str, str]:
         """The `extra` of log lines about this entry."""
@@ -338,7 +341,7 @@ class _Session:
     """One connection + confirming channel; `broken` once either is gone."""
 
     connection: aio_pika.abc.AbstractConnection
-    channel: aiormq.Channel  # concrete: basic_publish(wait=False) is not in the ABC
+    channel: aiormq.Channel  # concrete: publish_batch works on aiormq's channel
     broken: bool = False
 
     def mark_broken(self, *_: object) -> None:
@@ -377,7 +380,7 @@ class Publisher:
         self._failed = 0  # entries nacked / timed out / lost since the last recovery
         self._probing = False
         self._retry_streak = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[list[Confirmation]]] = set()  # batch writes
         # (deadline, entry) of every send, in send order, hence by deadline
         # (one publish_timeout for all); stale once that send has finished.
         self._deadlines: deque[tuple[float, _Entry]] = deque()
@@ -549,12 +552,14 @@ class Publisher:
         return session is None or session.broken or self._failed > 0
 
     def _send_queued(self) -> None:
+        """Send every queued entry in one batch (one entry while probing)."""
         session = self._session
         assert session is not None
-        while self._queued:
-            if self._probing and self._in_flight:
-                return  # one message at a time until the broker acks again
-            self._send(self._queued.popleft(), session)
+        if not self._queued or (self._probing and self._in_flight):
+            return  # probing: one message at a time until the broker acks again
+        count = 1 if self._probing else len(self._queued)
+        batch = [self._queued.popleft() for _ in range(count)]
+        self._send(batch, session)
 
     def _report_settled(self) -> None:
         """Report the settled prefix of _pending to the source, in order."""
@@ -568,73 +573,87 @@ class Publisher:
         if reported:
             self._space.set()
 
-    # -- one publish -------------------------------------------------------------------
+    # -- one batch of publishes --------------------------------------------------------
 
-    def _send(self, entry: _Entry, session: _Session) -> None:
-        # Tasks start in creation order and reach the channel's (FIFO) lock
-        # without suspending first, so messages hit the wire in this order.
-        entry.state = _State.SENT
-        if entry.sends:
-            self._metrics.events_republished.inc()
-        entry.sends += 1
-        self._metrics.events_published.inc()
-        self._in_flight += 1
+    def _send(self, batch: list[_Entry], session: _Session) -> None:
+        # One write task per batch; each message's outcome arrives through its
+        # confirmation future (_on_confirm), never through a task of its own.
         loop = asyncio.get_running_loop()
-        entry.deadline = loop.time() + self._config.publish_timeout
-        entry.expired = entry.started = False
-        entry.task = task = loop.create_task(self._publish(entry, session))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        self._deadlines.append((entry.deadline, entry))
+        deadline = loop.time() + self._config.publish_timeout
+        messages = []
+        for entry in batch:
+            assert entry.message is not None
+            entry.state = _State.SENT
+            if entry.sends:
+                self._metrics.events_republished.inc()
+            entry.sends += 1
+            entry.deadline, entry.expired = deadline, False
+            messages.append((entry.routing_key, entry.message.body, entry.message.properties))
+            self._deadlines.append((deadline, entry))
+        self._metrics.events_published.inc(len(batch))
+        self._in_flight += len(batch)
+        write = loop.create_task(publish_batch(session.channel, self._config.exchange, messages))
+        for entry in batch:
+            entry.write = write
+        self._tasks.add(write)
+        write.add_done_callback(self._tasks.discard)
+        write.add_done_callback(partial(self._written, batch, session))
         if self._watchdog is None:
-            self._watchdog = loop.call_at(entry.deadline, self._on_deadline)
+            self._watchdog = loop.call_at(deadline, self._on_deadline)
 
-    async def _publish(self, entry: _Entry, session: _Session) -> None:
-        assert entry.message is not None
-        message = entry.message
-        try:
-            # The watchdog (_on_deadline) cancels this task at entry.deadline:
-            # that covers waiting for the channel, writing to a stalled socket
-            # and the confirm itself. wait=False: do not hold the channel lock
-            # until the writer task has flushed this frame; that serialised
-            # every publish behind a socket drain (several loop iterations per
-            # message). The confirm window bounds what is queued.
-            entry.started = True
+    def _written(self, batch: list[_Entry], session: _Session,
+                 write: asyncio.Task[list[Confirmation]]) -> None:
+        """The batch's frame is queued for the writer (or the write failed)."""
+        if write.cancelled() or write.exception() is not None:
+            # Cancelled by the watchdog (the channel did not take the frame
+            # within publish_timeout), by recovery (the session is gone) or by
+            # close(): either way nothing of this batch was published.
+            if not write.cancelled():
+                session.broken = True
+                log.debug("publish failed: %r", write.exception())
+            for entry in batch:
+                if entry.write is write:
+                    entry.write = None
+                    self._settle_failed(entry, _State.TIMED_OUT if entry.expired else _State.LOST)
+            return
+        for entry, confirmation in zip(batch, write.result(), strict=True):
+            if entry.write is not write:
+                confirmation.cancel()  # abandoned meanwhile
+                continue
+            entry.write, entry.confirmation = None, confirmation
+            confirmation.add_done_callback(partial(self._on_confirm, entry, session))
             if entry.expired:
-                raise TimeoutError  # the loop stalled before this task ever ran
-            result = await session.channel.basic_publish(
-                message.body, exchange=self._config.exchange,
-                routing_key=entry.routing_key, properties=message.properties,
-                mandatory=True, wait=False,
-            )
-        except aiormq.exceptions.DeliveryError:
-            self._failed_with(entry, _State.NACKED)
-        except TimeoutError:
-            self._failed_with(entry, _State.TIMED_OUT)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            assert task is not None
-            if entry.expired and task.cancelling() == 1:
-                task.uncancel()  # the watchdog's cancellation alone: a timeout
-                self._failed_with(entry, _State.TIMED_OUT)
-            elif task.cancelling():
-                raise  # our own cancellation (close, abandon)
-            else:
-                session.broken = True  # the channel cancelled the confirm: it is gone
-                self._failed_with(entry, _State.LOST)
-        except Exception as exc:
+                confirmation.cancel()  # the watchdog fired before we got here
+
+    def _on_confirm(self, entry: _Entry, session: _Session, confirmation: Confirmation) -> None:
+        if entry.confirmation is not confirmation:
+            return  # abandoned meanwhile
+        entry.confirmation = None
+        if confirmation.cancelled() and entry.expired:
+            self._settle_failed(entry, _State.TIMED_OUT)  # by the watchdog
+            return
+        error = None if confirmation.cancelled() else confirmation.exception()
+        if isinstance(error, aiormq.exceptions.DeliveryError):
+            self._settle_failed(entry, _State.NACKED)
+        elif error is not None or confirmation.cancelled():
+            # The channel failed or cancelled the confirm: it is gone.
             session.broken = True
-            self._failed_with(entry, _State.LOST)
-            log.debug("publish failed: %r", exc, extra=entry.log_extra())
+            log.debug("publish failed: %r", error, extra=entry.log_extra())
+            self._settle_failed(entry, _State.LOST)
         else:
-            if isinstance(result, aiormq.abc.DeliveredMessage):
+            if isinstance(confirmation.result(), aiormq.abc.DeliveredMessage):
                 self._returned(entry)
             self._acked(entry)
-        finally:
-            self._in_flight -= 1
-            entry.task = None
-            self._drop_stale_deadlines()
-            self._kick.set()
+            self._settled()
+
+    def _settle_failed(self, entry: _Entry, state: _State) -> None:
+        self._failed_with(entry, state)
+        self._settled()
+
+    def _settled(self) -> None:
+        self._in_flight -= 1
+        self._drop_stale_deadlines()
+        self._kick.set()
 
     # -- the watchdog: one timer for the oldest unconfirmed send -----------------------
 
@@ -648,7 +667,9 @@ class Publisher:
 
         Equivalent to one `asyncio.timeout(publish_timeout)` per send (sends
         share one timeout, so their deadlines come in send order) at the cost
-        of one timer for the whole window instead of one per message.
+        of one timer for the whole window instead of one per message. A send
+        times out by cancelling what it waits for: its batch's write while the
+        channel has not taken the frame, else its confirmation.
         """
         self._watchdog = None
         loop = asyncio.get_running_loop()
@@ -660,10 +681,11 @@ class Publisher:
                 if deadline > now:
                     self._watchdog = loop.call_at(deadline, self._on_deadline)
                     return
-                assert entry.task is not None
                 entry.expired = True
-                if entry.started:  # else it times itself out when it starts:
-                    entry.task.cancel()  # cancelling it now would skip its bookkeeping
+                if entry.confirmation is not None:
+                    entry.confirmation.cancel()
+                elif entry.write is not None:
+                    entry.write.cancel()
             deadlines.popleft()
 
     def _disarm(self) -> None:
@@ -705,6 +727,8 @@ class Publisher:
         session = self._session
         if session is not None and session.broken:
             await self._close_session(session)  # fails its pending confirms at once
+            for task in self._tasks:
+                task.cancel()  # writes stuck behind a dead socket: nothing was sent
         while self._in_flight:
             self._kick.clear()
             if self._in_flight:
@@ -840,19 +864,25 @@ class Publisher:
         """Forget everything unconfirmed after run() failed; gap callers get an error."""
         await self._cancel_tasks()
         for entry in self._pending:
+            # Detached: their late write or confirm callbacks change nothing.
+            entry.write = None
+            confirmation, entry.confirmation = entry.confirmation, None
+            if confirmation is not None:
+                confirmation.cancel()
             if entry.done is not None and not entry.done.done():
                 error = PublisherError(f"publisher stopped before the gap marker was "
                                        f"confirmed: {exc!r}")
                 entry.done.set_exception(error)
         self._pending.clear()
         self._queued.clear()
+        self._in_flight = 0
         self._failed = 0
         self._probing = False
 
 
 def _is_current(deadline: float, entry: _Entry) -> bool:
-    """True while `entry`'s send with this deadline awaits its confirm."""
-    return entry.task is not None and entry.deadline == deadline
+    """True while `entry`'s send with this deadline awaits its write or confirm."""
+    return entry.state is _State.SENT and entry.deadline == deadline
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
