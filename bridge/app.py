@@ -45,6 +45,11 @@ log = logging.getLogger("bridge.app")
 _ALIVE_INTERVAL: Final = 2.0
 # Most caught events waiting for the loop before the catcher waits (memory bound).
 _INBOX_MAX: Final = 256
+# At most one hand-over from the catcher to the loop per this many seconds. At a
+# steady rate every event would otherwise travel alone: a loop wake-up, a spool
+# commit, a socket write to RabbitMQ and a confirm each. Coalescing them costs at
+# most this much latency, and none for an event that follows a quiet moment.
+_HANDOVER_INTERVAL: Final = 0.002
 RESTART_REASON: Final = "bridge restarted"
 # How often readiness and the catcher thread are looked at (cheap attribute reads).
 _WATCH_INTERVAL: Final = 1.0
@@ -126,8 +131,11 @@ async def _serve_http(listen: str, metrics: Metrics, health: Health) -> HttpServ
 class _LoopSink:
     """Carries the catcher thread's reports onto the event loop, in batches.
 
-    One `call_soon_threadsafe` per burst rather than per event: under load the
-    loop wakes once and takes every event that arrived meanwhile.
+    One `call_soon_threadsafe` per batch rather than per event: the loop takes
+    every event that arrived meanwhile, and hands over at most once per
+    `_HANDOVER_INTERVAL`, so that a steady stream travels the spool, the
+    publisher and the broker in batches too. The other reports are handled
+    after the events caught before them, as the catcher made them.
 
     Back-pressure, on the catcher thread: it waits while `_INBOX_MAX` events
     are not taken by the loop yet, or while the backlog's gate is closed
@@ -145,6 +153,7 @@ class _LoopSink:
         self._inbox: list[CaughtEvent] = []
         self._scheduled = False
         self._closing = False
+        self._last_drain = float("-inf")  # loop time of the last hand-over
 
     def event_caught(self, event: CaughtEvent) -> None:
         with self._lock:
@@ -152,7 +161,7 @@ class _LoopSink:
             schedule = not self._scheduled
             self._scheduled = True
         if schedule:
-            self._loop.call_soon_threadsafe(self._drain)
+            self._loop.call_soon_threadsafe(self._schedule_drain)
         self._hold_back()
 
     def _hold_back(self) -> None:
@@ -172,33 +181,45 @@ class _LoopSink:
             self._closing = True
             self._taken.notify_all()
 
-    def _drain(self) -> None:
+    def _schedule_drain(self) -> None:
+        wait = self._last_drain + _HANDOVER_INTERVAL - self._loop.time()
+        if wait > 0:
+            self._loop.call_later(wait, self.drain)
+        else:
+            self.drain()
+
+    def drain(self) -> None:
+        """Hand every event the catcher reported so far to the bridge (on the loop)."""
         with self._lock:
             batch, self._inbox = self._inbox, []
             self._scheduled = False
             self._taken.notify_all()
-        self._bridge.accept(batch)
+        self._last_drain = self._loop.time()
+        if batch:
+            self._bridge.accept(batch)
+
+    def _after_drain(self, report: Callable[..., None], *args: Any) -> None:
+        self.drain()  # the events caught before this report come first: order kept
+        report(*args)
+
+    def _report(self, report: Callable[..., None], *args: Any) -> None:
+        with suppress(RuntimeError):  # the loop is closed: we are shutting down anyway
+            self._loop.call_soon_threadsafe(self._after_drain, report, *args)
 
     def session_proved(self, moment: datetime) -> None:
-        # Scheduled after the drain of every event caught before it: order kept.
-        with suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._bridge.on_proof, moment)
+        self._report(self._bridge.on_proof, moment)
 
     def session_up(self, registered_at: datetime, reconnected: bool) -> None:
-        with suppress(RuntimeError):  # the loop is closed: we are shutting down anyway
-            self._loop.call_soon_threadsafe(self._bridge.on_session_up, registered_at, reconnected)
+        self._report(self._bridge.on_session_up, registered_at, reconnected)
 
     def session_down(self, lost_at: datetime, reason: str) -> None:
-        with suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._bridge.on_session_down, lost_at, reason)
+        self._report(self._bridge.on_session_down, lost_at, reason)
 
     def session_unavailable(self, reason: str) -> None:
-        with suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._bridge.on_session_unavailable, reason)
+        self._report(self._bridge.on_session_unavailable, reason)
 
     def catcher_failed(self, error: BaseException) -> None:
-        with suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._bridge.fail, error)
+        self._report(self._bridge.fail, error)
 
 
 class Bridge:
@@ -362,6 +383,8 @@ class Bridge:
             self._catcher.stop()
             catcher = self._catcher
             await _poll(lambda: not catcher.alive, _CATCHER_STOP_TIMEOUT, force)
+        if self._sink is not None:
+            self._sink.drain()  # a hand-over may still be waiting for its interval
         self._stop_recording_alive()
         if self._backlog is not None:
             self._backlog.close()  # commits what the catcher handed over: then record
