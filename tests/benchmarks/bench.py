@@ -260,7 +260,7 @@ async def raw_ceiling(ctx: Context, count: int, names: int, text: int,
     finally:
         await ctx.drop_exchange(name, channel)
     best = min(lines, key=lambda r: r["elapsed"])
-    return {"events_per_s": count / best["elapsed"], "window": best["window"],
+    return {"events_per_s": count / best["elapsed"], "window": str(best["window"]),
             "cpu_us_per_event": best["cpu"] / count * 1e6,
             "by_window": {str(r["window"]): round(count / r["elapsed"]) for r in lines}}
 
@@ -331,7 +331,7 @@ async def latency(ctx: Context, catcher: str, rate: float, seconds: float,
             spy.wait()
         await proc.stop()
         await ctx.drop_exchange(name, channel)
-    return _latency_row(arrivals, result["raised"], cpu)
+    return {**_latency_row(arrivals, result["raised"], cpu), "loadavg_1min": os.getloadavg()[0]}
 
 
 def _latency_row(arrivals: list[tuple[float, bytes]], raised: int, cpu: float) -> Row:
@@ -363,7 +363,8 @@ async def raw_steady(ctx: Context, rate: float, seconds: float) -> Row:
         await _settle(arrivals, result["sent"])
     finally:
         await ctx.drop_exchange(name, channel)
-    return _latency_row(arrivals, result["sent"], result["cpu"])
+    return {**_latency_row(arrivals, result["sent"], result["cpu"]),
+            "loadavg_1min": os.getloadavg()[0]}
 
 
 async def _settle(arrivals: list[tuple[float, bytes]], expected: int) -> None:
@@ -758,6 +759,10 @@ def _render_steady(st: dict[str, Any], row: str) -> list[str]:
         lines.append(row.format("received / raised",
                                 f"{st['ours']['received']:.0f}/{st['ours']['raised']:.0f}",
                                 f"{st[other]['received']:.0f}/{st[other]['raised']:.0f}", ""))
+    # Latency is only as good as the machine is quiet: say how loaded it was.
+    lines.append(row.format("load average (1 min) after the runs",
+                            f"{st['ours']['loadavg_1min']:.1f}",
+                            f"{st['raw']['loadavg_1min']:.1f}", ""))
     return lines
 
 
