@@ -29,6 +29,7 @@ from bridge.catcher import Catcher, CatcherConfig
 from bridge.event import CaughtEvent, EventIdentities
 from bridge.exits import ExitStatus, forced_by, status_of
 from bridge.gaps import CatchLedger
+from bridge.ha import Pair
 from bridge.health import Health
 from bridge.http import HttpServer, start_http
 from bridge.message import GapMarker
@@ -245,6 +246,9 @@ class Bridge:
         self._ledger = CatchLedger(None)
         self._alive_task: asyncio.Task[None] | None = None
         self._restart_gap_from: datetime | None = None
+        self._pair: Pair | None = None  # active/standby mode only
+        self._lease_task: asyncio.Task[None] | None = None
+        self._held_gaps: list[GapMarker] = []  # a standby's own gaps, until it takes over
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -260,9 +264,9 @@ class Bridge:
         if self.settings.http.listen is not None:
             self._http = await _serve_http(self.settings.http.listen, self.metrics, self.health)
             log.info("health and metrics on http://%s:%d/", self._http.host, self._http.port)
-        self._publisher = Publisher(publisher_config(self.settings.amqp), self.metrics)
+        self._publisher = self._make_publisher()
         try:
-            await self._publisher.start()
+            await (self._pair.lease.start() if self._pair else self._publisher.start())
         except PublisherStartupError as exc:
             if not exc.transient:
                 raise
@@ -270,15 +274,45 @@ class Bridge:
             # again later, and the spool holds it until the broker is back.
             log.warning("RabbitMQ not reachable yet; catching into the spool meanwhile: %s",
                         exc, extra={"side": "amqp"})
-        self._set_ready("amqp", self._publisher.is_connected, "not connected to RabbitMQ")
+        self._set_ready("amqp", self._amqp_connected(), "not connected to RabbitMQ")
         self._set_ready("ingres", False, "no session registered yet")
         self._publish_task = asyncio.create_task(self._publish(), name="publisher")
+        if self._pair is not None:
+            self._lease_task = asyncio.create_task(self._pair.lease.run(), name="ha lease")
+            self.health.watch_tasks([self._lease_task])
         assert self._backlog is not None
         self._sink = _LoopSink(self, loop, self._backlog)
         self._catcher = Catcher(config, self._sink, self._identities())
         self._catcher.start()
         self._watch_task = asyncio.create_task(self._watch(), name="catcher+amqp watch")
         self.health.watch_tasks([self._publish_task, self._watch_task])
+
+    def _make_publisher(self) -> Publisher:
+        """The publisher; in active/standby mode, one that publishes only holding the lease."""
+        config = publisher_config(self.settings.amqp)
+        ha = self.settings.ha
+        if ha.mode == "off":
+            self.metrics.ha_active.set(1)
+            return Publisher(config, self.metrics)
+        assert self._backlog is not None
+        self._pair = Pair(config, ha.group or self._database, self._backlog, self.metrics,
+                          self.settings.queue.max_events, self._on_role)
+        self._on_role(False)
+        log.info("active/standby mode, group %s: RabbitMQ decides which bridge publishes",
+                 self._pair.lease.group)
+        return self._pair.publisher
+
+    def _on_role(self, active: bool) -> None:
+        """The lease was taken or lost: gauge, /readyz, and a standby's own gaps."""
+        self.metrics.ha_active.set(1 if active else 0)
+        self.health.role = "active" if active else "standby"
+        if active:
+            self._release_held_gaps()
+
+    def _amqp_connected(self) -> bool:
+        if self._pair is not None:
+            return self._pair.lease.connected
+        return self._publisher is not None and self._publisher.is_connected
 
     def _identities(self) -> EventIdentities:
         """Event ids that continue the ordinals of what an earlier run left in the spool.
@@ -315,7 +349,7 @@ class Bridge:
         assert self._publisher is not None
         assert self._catcher is not None
         while self._catcher.alive:
-            connected = self._publisher.is_connected
+            connected = self._amqp_connected()
             self._set_ready("amqp", connected, "" if connected else "not connected to RabbitMQ")
             await asyncio.sleep(_WATCH_INTERVAL)
 
@@ -332,6 +366,9 @@ class Bridge:
         assert self._publisher is not None
         assert self._backlog is not None
         try:
+            if self._pair is not None:
+                await self._pair.run()
+                return
             if not self._publisher.is_connected:
                 await self._connect_publisher()
             await self._publisher.run(self._backlog)
@@ -389,10 +426,21 @@ class Bridge:
         if self._backlog is not None:
             self._backlog.close()  # commits what the catcher handed over: then record
             self._ledger.record()
+        if self._pair is not None:
+            self._pair.close()
         if self._publish_task is not None:
-            await self._drain(self._publish_task, deadline, force)
+            if self._pair is not None and not self._pair.active:
+                # A standby has nothing to drain: what it holds stays in its spool.
+                await _cancelled(self._publish_task)
+            else:
+                await self._drain(self._publish_task, deadline, force)
         for task in list(self._gap_tasks):
             task.cancel()
+        if self._pair is not None:
+            with suppress(Exception):  # only saves the standby some duplicates
+                await self._pair.lease.flush_progress()
+        if self._lease_task is not None:
+            await _cancelled(self._lease_task)
         if self._publisher is not None:
             await self._publisher.close()
         if self._backlog is not None:
@@ -502,9 +550,37 @@ class Bridge:
             lost_until=lost_until,
             reason=reason,
         )
+        if self._pair is not None and not self._pair.active:
+            # The active bridge caught on meanwhile, or reports its own gap.
+            log.warning("standby: DBEvents raised between %s and %s were not caught here (%s); "
+                        "the active bridge covers them", lost_from.isoformat(),
+                        lost_until.isoformat(), reason, extra={"ha_role": "standby"})
+            self._held_gaps.append(marker)
+            return
+        self._send_gap_marker(marker)
+
+    def _release_held_gaps(self) -> None:
+        """Taking over: publish the standby's own gaps that no active bridge is known to cover.
+
+        A progress report from the old active after a gap ended shows it was
+        alive and publishing then; it reports its own gaps. A gap that ended
+        after the last report may have been nobody's: publish it.
+        """
+        assert self._pair is not None
+        reported_at = self._pair.lease.last_progress_at
+        held, self._held_gaps = self._held_gaps, []
+        for marker in held:
+            if reported_at is not None and marker.lost_until.timestamp() <= reported_at:
+                log.info("gap from %s to %s was covered by the previous active bridge",
+                         marker.lost_from.isoformat(), marker.lost_until.isoformat())
+                self._ledger.gap_reported(marker.lost_from)
+            else:
+                self._send_gap_marker(marker)
+
+    def _send_gap_marker(self, marker: GapMarker) -> None:
         log.warning(
             "DBEvents raised between %s and %s were not caught (%s); publishing a gap marker",
-            lost_from.isoformat(), lost_until.isoformat(), reason,
+            marker.lost_from.isoformat(), marker.lost_until.isoformat(), marker.reason,
         )
         task = asyncio.create_task(self._send_gap(marker))
         self._gap_tasks.add(task)
@@ -592,6 +668,12 @@ async def _first(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
         return False
     task.result()
     return True
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    """Cancel `task` and wait for it to end."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def _poll(condition: Callable[[], bool], within: float, force: asyncio.Event) -> None:

@@ -44,6 +44,8 @@ class Health:
         now = time.time()
         self._states = {name: _State(False, "not reported yet", now) for name in components}
         self._tasks: list[asyncio.Task[Any]] = []
+        # Active/standby mode: "active" or "standby", shown on /readyz; None otherwise.
+        self.role: str | None = None
 
     def set(self, component: str, ok: bool, reason: str = "") -> None:
         """Record whether `component` works now, and why not when it does not.
@@ -68,7 +70,10 @@ class Health:
             for name, s in self._states.items()
         }
         ok = all(s.ok for s in self._states.values())
-        return ok, {"status": "ready" if ok else "not ready", "components": components}
+        body: dict[str, Any] = {"status": "ready" if ok else "not ready", "components": components}
+        if self.role is not None:
+            body["role"] = self.role
+        return ok, body
 
     def alive(self) -> tuple[bool, dict[str, Any]]:
         """(True while no watched task has ended, a JSON-able description of each task)."""

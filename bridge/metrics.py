@@ -73,6 +73,16 @@ class Metrics:
             "1 while a side is ready (ingres: session registered; amqp: connected), else 0.",
             ["side"], registry=r,
         )
+        self.ha_active = Gauge(
+            "dbevent_bridge_ha_active",
+            "Active/standby mode: 1 while this bridge holds its group's lease and publishes, "
+            "0 while it stands by (always 1 with ha.mode=off).", registry=r,
+        )
+        self.ha_held = Gauge(
+            "dbevent_bridge_ha_held_events",
+            "Events a standby bridge caught and keeps until the active one has published them.",
+            registry=r,
+        )
         self.raise_to_confirm = Histogram(
             "dbevent_bridge_raise_to_confirm_seconds",
             "Time from RAISE DBEVENT (server time stamp) to the broker's confirm.",

@@ -59,10 +59,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import ssl
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -359,6 +361,31 @@ class _ClosedSource:
         raise AssertionError(f"unexpected event {event.message_id}")
 
 
+def describe_error(config: PublisherConfig, exc: BaseException) -> str:
+    """An exception as text, guaranteed free of the password."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return hide(text, URL(config.url).password)
+
+
+async def open_connection(
+    config: PublisherConfig, name: str = "dbevent-bridge publisher"
+) -> aio_pika.abc.AbstractConnection:
+    """Connect to the broker; PublisherStartupError (`transient` or not) when that fails."""
+    try:
+        async with asyncio.timeout(config.connect_timeout):
+            return await aio_pika.connect(
+                config.url, ssl_context=config.ssl_context,
+                client_properties={"connection_name": name},
+                connection_class=_Connection,
+            )
+    except _BROKER_ERRORS as exc:
+        raise PublisherStartupError(
+            f"cannot connect to RabbitMQ at {config.masked_url} (vhost {config.vhost!r}): "
+            f"{describe_error(config, exc)}",
+            transient=_is_transient(exc),
+        ) from None
+
+
 class Publisher:
     """Publishes events from an EventSource to one exchange, confirmed and in order.
 
@@ -367,10 +394,21 @@ class Publisher:
     `await close()`. One Publisher serves one run() at a time.
     """
 
-    def __init__(self, config: PublisherConfig, metrics: Metrics) -> None:
-        """A publisher that is not connected yet."""
+    def __init__(
+        self, config: PublisherConfig, metrics: Metrics,
+        connect: Callable[[], Awaitable[aio_pika.abc.AbstractConnection]] | None = None,
+    ) -> None:
+        """A publisher that is not connected yet.
+
+        `connect` opens each session's connection (default: `open_connection`).
+        An active/standby bridge passes the connection that holds its lease
+        (`bridge.ha`), so that it publishes only while RabbitMQ says it is the
+        active one; whatever `connect` raises other than PublisherStartupError
+        ends `run()`.
+        """
         self._config = config
         self._metrics = metrics
+        self._connect = connect or functools.partial(open_connection, config)
         self._router = RoutingKeyBuilder(config.routing_key)
         self._session: _Session | None = None
         self._source: EventSource | None = None
@@ -783,19 +821,7 @@ class Publisher:
 
     async def _open_session(self) -> _Session:
         cfg = self._config
-        try:
-            async with asyncio.timeout(cfg.connect_timeout):
-                connection = await aio_pika.connect(
-                    cfg.url, ssl_context=cfg.ssl_context,
-                    client_properties={"connection_name": "dbevent-bridge publisher"},
-                    connection_class=_Connection,
-                )
-        except _BROKER_ERRORS as exc:
-            raise PublisherStartupError(
-                f"cannot connect to RabbitMQ at {cfg.masked_url} (vhost {cfg.vhost!r}): "
-                f"{self._describe(exc)}",
-                transient=_is_transient(exc),
-            ) from None
+        connection = await self._connect()
         try:
             async with asyncio.timeout(cfg.connect_timeout):
                 channel = await connection.channel(publisher_confirms=True,
@@ -835,10 +861,7 @@ class Publisher:
             ) from None
 
     def _describe(self, exc: BaseException) -> str:
-        """An exception as text, guaranteed free of the password."""
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        password = URL(self._config.url).password
-        return hide(text, password)
+        return describe_error(self._config, exc)
 
     async def _close_session(self, session: _Session) -> None:
         session.broken = True

@@ -75,6 +75,7 @@ __all__ = [
     "AmqpSettings",
     "AmqpUrl",
     "EventName",
+    "HaSettings",
     "HttpSettings",
     "IngresSettings",
     "IngresTarget",
@@ -765,6 +766,26 @@ class ShutdownSettings(_Section):
     )
 
 
+class HaSettings(_Section):
+    """Active/standby pairs: two bridges on one database, RabbitMQ decides which publishes."""
+
+    mode: Annotated[
+        Literal["off", "active-standby"], _one_of(("off", "active-standby"))
+    ] = Field(
+        default="off",
+        description="off: this bridge publishes alone; active-standby: it pairs with the other "
+        "bridges of its group, one publishing, the others standing by with what they caught.",
+    )
+    group: Annotated[
+        str | None, BeforeValidator(_empty_to_none),
+        AfterValidator(lambda v: None if v is None else _valid_short_string(v)),
+    ] = Field(
+        default=None,
+        description="The bridges that stand in for one another (the same database and events); "
+        "default: the database of ingres.target.",
+    )
+
+
 class HttpSettings(_Section):
     """The HTTP endpoint for health checks and Prometheus metrics."""
 
@@ -859,6 +880,7 @@ class Settings(BaseSettings):
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
+    ha: HaSettings = Field(default_factory=HaSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 

@@ -214,7 +214,7 @@ def test_environment_rejects_misspelt_bridge_names_like_dotenv(
         "BRIDGE_AMQP__EXCHANGE_TYP (amqp.exchange_typ): unknown setting; did you mean "
         "amqp.exchange_type (BRIDGE_AMQP__EXCHANGE_TYPE)?",
         "BRIDGE_FOO (foo): unknown setting; known here: ingres, amqp, spool, queue, shutdown, "
-        "http, log",
+        "ha, http, log",
     ]
 
 
@@ -719,7 +719,7 @@ def test_unknown_keys_in_toml_are_errors_with_suggestions(tmp_path: Path) -> Non
         "BRIDGE_AMQP__EXCHNAGE (amqp.exchnage): unknown setting; did you mean amqp.exchange "
         "(BRIDGE_AMQP__EXCHANGE)?",
         "BRIDGE_METRICS (metrics): unknown setting; known here: ingres, amqp, spool, queue, "
-        "shutdown, http, log",
+        "shutdown, ha, http, log",
     ]
 
 

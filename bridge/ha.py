@@ -1,0 +1,386 @@
+"""Active/standby pairs: two bridges catch the same DBEvents, RabbitMQ decides which publishes.
+
+Ingres keeps no DBEvents: every second in which no bridge is registered is
+lost for good. Two bridges of one group (`ha.group`) therefore both register
+and catch, each into its own spool; only one of them publishes.
+
+The lease: an exclusive queue, `dbevent-bridge.ha.<group>.lease`, declared on
+the connection the bridge publishes on. RabbitMQ lets one connection hold an
+exclusive queue and deletes it when that connection closes (a clean stop, a
+crash, a SIGKILL: the kernel closes the socket; a network cut: the broker's
+heartbeat). The holder is the active bridge; the others try to declare it
+every `_LEASE_POLL_S` and get RESOURCE_LOCKED until it is free. No consensus
+of our own: RabbitMQ decides, and since the lease and the publishes share one
+connection, a bridge that lost its connection has lost its lease with it and
+cannot publish any more; when it reconnects, it finds the lease taken and
+stands by.
+
+Progress: the active bridge sends the ids of the events the broker confirmed
+(`_PROGRESS_EVERY_S`) to the direct exchange `dbevent-bridge.ha`, routing key
+the group. A standby keeps every event it caught (`HaSource`) until such a
+report names its id (event ids are derived from the event, so both bridges
+compute the same one), and then forgets it. On takeover it publishes first
+what it still holds: what the old active had not confirmed, or had confirmed
+without its report arriving (published twice then, under the same id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from contextlib import suppress
+from typing import Final
+
+import aio_pika
+import aio_pika.abc
+import aiormq.exceptions
+
+from bridge.backlog import Backlog
+from bridge.event import CaughtEvent
+from bridge.metrics import Metrics
+from bridge.publisher import (
+    Publisher,
+    PublisherConfig,
+    PublisherError,
+    PublisherStartupError,
+    describe_error,
+    open_connection,
+)
+
+log = logging.getLogger("bridge.ha")
+
+PROGRESS_EXCHANGE: Final = "dbevent-bridge.ha"
+_INSTANCE_HEADER: Final = "x-dbevent-bridge-instance"
+# How often a standby tries to take the lease: the bound on a takeover once
+# RabbitMQ has dropped the old active's connection. A refused declare costs
+# the broker one channel open and close.
+_LEASE_POLL_S: Final = 0.25
+# How often the active reports the ids the broker confirmed: the standby holds
+# about this much more than it must.
+_PROGRESS_EVERY_S: Final = 0.1
+# How long a standby remembers ids the active confirmed before it caught them
+# itself (its catch can lag the active's confirm).
+_SETTLED_MEMORY_S: Final = 60.0
+_RECONNECT_MAX_S: Final = 5.0
+
+
+class LeaseLostError(PublisherError):
+    """This bridge does not hold its group's lease (any more): it must not publish."""
+
+
+def lease_queue(group: str) -> str:
+    """The exclusive queue whose holder is the active bridge of `group`."""
+    return f"dbevent-bridge.ha.{group}.lease"
+
+
+class HaSource:
+    """The publisher's event source in active/standby mode, wrapping the backlog.
+
+    Active: hands out first what it held as a standby (`become_active`), then
+    the backlog's events; reports each confirmed id for the standby. Standby:
+    takes every event from the backlog (`_pull`) and holds it until the
+    active's progress names it (`settle`), at most `held_max` in memory (the
+    rest waits in the backlog, i.e. the spool). The backlog is told
+    `confirmed` exactly once per event, by whichever comes first.
+    """
+
+    def __init__(self, backlog: Backlog, metrics: Metrics, held_max: int) -> None:
+        self._backlog = backlog
+        self._metrics = metrics
+        self._held_max = held_max
+        self._held: dict[str, CaughtEvent] = {}  # taken, not confirmed; in catch order
+        self._replay: deque[CaughtEvent] = deque()
+        self._settled: dict[str, float] = {}  # confirmed by the active, not caught yet
+        self._progress: list[str] = []
+        self._active = False
+        self._room = asyncio.Event()
+        self._puller: asyncio.Task[None] | None = None
+
+    @property
+    def active(self) -> bool:
+        """True while this bridge publishes."""
+        return self._active
+
+    # -- the publisher's side (active) -------------------------------------------------
+
+    async def get(self) -> CaughtEvent | None:
+        """What the standby held first, in catch order; then the backlog's events."""
+        if self._replay:
+            return self._replay.popleft()
+        event = await self._backlog.get()
+        if event is not None:
+            self._held[event.message_id] = event
+        return event
+
+    def confirmed(self, event: CaughtEvent) -> None:
+        """The broker confirmed `event`: forget it, and report it to the standby."""
+        if self._held.pop(event.message_id, None) is not None:
+            self._backlog.confirmed(event)
+            self._progress.append(event.message_id)
+        self._gauge()
+
+    def take_progress(self) -> list[str]:
+        """The ids confirmed since the last call (the active's report)."""
+        ids, self._progress = self._progress, []
+        return ids
+
+    # -- roles --------------------------------------------------------------------------
+
+    def become_active(self) -> None:
+        """Publish from now on: first everything held, in the order it was caught."""
+        self._active = True
+        self._stop_pulling()
+        self._replay = deque(self._held.values())
+        self._settled.clear()
+        if self._replay:
+            log.info("taking over: publishing %d event(s) the previous active bridge had not "
+                     "reported as published", len(self._replay))
+
+    def become_standby(self) -> None:
+        """Stop publishing: hold what is caught until the active reports it published."""
+        self._active = False
+        self._replay.clear()
+        self._progress.clear()
+        if self._puller is None or self._puller.done():
+            self._puller = asyncio.create_task(self._pull(), name="ha standby")
+
+    def close(self) -> None:
+        """Stop taking events (shutdown); what is held stays in the spool."""
+        self._stop_pulling()
+
+    def _stop_pulling(self) -> None:
+        if self._puller is not None:
+            self._puller.cancel()  # only ever waiting: nothing is half taken
+            self._puller = None
+
+    async def _pull(self) -> None:
+        while True:
+            while len(self._held) >= self._held_max:
+                self._room.clear()
+                await self._room.wait()
+            event = await self._backlog.get()
+            if event is None:
+                return
+            if self._settled.pop(event.message_id, None) is not None:
+                self._backlog.confirmed(event)  # the active published it already
+            else:
+                self._held[event.message_id] = event
+            self._gauge()
+
+    def settle(self, ids: Iterable[str]) -> None:
+        """The active bridge reports these ids confirmed: a standby forgets them."""
+        if self._active:
+            return  # a late report of the old active: what we publish wins
+        now = time.monotonic()
+        for message_id in ids:
+            event = self._held.pop(message_id, None)
+            if event is not None:
+                self._backlog.confirmed(event)
+            else:
+                self._settled[message_id] = now
+        horizon = now - _SETTLED_MEMORY_S
+        for message_id, when in list(self._settled.items()):
+            if when >= horizon:
+                break
+            del self._settled[message_id]
+        self._room.set()
+        self._gauge()
+
+    def _gauge(self) -> None:
+        self._metrics.ha_held.set(0 if self._active else len(self._held))
+
+
+class Lease:
+    """This bridge's claim to publish for its group, and the connection that holds it.
+
+    `run()` keeps a connection to the broker, consumes the active's progress
+    reports, and takes the lease when it is free; `active` is set while it is
+    held. The publisher gets its connection from `connection()`, which
+    refuses (LeaseLostError) unless the lease is held on it.
+    """
+
+    def __init__(
+        self, config: PublisherConfig, group: str, source: HaSource,
+        on_change: Callable[[bool], None],
+    ) -> None:
+        self._config = config
+        self.group = group
+        self._source = source
+        self._on_change = on_change
+        self._instance = uuid.uuid4().hex
+        self._connection: aio_pika.abc.AbstractConnection | None = None
+        self._first: aio_pika.abc.AbstractConnection | None = None
+        self._exchange: aio_pika.abc.AbstractExchange | None = None
+        self.active = asyncio.Event()
+        self.connected = False
+        self._announced = False  # "standing by" is logged once per standby spell
+        # time.time() of the last progress report from another bridge (None: never).
+        self.last_progress_at: float | None = None
+
+    async def start(self) -> None:
+        """Open the first connection (PublisherStartupError, as the publisher's start)."""
+        self._first = await open_connection(self._config, "dbevent-bridge ha")
+
+    async def connection(self) -> aio_pika.abc.AbstractConnection:
+        """The publisher's connection: the one holding the lease, else LeaseLostError."""
+        connection = self._connection
+        if connection is None or connection.is_closed:
+            self._lost()
+        if not self.active.is_set() or connection is None:
+            raise LeaseLostError(f"this bridge does not hold the lease of group {self.group!r}")
+        return connection
+
+    async def run(self) -> None:
+        """Hold a connection and take the lease whenever it is free; never returns."""
+        wait = self._config.reconnect_wait_initial
+        while True:
+            try:
+                connection, self._first = self._first, None
+                if connection is None:
+                    connection = await open_connection(self._config, "dbevent-bridge ha")
+                wait = self._config.reconnect_wait_initial
+                await self._hold(connection)
+            except PublisherStartupError as exc:
+                log.warning("HA group %s: cannot connect to RabbitMQ, retrying in %.1f s: %s",
+                            self.group, wait, exc, extra={"ha_role": "standby"})
+            except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
+                log.warning("HA group %s: connection to RabbitMQ lost: %s", self.group,
+                            describe_error(self._config, exc), extra={"ha_role": "standby"})
+            self._lost()
+            await asyncio.sleep(wait)
+            wait = min(max(wait * 2, 0.1), _RECONNECT_MAX_S)
+
+    async def flush_progress(self) -> None:
+        """Report what was confirmed now (before a clean stop hands over)."""
+        if self.active.is_set():
+            await self._report()
+
+    async def _hold(self, connection: aio_pika.abc.AbstractConnection) -> None:
+        closed = asyncio.Event()
+        connection.close_callbacks.add(lambda *_: closed.set())
+        self._connection = connection
+        self.connected = True
+        try:
+            channel = await connection.channel()
+            self._exchange = await channel.declare_exchange(
+                PROGRESS_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+            )
+            reports = await channel.declare_queue(exclusive=True, auto_delete=True)
+            await reports.bind(self._exchange, routing_key=self.group)
+            await reports.consume(self._on_report, no_ack=True)
+            while not await self._try_lease(connection):
+                if not self._announced:
+                    self._announced = True
+                    log.warning("HA group %s: standing by; another bridge holds the lease %s",
+                                self.group, lease_queue(self.group), extra={"ha_role": "standby"})
+                if await _wait(closed, _LEASE_POLL_S):
+                    return
+            self._won()
+            while not await _wait(closed, _PROGRESS_EVERY_S):
+                await self._report()
+        finally:
+            self._exchange = None
+            self.connected = False
+            self._lost()
+            with suppress(Exception):
+                async with asyncio.timeout(5.0):
+                    await connection.close()
+
+    async def _try_lease(self, connection: aio_pika.abc.AbstractConnection) -> bool:
+        channel = await connection.channel()
+        try:
+            await channel.declare_queue(lease_queue(self.group), exclusive=True)
+        except aiormq.exceptions.ChannelLockedResource:
+            return False  # held by another bridge's connection; the broker closed the channel
+        return True  # kept on this connection until it closes
+
+    async def _report(self) -> None:
+        ids = self._source.take_progress()
+        exchange = self._exchange
+        if not ids or exchange is None:
+            return
+        message = aio_pika.Message(json.dumps({"ids": ids}).encode(),
+                                   headers={_INSTANCE_HEADER: self._instance})
+        await exchange.publish(message, routing_key=self.group)
+
+    async def _on_report(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        if (message.headers or {}).get(_INSTANCE_HEADER) == self._instance:
+            return
+        try:
+            ids = json.loads(message.body)["ids"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("HA group %s: ignoring a progress report that is not ours", self.group)
+            return
+        self.last_progress_at = time.time()
+        self._source.settle(str(i) for i in ids)
+
+    def _won(self) -> None:
+        if not self.active.is_set():
+            self.active.set()
+            log.warning("HA group %s: this bridge is now ACTIVE (it holds the lease %s)",
+                        self.group, lease_queue(self.group), extra={"ha_role": "active"})
+            self._on_change(True)
+
+    def _lost(self) -> None:
+        self._announced = False
+        if self.active.is_set():
+            self.active.clear()
+            log.warning("HA group %s: lease lost with the broker connection; this bridge "
+                        "publishes nothing until it holds the lease again", self.group,
+                        extra={"ha_role": "standby"})
+            self._on_change(False)
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    """Wait up to `seconds` for `event`; True when it is set."""
+    with suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    return event.is_set()
+
+
+class Pair:
+    """One bridge's side of an active/standby pair: its lease, what it holds, its role.
+
+    `publisher` publishes only on the lease's connection; `run()` is the
+    publishing task: stand by until the lease is held, publish (what was held
+    first) until it is lost, stand by again.
+    """
+
+    def __init__(
+        self, config: PublisherConfig, group: str, backlog: Backlog, metrics: Metrics,
+        held_max: int, on_change: Callable[[bool], None],
+    ) -> None:
+        self.source = HaSource(backlog, metrics, held_max)
+        self.lease = Lease(config, group, self.source, on_change)
+        self.publisher = Publisher(config, metrics, connect=self.lease.connection)
+        self._closing = False
+
+    @property
+    def active(self) -> bool:
+        """True while this bridge holds the lease."""
+        return self.lease.active.is_set()
+
+    async def run(self) -> None:
+        """Publish whenever this bridge is the active one; return once the backlog is done."""
+        self.source.become_standby()
+        while not self._closing:
+            await self.lease.active.wait()
+            self.source.become_active()
+            try:
+                await self.publisher.run(self.source)
+                return  # the backlog is closed and everything is confirmed
+            except LeaseLostError as exc:
+                log.warning("stopped publishing: %s", exc, extra={"ha_role": "standby"})
+            self.source.become_standby()
+
+    def close(self) -> None:
+        """Shutdown: a standby stops holding; an active one drains (the caller waits)."""
+        self._closing = True
+        if not self.active:
+            self.source.close()

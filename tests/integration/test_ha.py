@@ -1,0 +1,78 @@
+"""Active/standby pairs, in-process: one bridge publishes, the other holds and takes over."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from bridge.app import Bridge
+from bridge.settings import Settings
+from bridge.sim.server import ServerThread
+from tests.integration.conftest import Raised, raise_all, receive
+
+pytestmark = pytest.mark.amqp
+
+
+def _pair_settings(settings: Settings, tmp_path: Path, name: str) -> Settings:
+    spool = settings.spool.model_copy(update={"path": tmp_path / f"{name}.db"})
+    # The exchange's name is unique per test: so is the group (the broker is shared).
+    ha = settings.ha.model_copy(update={"mode": "active-standby",
+                                        "group": settings.amqp.exchange})
+    return settings.model_copy(update={"spool": spool, "ha": ha})
+
+
+async def _started(settings: Settings) -> Bridge:
+    bridge = Bridge(settings)
+    await bridge.start()
+    assert await asyncio.to_thread(bridge.wait_registered, 30.0)
+    return bridge
+
+
+async def _until(condition: object, within: float = 30.0) -> bool:
+    assert callable(condition)
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+def _role(bridge: Bridge) -> object:
+    return bridge.health.ready()[1].get("role")
+
+
+async def test_one_publishes_the_other_stands_by_then_takes_over(
+    settings: Settings, sim: ServerThread, tmp_path: Path,
+    subscriber: aio_pika.abc.AbstractQueue,
+) -> None:
+    first = await _started(_pair_settings(settings, tmp_path, "first"))
+    second: Bridge | None = None
+    try:
+        assert await _until(lambda: _role(first) == "active")
+        second = await _started(_pair_settings(settings, tmp_path, "second"))
+        assert await _until(lambda: _role(second) == "standby")
+        assert second.metrics.value("ha_active") == 0
+        assert first.metrics.value("ha_active") == 1
+        before = [Raised("ingres", "order_created", f"before #{i}".encode()) for i in range(30)]
+        await asyncio.to_thread(raise_all, sim.target(), before)
+        got = await receive(subscriber, len(before))
+        assert len(got) == len(before)
+        # The standby forgets what the active reports as published.
+        assert await _until(lambda: second.metrics.value("ha_held") == 0)
+        assert second.metrics.value("events_published") == 0
+        await first.shutdown()
+        assert await _until(lambda: _role(second) == "active", within=10)
+        after = [Raised("ingres", "order_created", f"after #{i}".encode()) for i in range(30)]
+        await asyncio.to_thread(raise_all, sim.target(), after)
+        rest = await receive(subscriber, len(after), within=30)
+    finally:
+        await first.shutdown()
+        if second is not None:
+            await second.shutdown()
+    texts = [m.body for m in got + rest]
+    assert len(rest) == len(after), texts
+    assert all(b"after" in m.body for m in rest)
