@@ -9,6 +9,7 @@ SIGKILL. Its output goes to a log file, shown when a test fails.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -119,6 +120,15 @@ class BridgeProcess:
             return self._get("/readyz")[0] == 200
         except OSError:
             return False
+
+    def role(self) -> str | None:
+        """The active/standby role /readyz reports (None: not in that mode, or not answering)."""
+        try:
+            _, text = self._get("/readyz")
+        except OSError:
+            return None
+        role = json.loads(text).get("role")
+        return role if isinstance(role, str) else None
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Wait until ready; fail with the log's tail if the process ended or never got there."""
