@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import json
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -268,7 +269,42 @@ def cancel(target: str, sql: str, rounds: int) -> Json:
         terminate(env)
 
 
+def idle_push(target: str, host: str, port: int) -> Json:
+    """A registered session sits idle (no API call) while a second one raises.
+
+    Once the simulator counts the event delivered, the idle session's getEvent
+    with a zero timeout must find it: it was pushed while nothing read.
+    """
+    from bridge.sim import control  # plain sockets: no OpenAPI library involved
+
+    env = initialize()
+    try:
+        idle, report = _connect(env, target)
+        raiser, _ = _connect(env, target)
+        if idle is None or raiser is None:
+            return {"connect": report}
+        out: Json = {"create": _query(idle, "create dbevent ev_idle", fetch=False)}
+        out["register"] = _query(idle, "register dbevent ev_idle", fetch=False)
+        cep = catch(idle.conn)
+        delivered = control.stats(host, port)["events_delivered"]
+        out["raise"] = _query(raiser, "raise dbevent ev_idle 'while idle'", fetch=False)
+        deadline = time.monotonic() + 30
+        while control.stats(host, port)["events_delivered"] <= delivered:
+            if time.monotonic() > deadline:
+                return {**out, "event": None, "delivered": False}
+            time.sleep(0.01)
+        out["delivered"] = True
+        out["completed_before_get_event"] = bool(cep.ce_genParm.gp_completed)
+        out["event"] = _get_event(idle, cep, 0)
+        out.update(_disconnect(idle, catch(idle.conn, cep.ce_eventHandle)))
+        _disconnect(raiser, None)
+        return out
+    finally:
+        terminate(env)
+
+
 SCENARIOS: dict[str, Callable[..., Json]] = {
+    "idle_push": idle_push,
     "event_inside_result": event_inside_result,
     "cancel": cancel,
     "basic": basic,

@@ -336,3 +336,25 @@ def test_cancel_gets_only_an_interrupt_ack_and_the_stream_stays_in_step(
     trace = (tmp_path / "cancel.trace").read_text(errors="replace")
     assert trace.count("GCA_SEND msg=GCA_ATTENTION") == 20
     assert trace.count("GCA_RECEIVE msg=GCA_IACK") == 20
+
+
+def test_an_event_is_pushed_to_an_idle_session(
+    real_ii_system: Path, tmp_path: Path, port: int
+) -> None:
+    r = run_scenario(
+        real_ii_system,
+        tmp_path,
+        "idle_push",
+        target=f"@127.0.0.1,tcp_ip,{port}::idledb",
+        host="127.0.0.1",
+        port=port,
+    )
+    assert r["delivered"], "the simulator never delivered the event"
+    # Nothing read the socket while the session was idle; getEvent with a zero
+    # timeout finds the event already there.
+    assert not r["completed_before_get_event"]
+    event = r["event"]
+    assert event is not None
+    assert (event["name"], event["database"]) == ("ev_idle", "idledb")
+    assert bytes.fromhex(event["text"]) == b"while idle"
+    assert r["disconnect"] == ST_SUCCESS
