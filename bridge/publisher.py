@@ -169,7 +169,7 @@ class _Connection(aio_pika.Connection):
 
 
 class EventSource(Protocol):
-    """Where the publisher takes events from (the spool, or a `QueueSource`)."""
+    """Where the publisher takes events from: the backlog (`bridge.backlog.Backlog`)."""
 
     async def get(self) -> CaughtEvent | None:
         """The next event, in order; None once the source is closed and drained."""
@@ -181,60 +181,6 @@ class EventSource(Protocol):
         Called in the order get() returned the events, exactly once per event.
         """
         ...
-
-
-class QueueSource:
-    """An in-memory `EventSource` (tests, and the spool-off mode).
-
-    `put()` waits while `maxsize` events (0: unbounded) are queued. After
-    `close()`, get() returns the remaining events, then None.
-    """
-
-    def __init__(self, maxsize: int = 0) -> None:
-        """An empty, open source."""
-        self._items: deque[CaughtEvent] = deque()
-        self._maxsize = maxsize
-        self._readable = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._closed = False
-        self.confirmed_count = 0
-
-    def __len__(self) -> int:
-        """Events queued, not yet taken by get()."""
-        return len(self._items)
-
-    async def put(self, event: CaughtEvent) -> None:
-        """Queue `event`, waiting for room if the source is bounded and full."""
-        while self._maxsize and len(self._items) >= self._maxsize:
-            self._writable.clear()
-            await self._writable.wait()
-        self.put_nowait(event)
-
-    def put_nowait(self, event: CaughtEvent) -> None:
-        """Queue `event` now (ignores `maxsize`); RuntimeError once closed."""
-        if self._closed:
-            raise RuntimeError("QueueSource is closed")
-        self._items.append(event)
-        self._readable.set()
-
-    def close(self) -> None:
-        """No more events: get() returns None once the queued ones are taken."""
-        self._closed = True
-        self._readable.set()
-
-    async def get(self) -> CaughtEvent | None:
-        """The next event in order, or None when closed and drained."""
-        while not self._items:
-            if self._closed:
-                return None
-            self._readable.clear()
-            await self._readable.wait()
-        self._writable.set()
-        return self._items.popleft()
-
-    def confirmed(self, event: CaughtEvent) -> None:
-        """Counts confirmations; an in-memory source has nothing to forget."""
-        self.confirmed_count += 1
 
 
 def vhost_of(url: str) -> str:

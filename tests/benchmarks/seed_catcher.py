@@ -35,8 +35,9 @@ import pyngres.asyncio as py
 
 from bridge.event import CaughtEvent
 from bridge.metrics import Metrics
-from bridge.publisher import Publisher, PublisherConfig, QueueSource
+from bridge.publisher import Publisher, PublisherConfig
 from tests.benchmarks.child import reply, serve_commands, wait_count
+from tests.queue_source import QueueSource
 
 DBEVENT_POLLING_INTERVAL = 0.1  # seconds, as in the seed
 

@@ -18,12 +18,8 @@ import pytest
 from bridge.event import CaughtEvent
 from bridge.message import GapMarker, event_body, gap_body
 from bridge.metrics import Metrics
-from bridge.publisher import (
-    Publisher,
-    PublisherConfig,
-    PublisherStartupError,
-    QueueSource,
-)
+from bridge.publisher import Publisher, PublisherConfig, PublisherStartupError
+from tests.queue_source import QueueSource
 from tests.rabbitnode import RabbitNode, require_rabbitmq_server
 
 T0 = datetime(2026, 11, 25, 8, 22, 23, 123456, tzinfo=UTC)
