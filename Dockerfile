@@ -103,7 +103,7 @@ ENV PATH=/opt/venv/bin:${PATH} \
 RUN groupadd --system --gid 10001 bridge \
     && useradd --system --uid 10001 --gid bridge --no-create-home \
        --home-dir /var/lib/dbevent-bridge --shell /usr/sbin/nologin bridge \
-    && install -d -o bridge -g bridge -m 0750 /var/lib/dbevent-bridge
+    && install -d -o bridge -g bridge -m 0700 /var/lib/dbevent-bridge
 COPY --from=build /opt/venv /opt/venv
 COPY --chmod=0755 config/docker/entrypoint.sh /usr/local/bin/dbevent-bridge-entrypoint
 COPY --chmod=0644 config/docker/healthcheck.py /usr/local/lib/dbevent-bridge/healthcheck.py

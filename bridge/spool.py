@@ -7,8 +7,13 @@ killer); only a power cut or kernel crash can lose the last few transactions
 before a checkpoint. Durability is per transaction, so callers batch: one
 `append` or `delete` call is one transaction.
 
-The file is opened with an exclusive lock (SQLite's EXCLUSIVE locking mode), so
-two bridges can never publish from the same spool. An unusable file is
+The file is locked while open (an exclusive `flock`, which SQLite's own POSIX
+locks never touch), so two bridges can never publish from the same spool,
+while `read_stats` (`dbevent-bridge spool stats`) may still read it.
+
+Event texts carry business data: the file is created 0600 (SQLite gives its
+-wal and -shm files the same mode) in a directory created 0700, and a spool
+found readable by others is reported when it is opened. An unusable file is
 reported as `SpoolError` and left exactly as it was: the operator decides what
 to do with it, never the bridge.
 
@@ -19,13 +24,20 @@ uses it from the event-loop thread only).
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import logging
+import os
 import sqlite3
+import stat
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
 from bridge.event import CaughtEvent
+
+log = logging.getLogger("bridge.spool")
 
 SCHEMA_VERSION: Final = 1
 # PRAGMA application_id marks the file as ours ("DBEB"), so that a path that
@@ -96,10 +108,11 @@ def from_micros(micros: int) -> datetime:
 class Spool:
     """An open spool file. Create it with `Spool.open`; release it with `close`."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
-        """Use `Spool.open`; this only wires up an already validated connection."""
+    def __init__(self, path: Path, conn: sqlite3.Connection, lock_fd: int) -> None:
+        """Use `Spool.open`; this only wires up an already validated connection and its lock."""
         self._path = path
         self._conn = conn
+        self._lock_fd = lock_fd
         row = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM events").fetchone()
         self._depth: int = row[0]
         self._bytes: int = row[1]
@@ -120,21 +133,27 @@ class Spool:
         """
         path = Path(path)
         _check_path(path)
+        lock_fd = _lock(path)
         try:
             conn = sqlite3.connect(
                 path, timeout=0.5, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
+            os.close(lock_fd)
             raise SpoolError(f"cannot open the spool {path}: {exc}") from exc
         try:
             _prepare(path, conn, check=check)
-            return cls(path, conn)
+            spool = cls(path, conn, lock_fd)
         except sqlite3.Error as exc:
             conn.close()
+            os.close(lock_fd)
             raise _explain(path, exc) from exc
         except BaseException:
             conn.close()
+            os.close(lock_fd)
             raise
+        _report_exposure(path)
+        return spool
 
     @property
     def path(self) -> Path:
@@ -236,6 +255,7 @@ class Spool:
         if not self._closed:
             self._closed = True
             self._conn.close()
+            os.close(self._lock_fd)  # releases the flock
 
     def _transaction(self, doing: str) -> _Transaction:
         if self._closed:
@@ -291,7 +311,8 @@ def _check_path(path: Path) -> None:
             f"the spool path {path} is a directory; set the spool path to a file name"
         )
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # 0700 for the directory we create; one that exists is the operator's.
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise SpoolError(
             f"cannot create the directory for the spool {path}: {exc}; "
@@ -313,9 +334,46 @@ def _check_path(path: Path) -> None:
         )
 
 
+def _lock(path: Path) -> int:
+    """Create the file 0600 if missing and lock it for this process: the lock's descriptor.
+
+    Created here rather than by SQLite, which would create it 0644 (less the
+    umask); SQLite then gives the -wal and -shm files the mode of this file.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise SpoolError(f"cannot open the spool {path}: {exc}; fix the permissions") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SpoolError(
+            f"the spool {path} is in use by another process (another bridge?); "
+            "stop it or give this bridge its own spool path"
+        ) from None
+    return fd
+
+
+def _report_exposure(path: Path) -> None:
+    """Warn once when the spool or its -wal/-shm file is readable by others than its owner."""
+    exposed: dict[Path, int] = {}
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & 0o044:
+                exposed[file] = mode
+    if exposed:
+        modes = ", ".join(f"{file.name} {mode:04o}" for file, mode in exposed.items())
+        log.warning(
+            "the spool %s is readable by other users (%s) and holds event texts; "
+            "restrict it: chmod 600 %s", path, modes, " ".join(map(str, exposed)),
+            extra={"path": str(path)},
+        )
+
+
 def _prepare(path: Path, conn: sqlite3.Connection, *, check: bool) -> None:
-    """Lock, validate and (for a new file) initialise, without altering a foreign file."""
-    conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+    """Validate and (for a new file) initialise, without altering a foreign file."""
     # Read-only inspection first: switching to WAL would rewrite the header of
     # a file that turns out not to be ours.
     app_id = conn.execute("PRAGMA application_id").fetchone()[0]
@@ -329,8 +387,6 @@ def _prepare(path: Path, conn: sqlite3.Connection, *, check: bool) -> None:
         raise SpoolError(f"cannot put the spool {path} in WAL mode (got {mode!r})")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
-    # BEGIN IMMEDIATE takes the write lock now, so a second bridge fails at
-    # open instead of at its first append; EXCLUSIVE mode then keeps it.
     conn.execute("BEGIN IMMEDIATE")
     if fresh:
         for statement in _SCHEMA:
@@ -377,3 +433,50 @@ def _explain(path: Path, exc: sqlite3.Error) -> SpoolError:
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolStats:
+    """What a spool holds: `dbevent-bridge spool stats`."""
+
+    path: Path
+    events: int
+    event_bytes: int  # the sum of `event_size`, as the size limit counts it
+    file_bytes: int  # the file with its -wal, as the disk counts it
+    oldest_raised_at: datetime | None
+
+
+def read_stats(path: Path) -> SpoolStats:
+    """Read what the spool at `path` holds, read-only, even while a bridge holds it open.
+
+    WAL mode lets a reader see every committed transaction without waiting
+    for, or holding up, the bridge's writes. Raises SpoolError when there is
+    no spool there or it cannot be read.
+    """
+    if not path.is_file():
+        raise SpoolError(f"there is no spool at {path}")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+    except sqlite3.Error as exc:
+        raise _explain(path, exc) from exc
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        _validate(path, app_id, version, tables)
+        count, size, oldest = conn.execute(
+            "SELECT count(*), coalesce(sum(size), 0), min(raised_at) FROM events"
+        ).fetchone()
+    except sqlite3.Error as exc:
+        raise _explain(path, exc) from exc
+    finally:
+        conn.close()
+    wal = path.with_name(path.name + "-wal")
+    file_bytes = path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+    return SpoolStats(
+        path=path,
+        events=count,
+        event_bytes=size,
+        file_bytes=file_bytes,
+        oldest_raised_at=None if oldest is None else from_micros(oldest),
+    )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import random
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -15,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from bridge.event import CaughtEvent
-from bridge.spool import Spool, SpoolError, event_size
+from bridge.spool import Spool, SpoolError, event_size, read_stats
 
 T0 = datetime(2024, 5, 17, 12, 34, 56, 789012, tzinfo=UTC)
 
@@ -330,3 +333,81 @@ def test_kill_9_leaves_exactly_the_committed_prefix(tmp_path: Path, seed: int) -
 @pytest.mark.parametrize("seed", range(100, 125))
 def test_kill_9_many_times(tmp_path: Path, seed: int) -> None:
     check_kill(tmp_path, seed)
+
+
+# --- privacy: event texts are business data ----------------------------------------
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_spool_files_are_private_to_the_owner(tmp_path: Path) -> None:
+    old_umask = os.umask(0o022)  # the usual umask, which would give 0644 files
+    try:
+        spool = Spool.open(tmp_path / "state" / "spool.sqlite")
+    finally:
+        os.umask(old_umask)
+    try:
+        spool.append([make_event(i) for i in range(10)])
+        files = [spool.path, spool.path.with_name("spool.sqlite-wal"),
+                 spool.path.with_name("spool.sqlite-shm")]
+        assert {file.name: _mode(file) for file in files} == {file.name: 0o600 for file in files}
+        assert _mode(spool.path.parent) == 0o700
+    finally:
+        spool.close()
+
+
+def test_spool_readable_by_others_is_reported_at_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "spool.sqlite"
+    Spool.open(path).close()
+    path.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="bridge.spool"):
+        Spool.open(path).close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    files = [path, path.with_name("spool.sqlite-wal"), path.with_name("spool.sqlite-shm")]
+    assert warnings == [
+        f"the spool {path} is readable by other users (spool.sqlite 0644, spool.sqlite-wal "
+        f"0644, spool.sqlite-shm 0644) and holds event texts; restrict it: chmod 600 "
+        + " ".join(map(str, files))
+    ]
+
+
+def test_private_spool_is_not_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "spool.sqlite"
+    Spool.open(path).close()
+    with caplog.at_level(logging.WARNING, logger="bridge.spool"):
+        Spool.open(path).close()
+    assert caplog.records == []
+
+
+# --- stats ----------------------------------------------------------------------------------
+
+
+def test_stats_read_while_the_spool_is_held(spool: Spool) -> None:
+    events = [make_event(i, b"x" * i) for i in range(5, 0, -1)]
+    spool.append(events)
+    spool.delete([events[0].message_id])  # the oldest raise time goes with it (i=5 is newest)
+    stats = read_stats(spool.path)
+    assert stats.events == 4 == spool.depth
+    assert stats.event_bytes == spool.bytes == sum(event_size(e) for e in events[1:])
+    assert stats.oldest_raised_at == min(e.raised_at for e in events[1:])
+    assert stats.file_bytes > 0
+    spool.append([make_event(99)])  # the holder is unaffected by the reader
+    assert read_stats(spool.path).events == 5
+
+
+def test_stats_of_an_empty_spool(spool: Spool) -> None:
+    stats = read_stats(spool.path)
+    assert (stats.events, stats.event_bytes, stats.oldest_raised_at) == (0, 0, None)
+
+
+def test_stats_without_a_spool(tmp_path: Path) -> None:
+    with pytest.raises(SpoolError, match="there is no spool at"):
+        read_stats(tmp_path / "missing.sqlite")
+    other = tmp_path / "other.sqlite"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(SpoolError, match="not a dbevent-bridge spool"):
+        read_stats(other)
