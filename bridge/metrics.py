@@ -6,7 +6,17 @@ so that tests (and several bridges in one process) each count on their own.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from bridge import __version__
 
 # Raise-to-confirm latency buckets, in seconds: sub-millisecond to a minute,
 # because a broker outage legitimately stretches latency to the outage length.
@@ -14,6 +24,11 @@ _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )
+
+
+# Every reason an event is dropped for. Their series exist from the start (at 0),
+# so that the first drop shows as an increase, not as a new series.
+DROP_REASONS = ("spool_full", "spool_error", "shutdown", "routing_key_too_long", "bad_event")
 
 
 class Metrics:
@@ -83,6 +98,16 @@ class Metrics:
             "Events a standby bridge caught and keeps until the active one has published them.",
             registry=r,
         )
+        for reason in DROP_REASONS:
+            self.events_dropped.labels(reason=reason)
+        # process_* (CPU, memory, open files, start time) and python_info, as
+        # every Prometheus client exports them by default, in our own registry.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.build_info = Info(
+            "dbevent_bridge_build", "The running dbevent-bridge version.", registry=r
+        )
+        self.build_info.info({"version": __version__})
         self.raise_to_confirm = Histogram(
             "dbevent_bridge_raise_to_confirm_seconds",
             "Time from RAISE DBEVENT (server time stamp) to the broker's confirm.",

@@ -1,0 +1,143 @@
+"""Commands for checking triggers and rules by hand: `sql`, `raise`, `tail`, `spool stats`.
+
+They use the configured Ingres connection (the simulator's or a real
+server's) and the configured message format, so that what `tail` prints is
+what `run` would publish, without a broker.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from datetime import datetime
+from types import FrameType
+from typing import Any, TextIO
+
+from bridge.app import catcher_config
+from bridge.catcher import Catcher
+from bridge.event import CaughtEvent
+from bridge.message import build_event_outgoing, format_timestamp
+from bridge.openapi import OpenAPIError, Session
+from bridge.routing import RoutingKeyBuilder, RoutingKeyTooLong
+from bridge.settings import EventName, Settings
+from bridge.spool import SpoolError, read_stats
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+def _fail(message: str) -> int:
+    print(f"dbevent-bridge: {message}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def run_sql(settings: Settings, statement: str) -> int:
+    """Run one statement that returns no rows (CREATE DBEVENT, GRANT, RAISE DBEVENT, ...)."""
+    config = catcher_config(settings)
+    session = Session(
+        config.target, config.user, config.password, timeout_s=config.operation_timeout_s
+    )
+    try:
+        session.open()
+        rows = session.execute(statement)
+    except OpenAPIError as exc:
+        return _fail(f"Ingres: {exc}")
+    finally:
+        session.close()
+    print(f"OK ({rows} row{'' if rows == 1 else 's'})" if rows > 0 else "OK")
+    return EXIT_OK
+
+
+def raise_statement(event: EventName, text: str | None) -> str:
+    """RAISE DBEVENT for `event`, with `text` as a string literal (quotes doubled)."""
+    if text is None:
+        return f"raise dbevent {event.sql}"
+    return "raise dbevent {} '{}'".format(event.sql, text.replace("'", "''"))
+
+
+def run_raise(settings: Settings, name: EventName, text: str | None) -> int:
+    """Raise one DBEvent on the configured connection."""
+    return run_sql(settings, raise_statement(name, text))
+
+
+class _Printer:
+    """A catcher sink that prints each event as `run` would publish it: one JSON line."""
+
+    def __init__(self, settings: Settings, out: TextIO, done: threading.Event) -> None:
+        self._encoding = settings.amqp.text_encoding
+        self._routing = RoutingKeyBuilder(settings.amqp.routing_key)
+        self._out = out
+        self._done = done
+        self.error: BaseException | None = None
+
+    def event_caught(self, event: CaughtEvent) -> None:
+        outgoing = build_event_outgoing(event, self._encoding)
+        try:
+            key: str | None = self._routing.for_event(event)
+        except RoutingKeyTooLong:
+            key = None  # `run` drops such an event (and counts it); tail shows it anyway
+        line: dict[str, Any] = {
+            "routing_key": key,
+            "message_id": outgoing.properties.message_id,
+            "body": json.loads(outgoing.body),
+        }
+        self._out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        self._out.flush()
+
+    def session_up(self, registered_at: datetime, reconnected: bool) -> None:
+        what = "caught again" if reconnected else "catching"
+        print(f"dbevent-bridge tail: {what} since {format_timestamp(registered_at)}",
+              file=sys.stderr, flush=True)
+
+    def session_down(self, lost_at: datetime, reason: str) -> None:
+        print(f"dbevent-bridge tail: session lost at {format_timestamp(lost_at)} ({reason}); "
+              "events raised until it is back are not caught", file=sys.stderr, flush=True)
+
+    def session_proved(self, moment: datetime) -> None:
+        """Nothing to record: tail keeps no ledger."""
+
+    def catcher_failed(self, error: BaseException) -> None:
+        self.error = error
+        self._done.set()
+
+
+def run_tail(settings: Settings, out: TextIO = sys.stdout) -> int:
+    """Catch the configured events and print one JSON line each, until SIGINT/SIGTERM."""
+    done = threading.Event()
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        done.set()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    printer = _Printer(settings, out, done)
+    catcher = Catcher(catcher_config(settings), printer)
+    try:
+        catcher.start()
+        done.wait()
+    finally:
+        catcher.stop()
+        catcher.join(10.0)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if printer.error is not None:
+        return _fail(str(printer.error))
+    return EXIT_OK
+
+
+def run_spool_stats(settings: Settings) -> int:
+    """Print what the spool holds as one JSON object; works while a bridge runs."""
+    try:
+        stats = read_stats(settings.spool.path)
+    except SpoolError as exc:
+        return _fail(f"{exc} (BRIDGE_SPOOL__PATH)")
+    oldest = stats.oldest_raised_at
+    print(json.dumps({
+        "path": str(stats.path),
+        "events": stats.events,
+        "event_bytes": stats.event_bytes,
+        "file_bytes": stats.file_bytes,
+        "oldest_raised_at": None if oldest is None else format_timestamp(oldest),
+    }))
+    return EXIT_OK
