@@ -933,20 +933,26 @@ class Settings(BaseSettings):
                 ]
             )
 
+    def require_target(self) -> None:
+        """Raise SettingsError unless an Ingres target is configured."""
+        if self.ingres.target is None:
+            raise SettingsError(
+                [
+                    _problem(
+                        ("ingres", "target"),
+                        "is required to run; e.g. BRIDGE_INGRES__TARGET=myvnode::mydb",
+                    )
+                ]
+            )
+
     def require_runnable(self) -> None:
         """Raise SettingsError listing what `run` needs and lacks: a target and events."""
         problems: list[str] = []
-        if self.ingres.target is None:
-            problems.append(
-                _problem(
-                    ("ingres", "target"),
-                    "is required to run; e.g. BRIDGE_INGRES__TARGET=myvnode::mydb",
-                )
-            )
-        try:
-            self.require_events()
-        except SettingsError as exc:
-            problems.extend(exc.problems)
+        for requirement in (self.require_target, self.require_events):
+            try:
+                requirement()
+            except SettingsError as exc:
+                problems.extend(exc.problems)
         if problems:
             raise SettingsError(problems)
 

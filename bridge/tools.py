@@ -18,19 +18,16 @@ from typing import Any, TextIO
 from bridge.app import catcher_config
 from bridge.catcher import Catcher
 from bridge.event import CaughtEvent
+from bridge.exits import ExitStatus
 from bridge.message import build_event_outgoing, format_timestamp
 from bridge.openapi import OpenAPIError, Session
 from bridge.routing import RoutingKeyBuilder, RoutingKeyTooLong
 from bridge.settings import EventName, Settings
 from bridge.spool import SpoolError, read_stats
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-
-
 def _fail(message: str) -> int:
     print(f"dbevent-bridge: {message}", file=sys.stderr)
-    return EXIT_FAILURE
+    return ExitStatus.FAILURE
 
 
 def run_sql(settings: Settings, statement: str) -> int:
@@ -47,7 +44,7 @@ def run_sql(settings: Settings, statement: str) -> int:
     finally:
         session.close()
     print(f"OK ({rows} row{'' if rows == 1 else 's'})" if rows > 0 else "OK")
-    return EXIT_OK
+    return ExitStatus.OK
 
 
 def raise_statement(event: EventName, text: str | None) -> str:
@@ -123,7 +120,7 @@ def run_tail(settings: Settings, out: TextIO = sys.stdout) -> int:
             signal.signal(sig, handler)
     if printer.error is not None:
         return _fail(str(printer.error))
-    return EXIT_OK
+    return ExitStatus.OK
 
 
 def run_spool_stats(settings: Settings) -> int:
@@ -140,4 +137,4 @@ def run_spool_stats(settings: Settings) -> int:
         "file_bytes": stats.file_bytes,
         "oldest_raised_at": None if oldest is None else format_timestamp(oldest),
     }))
-    return EXIT_OK
+    return ExitStatus.OK
