@@ -25,6 +25,7 @@ from bridge.routing import RoutingKeyBuilder, RoutingKeyTooLong
 from bridge.settings import EventName, Settings
 from bridge.spool import SpoolError, read_stats
 
+
 def _fail(message: str) -> int:
     print(f"dbevent-bridge: {message}", file=sys.stderr)
     return ExitStatus.FAILURE
@@ -91,6 +92,9 @@ class _Printer:
     def session_down(self, lost_at: datetime, reason: str) -> None:
         print(f"dbevent-bridge tail: session lost at {format_timestamp(lost_at)} ({reason}); "
               "events raised until it is back are not caught", file=sys.stderr, flush=True)
+
+    def session_unavailable(self, reason: str) -> None:
+        """Nothing to add: the catcher's WARNING says why, and it retries as under `run`."""
 
     def session_proved(self, moment: datetime) -> None:
         """Nothing to record: tail keeps no ledger."""

@@ -142,15 +142,20 @@ def test_sql_error_and_bad_event_name_are_one_line(env: dict[str, str], tmp_path
     assert bad.stderr.count("\n") == 1
 
 
-def test_tail_of_an_event_that_does_not_exist_fails_in_one_line(
-    env: dict[str, str], tmp_path: Path
+def test_tail_waits_for_an_event_that_does_not_exist_yet(
+    env: dict[str, str], tmp_path: Path, tail_factory: list[Tail]
 ) -> None:
-    env["BRIDGE_INGRES__EVENTS"] = "nowhere"
-    result = bridge(["tail"], env, tmp_path)
-    assert result.returncode == 1
-    assert result.stdout == ""
-    assert "dbevent-bridge: cannot register DBEvent 'nowhere'" in result.stderr
-    assert "Traceback" not in result.stderr
+    env["BRIDGE_INGRES__EVENTS"] = "later"
+    tail = Tail(env, tmp_path)
+    tail_factory.append(tail)
+    assert tail.proc.stderr is not None
+    warning = _wait_for_line(tail.proc.stderr, "cannot be registered")
+    assert "later" in warning
+    ok(["sql", "create dbevent later"], env, tmp_path)
+    tail.wait_catching()
+    ok(["raise", "later", "at last"], env, tmp_path)
+    assert tail.lines(1)[0]["body"]["text"] == "at last"
+    assert tail.stop() == 0
 
 
 def test_spool_stats_while_the_bridge_runs(
