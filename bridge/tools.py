@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from bridge.app import catcher_config
 from bridge.catcher import Catcher
-from bridge.event import CaughtEvent
+from bridge.event import CaughtEvent, EventIdentities
 from bridge.exits import ExitStatus
 from bridge.message import build_event_outgoing, format_timestamp
 from bridge.openapi import OpenAPIError, Session
@@ -113,7 +113,7 @@ def run_tail(settings: Settings, out: TextIO = sys.stdout) -> int:
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     printer = _Printer(settings, out, done)
-    catcher = Catcher(catcher_config(settings), printer)
+    catcher = Catcher(catcher_config(settings), printer, EventIdentities())
     try:
         catcher.start()
         done.wait()
