@@ -81,6 +81,7 @@ import stamina
 from yarl import URL
 
 from bridge.amqp_batch import Confirmation, publish_batch
+from bridge.causes import causes
 from bridge.event import CaughtEvent
 from bridge.masking import hide, mask_url
 from bridge.message import (
@@ -98,6 +99,7 @@ from bridge.routing import (
     RoutingKeyTooLong,
     validate_template,
 )
+from bridge.tls import tls_failure_hint
 
 log = logging.getLogger("bridge.publisher")
 
@@ -139,14 +141,7 @@ _PERMANENT_CONNECT_ERRORS = (
 
 def _is_transient(exc: BaseException) -> bool:
     """False when `exc`, or a cause it wraps (aiormq wraps ssl errors), is permanent."""
-    visited: set[int] = set()  # chains can loop back on themselves
-    current: BaseException | None = exc
-    while current is not None and id(current) not in visited:
-        if isinstance(current, _PERMANENT_CONNECT_ERRORS):
-            return False
-        visited.add(id(current))
-        current = current.__cause__ or current.__context__
-    return True
+    return not any(isinstance(cause, _PERMANENT_CONNECT_ERRORS) for cause in causes(exc))
 
 
 class _Connection(aio_pika.Connection):
@@ -325,9 +320,10 @@ async def open_connection(
                 connection_class=_Connection,
             )
     except _BROKER_ERRORS as exc:
+        hint = tls_failure_hint(exc)  # names the setting to fix
         raise PublisherStartupError(
             f"cannot connect to RabbitMQ at {config.masked_url} (vhost {config.vhost!r}): "
-            f"{describe_error(config, exc)}",
+            f"{describe_error(config, exc)}" + (f"; {hint}" if hint else ""),
             transient=_is_transient(exc),
         ) from None
 

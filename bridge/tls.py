@@ -38,6 +38,8 @@ from typing import Any
 
 from yarl import URL
 
+from bridge.causes import causes
+
 __all__ = ["TlsConfigError", "build_ssl_context", "tls_failure_hint", "tls_url"]
 
 StrPath = str | Path
@@ -170,17 +172,11 @@ def tls_failure_hint(exc: BaseException) -> str | None:
     aiormq re-raises the `ssl` error as AMQPConnectionError, so the chain of
     causes is searched for it.
     """
-    visited: set[int] = set()
-    current: BaseException | None = exc
-    # Chains can loop (an exception can end up as the context of its own
-    # cause), hence the visited set.
-    while current is not None and id(current) not in visited:
-        visited.add(id(current))
-        if isinstance(current, ssl.SSLCertVerificationError):
-            return _verification_hint(current)
-        if isinstance(current, ssl.SSLError):
-            return f"TLS handshake with the broker failed: {current.reason or current}"
-        current = current.__cause__ or current.__context__
+    for cause in causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return _verification_hint(cause)
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS handshake with the broker failed: {cause.reason or cause}"
     return None
 
 

@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from yarl import URL
 
+from bridge.metrics import Metrics
+from bridge.publisher import Publisher, PublisherConfig, PublisherStartupError
 from bridge.tls import TlsConfigError, build_ssl_context, tls_failure_hint, tls_url
 from tests.rabbitnode import RabbitNode, TlsFiles, require_rabbitmq_server
 
@@ -192,6 +194,22 @@ async def test_wrong_ca_is_refused(node: RabbitNode, pki: Pki, verify_hostname: 
     hint = tls_failure_hint(error)
     assert hint is not None
     assert "ca_file" in hint
+
+
+@pytest.mark.amqp
+async def test_publisher_start_names_the_setting_to_fix(node: RabbitNode, pki: Pki) -> None:
+    """The operator sees the hint in the start-up error, and retrying is not offered."""
+    config = PublisherConfig(
+        url=node.amqps_url, exchange="tls.hint", connect_timeout=20,
+        ssl_context=build_ssl_context(pki.rogue_ca, pki.client_cert, pki.client_key),
+    )
+    publisher = Publisher(config, Metrics())
+    with pytest.raises(PublisherStartupError) as caught:
+        await publisher.start()
+    await publisher.close()
+    assert "certificate is not trusted" in str(caught.value)
+    assert "amqp.tls.ca_file must hold the CA that signed it" in str(caught.value)
+    assert caught.value.transient is False
 
 
 @pytest.mark.amqp
