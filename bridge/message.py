@@ -39,7 +39,6 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-import aio_pika
 import aiormq
 import aiormq.abc
 
@@ -149,26 +148,6 @@ def build_event_outgoing(event: CaughtEvent, encoding: str = "utf-8") -> Outgoin
     ))
 
 
-def build_event_message(event: CaughtEvent, encoding: str = "utf-8") -> aio_pika.Message:
-    """`build_event_outgoing` as an `aio_pika.Message` (for aio-pika's own publish)."""
-    return _as_aio_pika(build_event_outgoing(event, encoding))
-
-
-def _as_aio_pika(outgoing: Outgoing) -> aio_pika.Message:
-    props = outgoing.properties
-    return aio_pika.Message(
-        body=outgoing.body,
-        content_type=props.content_type,
-        delivery_mode=props.delivery_mode,
-        priority=props.priority,
-        message_id=props.message_id,
-        timestamp=props.timestamp,
-        app_id=props.app_id,
-        type=props.message_type,
-        headers=dict(props.headers or {}),  # a copy: the cached dict stays untouched
-    )
-
-
 def gap_body(marker: GapMarker) -> bytes:
     """The JSON body of a gap marker (see module docstring)."""
     return _dumps(
@@ -193,8 +172,3 @@ def build_gap_outgoing(marker: GapMarker) -> Outgoing:
         message_type=GAP_MESSAGE_TYPE,
         app_id=APP_ID,
     ))
-
-
-def build_gap_message(marker: GapMarker) -> aio_pika.Message:
-    """`build_gap_outgoing` as an `aio_pika.Message` (for aio-pika's own publish)."""
-    return _as_aio_pika(build_gap_outgoing(marker))

@@ -29,10 +29,27 @@ from typing import Any
 import aio_pika
 
 from bridge.event import CaughtEvent
-from bridge.message import build_event_message
+from bridge.message import build_event_outgoing
 from bridge.routing import RoutingKeyBuilder
 from tests.benchmarks.child import reply
 from tests.benchmarks.simhost import event_name, filler_text
+
+
+def build_event_message(event: CaughtEvent) -> aio_pika.Message:
+    """The bridge's message for `event` (`build_event_outgoing`) as an `aio_pika.Message`."""
+    outgoing = build_event_outgoing(event)
+    props = outgoing.properties
+    return aio_pika.Message(
+        body=outgoing.body,
+        content_type=props.content_type,
+        delivery_mode=props.delivery_mode,
+        priority=props.priority,
+        message_id=props.message_id,
+        timestamp=props.timestamp,
+        app_id=props.app_id,
+        type=props.message_type,
+        headers=dict(props.headers or {}),  # a copy: the bridge's cached dict stays untouched
+    )
 
 
 def messages(count: int, names: int, text: int) -> list[tuple[str, aio_pika.Message]]:
