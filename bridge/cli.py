@@ -68,10 +68,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings | ExitStatus:
     """The settings the command needs, or the exit status after saying what is wrong."""
-    from bridge.settings import SettingsError, load_settings, overrides_from_args
+    from bridge.settings import (
+        SettingsError,
+        config_file_from_args,
+        load_settings,
+        overrides_from_args,
+    )
 
     try:
-        settings = load_settings(overrides_from_args(args), getattr(args, "config", None))
+        settings = load_settings(overrides_from_args(args), config_file_from_args(args))
         if args.command in _NEEDS_EVENTS:
             # check-config passes exactly what run accepts, no more.
             settings.require_runnable()

@@ -93,7 +93,6 @@ __all__ = [
     "load_settings",
     "overrides_from_args",
     "parse_event_name",
-    "settings_from_args",
 ]
 
 ENV_PREFIX = "BRIDGE_"
@@ -1252,8 +1251,3 @@ def config_file_from_args(ns: argparse.Namespace) -> Path | None:
     """The path given with --config, if any."""
     value = getattr(ns, "config", None)
     return value if isinstance(value, Path) else None
-
-
-def settings_from_args(ns: argparse.Namespace) -> Settings:
-    """`load_settings` with the overrides and --config of a parsed command line."""
-    return load_settings(overrides_from_args(ns), config_file_from_args(ns))

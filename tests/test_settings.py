@@ -23,7 +23,6 @@ from bridge.settings import (
     load_settings,
     overrides_from_args,
     parse_event_name,
-    settings_from_args,
 )
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
@@ -41,6 +40,11 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("BRIDGE_SECRETS_DIR", str(tmp_path / "secrets"))
     return tmp_path
+
+
+def _settings_from(ns: argparse.Namespace) -> Settings:
+    """What `dbevent-bridge` loads for a parsed command line (bridge.cli._settings)."""
+    return load_settings(overrides_from_args(ns), config_file_from_args(ns))
 
 
 def write_toml(tmp_path: Path, text: str) -> Path:
@@ -845,7 +849,7 @@ def test_options_not_given_override_nothing(monkeypatch: pytest.MonkeyPatch) -> 
     assert overrides_from_args(ns) == {}
     assert config_file_from_args(ns) is None
     monkeypatch.setenv("BRIDGE_AMQP__DECLARE_EXCHANGE", "false")
-    assert settings_from_args(ns).amqp.declare_exchange is False
+    assert _settings_from(ns).amqp.declare_exchange is False
 
 
 def test_options_override_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -874,7 +878,7 @@ def test_options_override_environment(tmp_path: Path, monkeypatch: pytest.Monkey
         "http": {"listen": "off"},
     }
     assert config_file_from_args(ns) == toml
-    settings = settings_from_args(ns)
+    settings = _settings_from(ns)
     assert settings.amqp.exchange == "cli.ex"
     assert settings.amqp.declare_exchange is False
     assert settings.ingres.events == ["a", "owner.b"]
@@ -886,7 +890,7 @@ def test_options_override_environment(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_bad_option_value_names_the_setting() -> None:
     ns = parser().parse_args(["--amqp-exchange-type", "fnout"])
     with pytest.raises(SettingsError) as caught:
-        settings_from_args(ns)
+        _settings_from(ns)
     assert caught.value.problems == [
         "BRIDGE_AMQP__EXCHANGE_TYPE (amqp.exchange_type): must be one of direct, fanout, "
         "headers, topic; got 'fnout'"
