@@ -43,7 +43,7 @@ log = logging.getLogger("bridge.app")
 
 # How often the catch ledger is written while a session is up: one small transaction,
 # never per event; a crash widens the next gap by at most this much.
-_ALIVE_INTERVAL: Final = 2.0
+ALIVE_INTERVAL: Final = 2.0
 # Most caught events waiting for the loop before the catcher waits (memory bound).
 _INBOX_MAX: Final = 256
 # At most one hand-over from the catcher to the loop per this many seconds. At a
@@ -533,7 +533,7 @@ class Bridge:
         """While a session is up: every few seconds, record until when all is caught."""
         assert self._backlog is not None
         while True:
-            await asyncio.sleep(_ALIVE_INTERVAL)
+            await asyncio.sleep(ALIVE_INTERVAL)
             self._backlog.flush()  # the events counted as caught must be committed first
             self._ledger.record()
 

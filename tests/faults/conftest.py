@@ -31,7 +31,7 @@ from typing import Any
 import aio_pika
 import pytest
 
-from bridge.app import Bridge
+from bridge.app import ALIVE_INTERVAL, Bridge
 from bridge.settings import Settings, load_settings
 from bridge.sim.server import ServerThread
 from tests.integration.conftest import bridge_overrides, sim
@@ -245,6 +245,75 @@ class Verdict:
         assert not self.lost, (
             f"{len(self.lost)} event(s) lost outside every gap window, first: {self.lost[:10]}"
         )
+
+
+# How far before a fault a gap window may start (README, "lost_from"): the proof
+# of having caught everything is recorded every ALIVE_INTERVAL, and Ingres
+# stamps raise times in whole seconds; plus the scheduling of a busy machine.
+GAP_LEAD_S = ALIVE_INTERVAL + 1.0 + 0.5
+# How long after the test acts a fault may take to hit the bridge.
+_FAULT_TAKES_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One fault as the test caused it: when it began, and by when the bridge was back.
+
+    `recovered` is an upper bound on the re-registration (time.time()): the
+    moment the test saw the bridge ready, or the DBMS back plus the promised
+    re-registration delay.
+    """
+
+    at: float
+    recovered: float
+
+    def bounds(self, gap: Gap) -> str | None:
+        """Why `gap` is wider than the README promises for this fault (None: it is not)."""
+        if gap.lost_from < self.at - GAP_LEAD_S - _CLOCK_SLACK:
+            return f"starts {self.at - gap.lost_from:.3f} s before the fault"
+        if gap.lost_until > self.recovered + _CLOCK_SLACK:
+            return f"ends {gap.lost_until - self.recovered:.3f} s after the bridge was back"
+        return None
+
+    def just_before(self, record: RaiseRecord) -> bool:
+        """Whether a raise lies in the lead of this fault (from GAP_LEAD_S before it to it).
+
+        `_FAULT_TAKES_S` covers the fault taking effect after `at` (the kill
+        signal delivered, the sessions aborted).
+        """
+        return (record.after >= self.at - GAP_LEAD_S - _CLOCK_SLACK
+                and record.before <= self.at + _FAULT_TAKES_S)
+
+    def excusable(self, record: RaiseRecord) -> bool:
+        """Whether a raise lies in the widest window this fault may excuse."""
+        return (record.after >= self.at - GAP_LEAD_S - _CLOCK_SLACK
+                and record.before <= self.recovered + _CLOCK_SLACK)
+
+
+def check_gap_windows(result: Verdict, records: list[RaiseRecord], tally: Tally,
+                      faults: list[Fault]) -> None:
+    """Each gap marker bounded by its fault (n-th gap in time, n-th fault); excuses counted.
+
+    Without this, any missing event inside any window would be excused, and
+    nothing would stop a window from growing.
+    """
+    gaps = sorted(tally.gaps, key=lambda g: g.lost_until)
+    assert len(gaps) == len(faults), f"{len(gaps)} gap markers for {len(faults)} faults"
+    for fault, gap in zip(sorted(faults, key=lambda f: f.at), gaps, strict=True):
+        too_wide = fault.bounds(gap)
+        assert too_wide is None, f"gap {gap} {too_wide}"
+    excusable = sum(any(f.excusable(r) for f in faults) for r in records)
+    # Raised while the bridge was registered, yet missing: only what it had
+    # caught but not yet spooled (or not yet read) when the fault struck.
+    registered = [r for r in records if r.targets > 0 and r.seq not in tally.message_ids]
+    before_fault = sum(any(f.just_before(r) for f in faults) for r in records if r.targets > 0)
+    print(f"[{result.name}] excused {result.in_gaps} of at most {excusable} raised from "
+          f"{GAP_LEAD_S:.1f} s before a fault to its recovery; {len(registered)} of them "
+          f"raised while registered, of at most {before_fault} in the lead of a fault")
+    assert result.in_gaps <= excusable
+    assert all(any(f.just_before(r) for f in faults) for r in registered), (
+        "missing while registered, and not just before a fault: "
+        f"{[(r.seq, r.targets, [round(r.before - f.at, 3) for f in faults]) for r in registered]}")
 
 
 def verdict(name: str, records: list[RaiseRecord], tally: Tally, **extra: Any) -> Verdict:

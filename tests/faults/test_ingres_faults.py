@@ -18,11 +18,13 @@ import pytest
 from bridge.settings import IngresSettings
 from bridge.sim.server import ServerThread
 from tests.faults.conftest import (
+    Fault,
     Gap,
     Raiser,
     Subscriber,
     Tally,
     bound_queue,
+    check_gap_windows,
     eventually,
     fault_settings,
     seed,
@@ -67,12 +69,14 @@ async def test_sessions_dropped_and_dbms_restarted(
     faults = ["drop"] * drops + ["restart"] * restarts
     rng.shuffle(faults)
     back_up: list[float] = []  # time.time() at which the simulator listened again
+    faults_at: list[float] = []
     async with bound_queue(amqp_url, unique_name) as queue, Subscriber(queue) as sub:
         bridge_ = await start_bridge(settings)
         try:
             raiser = Raiser(sim, duration=duration, pace=0.001).start()
             for fault in faults:
                 await asyncio.sleep(rng.uniform(0.5, 1.5) * duration / (len(faults) + 1))
+                faults_at.append(time.time())
                 if fault == "drop":
                     # The DBMS accepts connections all along: from the drop on.
                     back_up.append(time.time())
@@ -98,6 +102,9 @@ async def test_sessions_dropped_and_dbms_restarted(
     assert not _after_last_gap(sub.tally, raiser)
     assert all(delay is not None for delay in reconnect_s), "a session was never re-registered"
     assert max(d for d in reconnect_s if d is not None) <= REREGISTERED_WITHIN_S, reconnect_s
+    check_gap_windows(result, raiser.records, sub.tally, [
+        Fault(at, up + REREGISTERED_WITHIN_S) for at, up in zip(faults_at, back_up, strict=True)
+    ])
 
 
 @pytest.mark.parametrize(

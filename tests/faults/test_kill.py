@@ -17,12 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from pathlib import Path
 
 import pytest
 
 from bridge.sim.server import ServerThread
-from tests.faults.conftest import Raiser, Subscriber, bound_queue, seed, verdict
+from tests.faults.conftest import (
+    Fault,
+    Raiser,
+    Subscriber,
+    bound_queue,
+    check_gap_windows,
+    seed,
+    verdict,
+)
 from tests.faults.process import BridgeProcess, bridge_env
 
 pytestmark = pytest.mark.amqp
@@ -48,11 +57,14 @@ async def test_sigkill_at_random_points_loses_no_caught_event(
             bridge.start()
             await asyncio.to_thread(bridge.wait_ready)
             raiser = Raiser(sim, duration=duration, pace=0.001).start()
+            faults: list[Fault] = []
             for _ in range(kills):
                 await asyncio.sleep(rng.uniform(0.3, 1.0) * duration / (kills + 1))
+                killed_at = time.time()
                 await asyncio.to_thread(bridge.kill)
                 bridge.start()
                 await asyncio.to_thread(bridge.wait_ready)
+                faults.append(Fault(killed_at, time.time()))
             await raiser.wait()
             settled = await sub.until(lambda t: len(t.gaps) >= kills
                                       and t.accounted(raiser.records), within=60)
@@ -68,3 +80,4 @@ async def test_sigkill_at_random_points_loses_no_caught_event(
     assert {g.reason for g in sub.tally.gaps} == {"bridge restarted"}
     unregistered = [r for r in raiser.records if r.targets == 0]
     assert all(any(g.covers(r) for g in sub.tally.gaps) for r in unregistered)
+    check_gap_windows(result, raiser.records, sub.tally, faults)
