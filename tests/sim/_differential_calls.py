@@ -24,6 +24,8 @@ from typing import Any
 
 import pyngres as py
 
+from bridge.sim import control
+
 Record = dict[str, Any]
 
 # An ingresdate as IIAPI_DTE_TYPE holds it (PROTOCOL.md, "The ingresdate").
@@ -374,6 +376,66 @@ def _invalid_calls(handle: int | None) -> Record:
     return out
 
 
+def refused_by_the_server(port: int) -> Record:
+    """Connections `sim serve --users ... --database demodb` on `port` refuses.
+
+    The real library reaches the simulator through its GCA front end, the
+    simulator's library through its own protocol: both must report the
+    refusal as the real library does.
+    """
+    status, env = _initialize(11)
+    out: Record = {"init": status}
+    base = f"@127.0.0.1,tcp_ip,{port}"
+    for label, target in (
+        ("wrong password", f"{base}[bob,nope]::demodb"),
+        ("no password", f"{base}::demodb"),
+        ("unknown database", f"{base}[bob,s3cret]::nosuchdb"),
+    ):
+        out[label] = _connect(env, target.encode(), py.IIAPI_CT_SQL)
+    out["release"] = _release(env)
+    out["terminate"] = _terminate()
+    return out
+
+
+def connection_lost(port: int) -> Record:
+    """The server drops the session: what a waiting getEvent and the next query get."""
+
+
+    status, env = _initialize(11)
+    out: Record = {"init": status}
+    cp = py.IIAPI_CONNPARM()
+    cp.co_connHandle = env
+    cp.co_target = f"@127.0.0.1,tcp_ip,{port}[bob,s3cret]::demodb".encode()
+    cp.co_timeout = 30_000
+    cp.co_type = py.IIAPI_CT_SQL
+    py.IIapi_connect(cp)
+    out["connect"] = _wait(cp.co_genParm)
+    out["dropped"] = control.drop_sessions("127.0.0.1", port)["dropped"]
+    gv = py.IIAPI_GETEVENTPARM()
+    gv.gv_connHandle = cp.co_connHandle
+    gv.gv_timeout = 30_000
+    py.IIapi_getEvent(gv)
+    out["getEvent"] = _completion(gv.gv_genParm, bool(gv.gv_genParm.gp_completed))
+    qp = py.IIAPI_QUERYPARM()
+    qp.qy_connHandle = cp.co_connHandle
+    qp.qy_queryType = py.IIAPI_QT_QUERY
+    qp.qy_queryText = b"select 1"
+    py.IIapi_query(qp)
+    out["query after"] = _completion(qp.qy_genParm, bool(qp.qy_genParm.gp_completed))
+    ab = py.IIAPI_ABORTPARM()
+    ab.ab_connHandle = cp.co_connHandle
+    py.IIapi_abort(ab)
+    out["abort"] = _wait(ab.ab_genParm)
+    out["release"] = _release(env)
+    out["terminate"] = _terminate()
+    return out
+
+
+# Scenarios that need a guarded `sim serve` (users bob/s3cret, database demodb).
+SERVER_SCENARIOS: dict[str, Callable[[int], Record]] = {
+    f.__name__: f for f in (refused_by_the_server, connection_lost)
+}
+
 SCENARIOS: dict[str, Callable[[int], Record]] = {
     f.__name__: f
     for f in (
@@ -393,7 +455,8 @@ SCENARIOS: dict[str, Callable[[int], Record]] = {
 def main(argv: list[str]) -> int:
     """Run one scenario and print its record."""
     port = int(argv[2]) if len(argv) > 2 else 1
-    print(json.dumps(SCENARIOS[argv[1]](port), indent=1, sort_keys=True))
+    scenario = SCENARIOS.get(argv[1]) or SERVER_SCENARIOS[argv[1]]
+    print(json.dumps(scenario(port), indent=1, sort_keys=True))
     return 0
 
 

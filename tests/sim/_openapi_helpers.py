@@ -24,7 +24,7 @@ E_AP0006 = E_AP + 0x06
 E_AP0007 = E_AP + 0x07
 E_AP0008 = E_AP + 0x08
 E_AP0009 = E_AP + 0x09
-E_GC0001 = 0x000C0001
+E_CLFE07 = 0x0001FE07  # "Read from peer process failed; it may have exited."
 E_QE020C = 0x0006020C
 E_PS0D3B = 0x00050D3B
 

@@ -29,6 +29,7 @@ import pytest
 
 from bridge.sim.build import SOURCE_DIR, ensure_ii_system
 from tests.sim import _differential_calls as calls
+from tests.sim.test_gca_real_client import sim_serve
 
 pytestmark = pytest.mark.real_client
 
@@ -60,9 +61,7 @@ def _run(ii_system: Path, scenario: str, port: int) -> Any:
     return json.loads(done.stdout)
 
 
-@pytest.mark.parametrize("scenario", sorted(calls.SCENARIOS))
-def test_both_libraries_answer_alike(real_ii_system: Path, scenario: str) -> None:
-    port = _closed_port()
+def _assert_alike(real_ii_system: Path, scenario: str, port: int) -> None:
     real = _run(real_ii_system, scenario, port)
     simulated = _run(ensure_ii_system(), scenario, port)
     differences = {
@@ -71,6 +70,22 @@ def test_both_libraries_answer_alike(real_ii_system: Path, scenario: str) -> Non
         if real.get(key) != simulated.get(key)
     }
     assert not differences, json.dumps(differences, indent=1)
+
+
+@pytest.mark.parametrize("scenario", sorted(calls.SCENARIOS))
+def test_both_libraries_answer_alike(real_ii_system: Path, scenario: str) -> None:
+    _assert_alike(real_ii_system, scenario, _closed_port())
+
+
+@pytest.mark.parametrize("scenario", sorted(calls.SERVER_SCENARIOS))
+def test_both_libraries_report_a_refusing_server_alike(
+    real_ii_system: Path, tmp_path: Path, scenario: str
+) -> None:
+    """The DBMS simulator refuses; the real library hears it through the GCA front end."""
+    users = tmp_path / "users.json"
+    users.write_text('{"bob": "s3cret"}')
+    with sim_serve("--users", str(users), "--database", "demodb") as port:
+        _assert_alike(real_ii_system, scenario, port)
 
 
 # The parameter blocks whose layout the simulator declares in full (iiapi_sim.h),

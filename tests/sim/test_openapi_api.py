@@ -123,14 +123,22 @@ def test_short_dynamic_vnode_form(server: ServerThread, env: int) -> None:
 
 
 def test_server_errors_of_a_failed_connect(server: ServerThread, env: int) -> None:
+    """The lists Actian's library gives (tests/sim/test_gca_real_client.py)."""
     status, errs, conn = _connect(env, server.target("ingres", "wrong"))
     assert status == py.IIAPI_ST_FAILURE
-    assert errs
-    assert errs[0].server_info
+    assert [(e.type, e.sqlstate, e.code) for e in errs] == [
+        (py.IIAPI_GE_ERROR, "08004", 0x000C000B),  # E_GC000B
+        (py.IIAPI_GE_ERROR, "08006", h.E_AP0001),
+    ]
+    assert errs[0].message == "Login failure: invalid username/password."
     _abort(conn)
     status, errs, conn = _connect(env, server.target("ingres", "secret", "nosuchdb"))
-    assert status == py.IIAPI_ST_FAILURE
-    assert [e.sqlstate for e in errs] == ["08004"]
+    assert status == py.IIAPI_ST_ERROR
+    assert [(e.type, e.sqlstate, e.code) for e in errs] == [
+        (py.IIAPI_GE_ERROR, "08004", 0x00000010),  # E_US0010
+        (py.IIAPI_GE_WARNING, "08004", h.E_AP + 0x0E),  # E_AP000E
+    ]
+    assert errs[0].message == "Database does not exist: 'nosuchdb'."
     _abort(conn)
 
 

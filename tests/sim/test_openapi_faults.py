@@ -35,7 +35,7 @@ def env() -> Iterator[int]:
         yield handle
 
 
-LOSS = [(h.E_GC0001, "08004"), (h.E_AP0001, "08006")]
+LOSS = [(h.E_CLFE07, "08004"), (h.E_AP0001, "08006")]  # as Actian Client 1.5
 
 
 def test_connection_loss_fails_get_event_and_waiting_catches(

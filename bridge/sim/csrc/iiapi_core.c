@@ -755,9 +755,28 @@ static void on_connect_refused(conn_t *c, clist_t *cl)
     if (c->fd >= 0 && c->pollers == 0) close(c->fd);
     else if (c->fd >= 0) shutdown(c->fd, SHUT_RDWR);
     if (c->pollers == 0) c->fd = -1;
-    if (!c->h.errs)
-        err_local(&c->h, E_GC0021_NO_PARTNER, "08004", "The server refused the connection.");
-    end_read(c, cl, IIAPI_ST_FAILURE, &c->h);
+    /* As Actian's library reports a refused session (seen through the GCA
+     * front end, tests/sim/test_gca_real_client.py): a login the remote end
+     * rejects (a GCF error, E_GC000B) is SQLSTATE 08004 and is followed by
+     * E_AP0001, FAILURE; a session the DBMS rejects (E_US0010) keeps its
+     * error, gets E_AP000E as a warning, and completes with ERROR. */
+    int gcf = 0;
+    for (err_t *e = c->h.errs; e; e = e->next)
+        if ((e->code >> 16) == E_GCF_MASK >> 16) {
+            gcf = 1;
+            memcpy(e->sqlstate, "08004", sizeof e->sqlstate);
+        }
+    if (!c->h.errs) {
+        err_local(&c->h, E_GC0021_NO_PARTNER, "08004", MSG_GC0021);
+        gcf = 1;
+    }
+    if (gcf) {
+        err_local(&c->h, E_AP0001_CONNECTION_ABORTED, "08006", MSG_AP0001);
+        end_read(c, cl, IIAPI_ST_FAILURE, &c->h);
+        return;
+    }
+    err_add(&c->h, IIAPI_GE_WARNING, E_AP000E_INVALID_CONNECT_PARM, "08004", 0, MSG_AP000E);
+    end_read(c, cl, IIAPI_ST_ERROR, &c->h);
 }
 
 /* Handles one complete frame; returns -1 on a protocol error. */
@@ -830,9 +849,11 @@ void conn_failed(conn_t *c, II_LONG code, const char *msg)
     err_local(&c->h, E_AP0001_CONNECTION_ABORTED, "08006", MSG_AP0001);
 }
 
+/* A connection the server closed: what Actian's library reports when its read
+ * fails (E_CLFE07), then E_AP0001 (tests/sim/test_differential.py). */
 static void add_loss_errors(hdr_t *h)
 {
-    err_local(h, E_GC0001_ASSOC_FAIL, "08004", MSG_GC0001);
+    err_local(h, E_CLFE07_BS_READ_ERR, "08004", MSG_CLFE07);
     err_local(h, E_AP0001_CONNECTION_ABORTED, "08006", MSG_AP0001);
 }
 

@@ -88,6 +88,7 @@ typedef void (*IIAPI_CALLBACK)(II_PTR closure, II_PTR parmBlock);
 #define E_AP0005_ACTIVE_EVENTS (E_AP_MASK + 0x0005)
 #define E_AP0006_INVALID_SEQUENCE (E_AP_MASK + 0x0006)
 #define E_AP0007_INCOMPLETE_QUERY (E_AP_MASK + 0x0007)
+#define E_AP000E_INVALID_CONNECT_PARM (E_AP_MASK + 0x000E)
 #define E_AP0008_QUERY_DONE (E_AP_MASK + 0x0008)
 #define E_AP0009_QUERY_CANCELLED (E_AP_MASK + 0x0009)
 #define E_AP0010_INVALID_COLUMN_COUNT (E_AP_MASK + 0x0010)
@@ -104,9 +105,9 @@ typedef void (*IIAPI_CALLBACK)(II_PTR closure, II_PTR parmBlock);
 #define MSG_AP0007 "Query cannot be closed in the current state, it may only be cancelled."
 #define MSG_AP0008 "Query has completed or is completing and may not be cancelled."
 #define MSG_AP0009 "Query cancelled."
+#define MSG_AP000E "A connection parameter or value was rejected by the server."
 #define MSG_AP0010 "Invalid number of columns or parameters specified."
 #define MSG_AP0013 "A required pointer parameter was NULL."
-#define MSG_GC0001 "Association failure: partner abruptly released association"
 #define MSG_GC0025 \
     "Unable to connect to Name Server: Blank or incorrect Name Server ID.\n" \
     " The Name Server may not be running. Check the status of your installation."
@@ -120,6 +121,7 @@ typedef void (*IIAPI_CALLBACK)(II_PTR closure, II_PTR parmBlock);
     "is: [usr,pwd]."
 #define MSG_CLFE05 "Unable to make outgoing connection."
 #define MSG_CLFE0C "Port name malformed or illegal."
+#define MSG_CLFE07 "Read from peer process failed; it may have exited."
 #define MSG_CLFE0B "Host name unknown or illegal."
 #define MSG_CLFE10 "Subport exceeds range of [0,15]"
 
@@ -129,10 +131,10 @@ typedef void (*IIAPI_CALLBACK)(II_PTR closure, II_PTR parmBlock);
 #define E_GC012E_GCN_BAD_AUTH (E_GCF_MASK + 0x012E)
 /* Errors of the Ingres CL (facility 1), as GCC's TCP driver reports them. */
 #define E_CLFE05_BS_CONNECT_ERR 0x1FE05
+#define E_CLFE07_BS_READ_ERR 0x1FE07
 #define E_CLFE0B_BS_NOHOST 0x1FE0B
 #define E_CLFE0C_BS_BADPORT 0x1FE0C
 #define E_CLFE10_BS_SUBPORT_RANGE 0x1FE10
-#define E_GC0001_ASSOC_FAIL (E_GCF_MASK + 0x0001)
 #define E_GC0021_NO_PARTNER (E_GCF_MASK + 0x0021)
 
 /* ---- structures (IIAPI_PARM.py) ---- */
