@@ -114,14 +114,3 @@ class Metrics:
             buckets=_LATENCY_BUCKETS, registry=r,
         )
 
-    def value(self, name: str, **labels: str) -> float:
-        """The current value of one exported sample, e.g. `value("events_caught")`.
-
-        `name` is the attribute name; counters are read from their `_total`
-        sample. A labelled metric needs its labels. Missing samples read as 0.
-        """
-        metric = getattr(self, name)
-        sample = metric._name + ("_total" if metric._type == "counter" else "")
-        found = self.registry.get_sample_value(sample, labels)
-        return 0.0 if found is None else found
-

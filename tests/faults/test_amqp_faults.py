@@ -27,6 +27,7 @@ from tests.faults.conftest import (
     verdict,
 )
 from tests.faults.proxy import TcpProxy
+from tests.metric_value import metric_value
 from tests.rabbitnode import RabbitNode
 
 pytestmark = pytest.mark.amqp
@@ -84,10 +85,10 @@ async def test_connections_cut_every_half_to_two_seconds_lose_nothing(
             await asyncio.sleep(0.5)  # late duplicates, if any, are counted too
     result = verdict(
         "amqp cuts", raiser.records, sub.tally, seed=run_seed, cuts=cuts,
-        caught=int(bridge.metrics.value("events_caught")),
-        published=int(bridge.metrics.value("events_published")),
-        confirmed=int(bridge.metrics.value("events_confirmed")),
-        republished=int(bridge.metrics.value("events_republished")),
+        caught=int(metric_value(bridge.metrics, "events_caught")),
+        published=int(metric_value(bridge.metrics, "events_published")),
+        confirmed=int(metric_value(bridge.metrics, "events_confirmed")),
+        republished=int(metric_value(bridge.metrics, "events_republished")),
     )
     result.check()
     assert result.gaps == 0, "Ingres was never interrupted"
@@ -125,7 +126,8 @@ async def test_broker_node_stopped_and_started_during_the_flow_loses_nothing(
         await asyncio.sleep(0.5)
         await asyncio.to_thread(raiser.stop)
         count = raiser.sent
-        await eventually(lambda: bridge.metrics.value("events_confirmed") >= count, within=120)
+        await eventually(
+            lambda: metric_value(bridge.metrics, "events_confirmed") >= count, within=120)
     finally:
         await bridge.shutdown()
     async with bound_queue(rabbit_node.url, unique_name, durable=True) as queue:
@@ -135,10 +137,10 @@ async def test_broker_node_stopped_and_started_during_the_flow_loses_nothing(
             await asyncio.sleep(0.5)
     result = verdict(
         "broker restarts", raiser.records, sub.tally, restarts=restarts,
-        down_seconds=downtimes, caught=int(bridge.metrics.value("events_caught")),
-        published=int(bridge.metrics.value("events_published")),
-        confirmed=int(bridge.metrics.value("events_confirmed")),
-        reconnects=int(bridge.metrics.value("reconnects", side="amqp")),
+        down_seconds=downtimes, caught=int(metric_value(bridge.metrics, "events_caught")),
+        published=int(metric_value(bridge.metrics, "events_published")),
+        confirmed=int(metric_value(bridge.metrics, "events_confirmed")),
+        reconnects=int(metric_value(bridge.metrics, "reconnects", side="amqp")),
     )
     result.check()
     assert result.gaps == 0

@@ -32,6 +32,7 @@ from tests.faults.conftest import (
     verdict,
 )
 from tests.faults.proxy import TcpProxy
+from tests.metric_value import metric_value
 
 pytestmark = pytest.mark.amqp
 
@@ -92,8 +93,8 @@ async def test_sessions_dropped_and_dbms_restarted(
     reconnect_s = _reconnect_delays(sub.tally.gaps, back_up)
     result = verdict(
         "ingres drops/restarts", raiser.records, sub.tally, seed=run_seed, faults=len(faults),
-        caught=int(bridge_.metrics.value("events_caught")),
-        confirmed=int(bridge_.metrics.value("events_confirmed")),
+        caught=int(metric_value(bridge_.metrics, "events_caught")),
+        confirmed=int(metric_value(bridge_.metrics, "events_confirmed")),
         reconnect_after_back_s=reconnect_s,
     )
     result.check()

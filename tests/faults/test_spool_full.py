@@ -26,6 +26,7 @@ from tests.faults.conftest import (
 )
 from tests.faults.process import BridgeProcess, bridge_env
 from tests.faults.proxy import TcpProxy
+from tests.metric_value import metric_value
 
 pytestmark = pytest.mark.amqp
 
@@ -40,7 +41,7 @@ def _proxied(amqp_url: str, proxy: TcpProxy) -> str:
 
 
 def _dropped(bridge: Bridge) -> int:
-    return int(bridge.metrics.value("events_dropped", reason="spool_full"))
+    return int(metric_value(bridge.metrics, "events_dropped", reason="spool_full"))
 
 
 async def _peak_memory_depth(bridge: Bridge, stop: asyncio.Event) -> int:
@@ -80,9 +81,9 @@ async def test_spool_full_with_the_broker_away_applies_the_policy(
                     assert await eventually(lambda: not backlog.has_room, within=30)
                 else:
                     assert await eventually(
-                        lambda: bridge.metrics.value("events_caught") >= count, within=30)
+                        lambda: metric_value(bridge.metrics, "events_caught") >= count, within=30)
                 await asyncio.sleep(0.5)
-                caught_while_away = int(bridge.metrics.value("events_caught"))
+                caught_while_away = int(metric_value(bridge.metrics, "events_caught"))
                 dropped = _dropped(bridge)
                 proxy.refusing = False  # the broker is back
                 await sub.until(lambda t: t.distinct + _dropped(bridge) >= count, within=90)

@@ -23,6 +23,7 @@ from tests.integration.conftest import (
     receive,
     sample,
 )
+from tests.metric_value import metric_value
 
 pytestmark = pytest.mark.amqp
 
@@ -86,8 +87,8 @@ async def test_every_event_arrives_once_in_order_with_exact_content(
     assert len(set(ids)) == count, "duplicate message_id"
     for message, raised in zip(messages, events, strict=True):
         _check_message(message, raised, started)
-    assert bridge.metrics.value("events_caught") == count
-    assert bridge.metrics.value("events_confirmed") == count
+    assert metric_value(bridge.metrics, "events_caught") == count
+    assert metric_value(bridge.metrics, "events_confirmed") == count
 
 
 async def test_unroutable_events_are_counted_and_do_not_block(
@@ -102,11 +103,11 @@ async def test_unroutable_events_are_counted_and_do_not_block(
         await asyncio.to_thread(raise_all, sim.target(), events)
         routed = [e for e in events if e.name == "order_created"]
         messages = await receive(subscriber, len(routed))
-        await _eventually(lambda: bridge.metrics.value("events_confirmed") == len(events))
+        await _eventually(lambda: metric_value(bridge.metrics, "events_confirmed") == len(events))
     finally:
         await bridge.shutdown()
     assert [decoded_text(body_of(m)) for m in messages] == [e.text for e in routed]
-    assert bridge.metrics.value("events_returned") == len(events) - len(routed)
+    assert metric_value(bridge.metrics, "events_returned") == len(events) - len(routed)
 
 
 async def test_unknown_event_is_retried_and_readiness_names_it(
@@ -168,7 +169,7 @@ async def test_catching_starts_while_the_broker_is_unreachable(
             assert not bridge.health.ready()[0]
             events = [sample(i) for i in range(50)]
             await asyncio.to_thread(raise_all, sim.target(), events)
-            await _eventually(lambda: bridge.metrics.value("spool_depth") == len(events))
+            await _eventually(lambda: metric_value(bridge.metrics, "spool_depth") == len(events))
             proxy.refusing = False
             messages = await receive(subscriber, len(events))
             await _eventually(lambda: bridge.health.ready()[0])

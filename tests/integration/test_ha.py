@@ -12,6 +12,7 @@ from bridge.app import Bridge
 from bridge.settings import Settings
 from bridge.sim.server import ServerThread
 from tests.integration.conftest import Raised, raise_all, receive
+from tests.metric_value import metric_value
 
 pytestmark = pytest.mark.amqp
 
@@ -55,15 +56,15 @@ async def test_one_publishes_the_other_stands_by_then_takes_over(
         assert await _until(lambda: _role(first) == "active")
         second = await _started(_pair_settings(settings, tmp_path, "second"))
         assert await _until(lambda: _role(second) == "standby")
-        assert second.metrics.value("ha_active") == 0
-        assert first.metrics.value("ha_active") == 1
+        assert metric_value(second.metrics, "ha_active") == 0
+        assert metric_value(first.metrics, "ha_active") == 1
         before = [Raised("ingres", "order_created", f"before #{i}".encode()) for i in range(30)]
         await asyncio.to_thread(raise_all, sim.target(), before)
         got = await receive(subscriber, len(before))
         assert len(got) == len(before)
         # The standby forgets what the active reports as published.
-        assert await _until(lambda: second.metrics.value("ha_held") == 0)
-        assert second.metrics.value("events_published") == 0
+        assert await _until(lambda: metric_value(second.metrics, "ha_held") == 0)
+        assert metric_value(second.metrics, "events_published") == 0
         await first.shutdown()
         assert await _until(lambda: _role(second) == "active", within=10)
         after = [Raised("ingres", "order_created", f"after #{i}".encode()) for i in range(30)]

@@ -16,6 +16,7 @@ from bridge.settings import AmqpUrl, Settings
 from bridge.sim.server import ServerThread
 from tests.faults.proxy import TcpProxy
 from tests.integration.conftest import raise_all, receive, sample
+from tests.metric_value import metric_value
 
 pytestmark = pytest.mark.amqp
 
@@ -54,7 +55,7 @@ async def test_probes_and_metrics_follow_events_and_an_ingres_outage(
             assert (await get("/readyz"))[0] == 200
             await asyncio.to_thread(raise_all, sim.target(), [sample(i) for i in range(25)])
             assert len(await receive(subscriber, 25)) == 25
-            await _until(lambda: bridge.metrics.value("events_confirmed") == 25)
+            await _until(lambda: metric_value(bridge.metrics, "events_confirmed") == 25)
             metrics = (await get("/metrics"))[1]
             assert _value(metrics, "dbevent_bridge_events_caught_total") == 25
             assert _value(metrics, "dbevent_bridge_events_confirmed_total") == 25
@@ -69,7 +70,7 @@ async def test_probes_and_metrics_follow_events_and_an_ingres_outage(
             assert "ingres" in body
             assert "password" not in body
             await _until(lambda: bridge.health.ready()[0])
-            await _until(lambda: bridge.metrics.value("gap_markers") == 1)
+            await _until(lambda: metric_value(bridge.metrics, "gap_markers") == 1)
             metrics = (await get("/metrics"))[1]
             assert _value(metrics, 'dbevent_bridge_reconnects_total{side="ingres"}') == 1
             assert _value(metrics, "dbevent_bridge_gap_markers_total") == 1
@@ -96,16 +97,16 @@ async def test_backlog_gauges_and_latency_follow_a_stalled_broker(
             proxy.pause()
             await asyncio.to_thread(raise_all, sim.target(), [sample(i) for i in range(30)])
             # Caught events are counted on hand-over, spooled in the next batch.
-            await _until(lambda: bridge.metrics.value("spool_depth") == 30)
-            assert bridge.metrics.value("events_caught") == 30
-            assert bridge.metrics.value("spool_bytes") > 0
-            assert bridge.metrics.value("events_confirmed") == 0
+            await _until(lambda: metric_value(bridge.metrics, "spool_depth") == 30)
+            assert metric_value(bridge.metrics, "events_caught") == 30
+            assert metric_value(bridge.metrics, "spool_bytes") > 0
+            assert metric_value(bridge.metrics, "events_confirmed") == 0
             proxy.resume()
             assert len(await receive(subscriber, 30)) == 30
-            await _until(lambda: bridge.metrics.value("spool_depth") == 0)
-            assert bridge.metrics.value("spool_bytes") == 0
-            assert bridge.metrics.value("queue_depth") == 0
-            assert bridge.metrics.value("events_published") >= 30
+            await _until(lambda: metric_value(bridge.metrics, "spool_depth") == 0)
+            assert metric_value(bridge.metrics, "spool_bytes") == 0
+            assert metric_value(bridge.metrics, "queue_depth") == 0
+            assert metric_value(bridge.metrics, "events_published") >= 30
             latencies = bridge.metrics.registry.get_sample_value(
                 "dbevent_bridge_raise_to_confirm_seconds_count"
             )
