@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import stamina
 
+from bridge.address import format_host_port
 from bridge.backlog import Backlog
 from bridge.catcher import Catcher, CatcherConfig
 from bridge.event import CaughtEvent, EventIdentities
@@ -118,14 +119,15 @@ def database_of(target: str) -> str:
     return target.rsplit("::", 1)[-1].split("/", 1)[0].strip()
 
 
-async def _serve_http(listen: str, metrics: Metrics, health: Health) -> HttpServer:
+async def _serve_http(address: tuple[str, int], metrics: Metrics, health: Health) -> HttpServer:
     """Start the endpoint; a port in use or a foreign address names the setting to change."""
     try:
-        return await start_http(listen, metrics, health)
+        return await start_http(address, metrics, health)
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise StartupError(
-            f"{env_name(('http', 'listen'))} (http.listen): cannot listen on {listen}: {reason}"
+            f"{env_name(('http', 'listen'))} (http.listen): cannot listen on "
+            f"{format_host_port(*address)}: {reason}"
         ) from None
 
 
@@ -261,8 +263,8 @@ class Bridge:
         self._open_backlog()
         self._ledger = CatchLedger(self._spool)
         self._restart_gap_from = self._ledger.restart_gap_from()
-        if self.settings.http.listen is not None:
-            self._http = await _serve_http(self.settings.http.listen, self.metrics, self.health)
+        if (address := self.settings.http.address) is not None:
+            self._http = await _serve_http(address, self.metrics, self.health)
             log.info("health and metrics on http://%s:%d/", self._http.host, self._http.port)
         self._publisher = self._make_publisher()
         try:

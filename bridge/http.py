@@ -21,21 +21,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from bridge.health import Health
 from bridge.metrics import Metrics
 
-__all__ = ["HttpServer", "parse_listen", "start_http"]
+__all__ = ["HttpServer", "start_http"]
 
 _METRICS_KEY = web.AppKey("metrics", Metrics)
 _HEALTH_KEY = web.AppKey("health", Health)
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """Split "host:port" ("0.0.0.0:8080", "[::1]:9000", "127.0.0.1:0") into host and port."""
-    host, sep, port_text = listen.rpartition(":")
-    if not sep or not port_text.isdigit() or not host:
-        raise ValueError(f"listen address {listen!r} is not host:port")
-    port = int(port_text)
-    if port > 65535:
-        raise ValueError(f"listen address {listen!r}: port out of range")
-    return host.removeprefix("[").removesuffix("]"), port
 
 
 def _json(ok: bool, body: dict[str, Any]) -> web.Response:
@@ -90,9 +79,9 @@ class HttpServer:
         self._sock.close()
 
 
-async def start_http(listen: str, metrics: Metrics, health: Health) -> HttpServer:
-    """Serve /healthz, /readyz and /metrics on `listen` ("host:port", port 0 for any)."""
-    host, port = parse_listen(listen)
+async def start_http(address: tuple[str, int], metrics: Metrics, health: Health) -> HttpServer:
+    """Serve /healthz, /readyz and /metrics on `address` (host, port; port 0 for any)."""
+    host, port = address
     app = web.Application()
     app[_METRICS_KEY] = metrics
     app[_HEALTH_KEY] = health

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import codecs
 import difflib
-import ipaddress
 import json
 import os
 import re
@@ -66,6 +65,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bridge.address import format_host_port, parse_host_port
 from bridge.masking import MASK, mask_target, mask_url, target_has_credentials
 from bridge.routing import validate_template
 
@@ -466,6 +466,7 @@ def _check_text_encoding(value: str) -> str:
         raise ValueError(f"{value!r} is not a usable text encoding") from None
 
 
+_ALL_INTERFACES = "0.0.0.0"
 _LISTEN_OFF = frozenset({"", "off", "none", "false", "no", "disabled"})
 
 
@@ -480,18 +481,13 @@ def _parse_listen(value: object) -> str | None:
     text = value.strip()
     if text.lower() in _LISTEN_OFF:
         return None
-    host, colon, port_text = text.rpartition(":")
-    problem = f"must be HOST:PORT (e.g. 0.0.0.0:8080, [::]:8080, :9100) or 'off'; got {value!r}"
-    if not colon or not port_text.isdigit() or int(port_text) > 65535:
-        raise ValueError(problem)
-    if host.startswith("[") and host.endswith("]"):
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            raise ValueError(problem) from None
-    elif ":" in host or any(char.isspace() for char in host):
-        raise ValueError(problem)
-    return f"{host or '0.0.0.0'}:{int(port_text)}"
+    try:
+        host, port = parse_host_port(text, _ALL_INTERFACES)
+    except ValueError:
+        raise ValueError(
+            f"must be HOST:PORT (e.g. 0.0.0.0:8080, [::]:8080, :9100) or 'off'; got {value!r}"
+        ) from None
+    return format_host_port(host, port)
 
 
 def _check_existing_file(path: Path | None) -> Path | None:
@@ -796,10 +792,7 @@ class HttpSettings(_Section):
     @property
     def address(self) -> tuple[str, int] | None:
         """(host, port) to bind, or None when the endpoint is off; an IPv6 host is unbracketed."""
-        if self.listen is None:
-            return None
-        host, _, port = self.listen.rpartition(":")
-        return host.strip("[]"), int(port)
+        return None if self.listen is None else parse_host_port(self.listen, _ALL_INTERFACES)
 
 
 class LogSettings(_Section):

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bridge.address import parse_host_port
 from bridge.sim import control
 from bridge.sim.server import SimServer
 
@@ -97,12 +98,9 @@ def _read_users(path: Path) -> dict[str, str]:
 
 def _address(option: str, text: str) -> tuple[str, int]:
     try:
-        host, port = control.parse_address(text)
+        return parse_host_port(text, "127.0.0.1")
     except ValueError as exc:
         raise _UsageError(f"{option}: {exc}") from None
-    if port > 65535:
-        raise _UsageError(f"{option}: port {port} is out of range (0-65535)")
-    return host, port
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

@@ -11,14 +11,6 @@ from typing import Any
 from bridge.sim import wire
 
 
-def parse_address(address: str) -> tuple[str, int]:
-    """Split `HOST:PORT` (the host may be empty: 127.0.0.1)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"expected HOST:PORT, got {address!r}")
-    return host or "127.0.0.1", int(port)
-
-
 def _decode_reply(ftype: int, payload: bytes) -> dict[str, Any]:
     if ftype != wire.T_CONTROL_REPLY:
         raise wire.ProtocolError(f"expected a CONTROL reply, got frame {ftype!r}")
