@@ -18,8 +18,8 @@ import pytest
 from bridge.settings import IngresSettings
 from bridge.sim.server import ServerThread
 from tests.faults.conftest import (
+    REREGISTERED_WITHIN_S,
     Fault,
-    Gap,
     Raiser,
     Subscriber,
     Tally,
@@ -27,6 +27,7 @@ from tests.faults.conftest import (
     check_gap_windows,
     eventually,
     fault_settings,
+    reconnect_delays,
     seed,
     start_bridge,
     verdict,
@@ -37,9 +38,6 @@ from tests.metric_value import metric_value
 pytestmark = pytest.mark.amqp
 
 
-# Issue 11: registered again within 1 s of the DBMS accepting connections,
-# whatever the outage length, with the default reconnect settings.
-REREGISTERED_WITHIN_S = 1.0
 _DEFAULT_RECONNECT = {
     "reconnect_backoff_min": IngresSettings().reconnect_backoff_min,
     "reconnect_backoff_max": IngresSettings().reconnect_backoff_max,
@@ -90,7 +88,7 @@ async def test_sessions_dropped_and_dbms_restarted(
                             and t.accounted(raiser.records), within=60)
         finally:
             await bridge_.shutdown()
-    reconnect_s = _reconnect_delays(sub.tally.gaps, back_up)
+    reconnect_s = reconnect_delays(sub.tally.gaps, back_up)
     result = verdict(
         "ingres drops/restarts", raiser.records, sub.tally, seed=run_seed, faults=len(faults),
         caught=int(metric_value(bridge_.metrics, "events_caught")),
@@ -135,23 +133,10 @@ async def test_reregistered_within_a_second_of_a_long_outage(
             await bridge_.shutdown()
     assert reported, "no gap marker after the outage"
     assert arrived, "the events raised after the outage did not all arrive"
-    (delay,) = _reconnect_delays(sub.tally.gaps, [back_up])
+    (delay,) = reconnect_delays(sub.tally.gaps, [back_up])
     print(f"[long outage] down {outage:.0f} s, re-registered {delay} s after the DBMS was back")
     assert delay is not None, "never re-registered"
     assert delay <= REREGISTERED_WITHIN_S
-
-
-def _reconnect_delays(gaps: list[Gap], back_up: list[float]) -> list[float | None]:
-    """Per fault: seconds from the simulator accepting connections to the bridge re-registered.
-
-    The n-th gap marker (in time) belongs to the n-th fault: one session is
-    lost per fault. A restart is timed when `restart` returned, a little after
-    the simulator listened again: the figure errs on the short side by that
-    thread hop (milliseconds), never by a whole retry.
-    """
-    ends = sorted(g.lost_until for g in gaps)
-    return [round(ends[i] - when, 3) if i < len(ends) else None
-            for i, when in enumerate(back_up)]
 
 
 # Issue 11: a half-open session is found within 5 s with the default probe settings.

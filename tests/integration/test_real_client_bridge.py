@@ -22,8 +22,17 @@ from pathlib import Path
 import aio_pika
 import pytest
 
+from bridge.settings import IngresSettings
 from bridge.sim.server import ServerThread
-from tests.faults.conftest import Raiser, Subscriber, bound_queue, seed, verdict
+from tests.faults.conftest import (
+    REREGISTERED_WITHIN_S,
+    Raiser,
+    Subscriber,
+    bound_queue,
+    reconnect_delays,
+    seed,
+    verdict,
+)
 from tests.faults.process import BridgeProcess, bridge_env
 from tests.faults.proxy import TcpProxy
 from tests.integration.conftest import (
@@ -49,7 +58,8 @@ def real_bridge(
 
 @contextmanager
 def _bridge(
-    ii_system: Path, target: str, amqp_url: str, exchange: str, tmp_path: Path
+    ii_system: Path, target: str, amqp_url: str, exchange: str, tmp_path: Path,
+    extra: dict[str, str] | None = None,
 ) -> Iterator[BridgeProcess]:
     env = bridge_env(
         tmp_path, target=target, amqp_url=amqp_url, exchange=exchange,
@@ -59,6 +69,7 @@ def _bridge(
             "BRIDGE_INGRES__EVENTS": json.dumps(list(EVENTS)),
             # A crash inside the C library leaves a Python traceback in the log.
             "PYTHONFAULTHANDLER": "1",
+            **(extra or {}),
         },
     )  # fmt: skip
     bridge = BridgeProcess(env, tmp_path, tmp_path / "bridge.log")
@@ -97,37 +108,52 @@ async def test_10000_varied_events_arrive_once_in_order_with_exact_content(
 
 
 async def test_sessions_dropped_and_dbms_restarted(
-    real_bridge: BridgeProcess, amqp_url: str, sim: ServerThread, unique_name: str
+    real_ii_system: Path, amqp_url: str, sim: ServerThread, unique_name: str, tmp_path: Path
 ) -> None:
+    """As test_ingres_faults.py: the default reconnect settings, one gap per fault,
+    re-registered within 1 s of the DBMS being back, nothing else lost."""
     rng = random.Random(run_seed := seed())
     faults = ["drop", "restart", "drop"]
     rng.shuffle(faults)
     duration = 6.0
-    async with bound_queue(amqp_url, unique_name) as queue, Subscriber(queue) as sub:
-        real_bridge.start()
-        await asyncio.to_thread(real_bridge.wait_ready)
-        raiser = Raiser(sim, duration=duration, pace=0.001).start()
-        for fault in faults:
-            await asyncio.sleep(rng.uniform(0.5, 1.5) * duration / (len(faults) + 1))
-            if fault == "drop":
-                await asyncio.to_thread(sim.drop_sessions)
-            else:
-                await asyncio.to_thread(sim.restart, rng.uniform(0.2, 1.0))
-        await raiser.wait()
-        settled = await sub.until(
-            lambda t: len(t.gaps) >= len(faults) and t.accounted(raiser.records), within=60
-        )
-        caught = real_bridge.counter("events_caught")
-        status = await asyncio.to_thread(real_bridge.terminate)
+    back_up: list[float] = []
+    defaults = IngresSettings()
+    reconnect = {
+        "BRIDGE_INGRES__RECONNECT_BACKOFF_MIN": str(defaults.reconnect_backoff_min),
+        "BRIDGE_INGRES__RECONNECT_BACKOFF_MAX": str(defaults.reconnect_backoff_max),
+    }
+    target = sim.target()
+    with _bridge(real_ii_system, target, amqp_url, unique_name, tmp_path, reconnect) as real_bridge:
+        async with bound_queue(amqp_url, unique_name) as queue, Subscriber(queue) as sub:
+            real_bridge.start()
+            await asyncio.to_thread(real_bridge.wait_ready)
+            raiser = Raiser(sim, duration=duration, pace=0.001).start()
+            for fault in faults:
+                await asyncio.sleep(rng.uniform(0.5, 1.5) * duration / (len(faults) + 1))
+                if fault == "drop":
+                    await asyncio.to_thread(sim.drop_sessions)
+                else:
+                    await asyncio.to_thread(sim.restart, rng.uniform(0.2, 1.0))
+                back_up.append(time.time())
+            await raiser.wait()
+            settled = await sub.until(
+                lambda t: len(t.gaps) >= len(faults) and t.accounted(raiser.records), within=60
+            )
+            caught = real_bridge.counter("events_caught")
+            status = await asyncio.to_thread(real_bridge.terminate)
+    reconnect_s = reconnect_delays(sub.tally.gaps, back_up)
     result = verdict(
         "real client: ingres drops/restarts", raiser.records, sub.tally, seed=run_seed,
-        faults=len(faults), caught=int(caught), settled=settled,
+        faults=len(faults), caught=int(caught), settled=settled, reconnect_after_back_s=reconnect_s,
     )  # fmt: skip
     result.check()
     assert status == 0, real_bridge.tail()
     assert result.gaps == len(faults), "one gap marker per lost session"
+    assert {g.reason for g in sub.tally.gaps} != {""}
     last = max(g.lost_until for g in sub.tally.gaps)
     assert all(r.seq in sub.tally.message_ids for r in raiser.records if r.before > last)
+    assert all(delay is not None for delay in reconnect_s), "a session was never re-registered"
+    assert max(d for d in reconnect_s if d is not None) <= REREGISTERED_WITHIN_S, reconnect_s
 
 
 @pytest.mark.xfail(
