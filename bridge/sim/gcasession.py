@@ -82,12 +82,7 @@ class GcaChannel:
     def write(self, data: bytes) -> None:
         """Translate core frames (one or more, whole) into GCA messages."""
         messages: list[tuple[int, bytes]] = []
-        pos = 0
-        while pos < len(data):
-            length = int.from_bytes(data[pos : pos + 4], "big")
-            kind = data[pos + 4]
-            payload = wire.Payload(data[pos + 5 : pos + 4 + length])
-            pos += 4 + length
+        for kind, payload in wire.split_frames(data):
             messages.extend(self._translate(kind, payload))
             payload.end()
         self.send(messages)

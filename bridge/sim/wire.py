@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import struct
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -251,6 +252,19 @@ class Payload:
         """Check that every byte was consumed."""
         if self._pos != len(self._data):
             raise ProtocolError("trailing bytes in frame")
+
+
+def split_frames(data: bytes) -> Iterator[tuple[int, Payload]]:
+    """The frames of a buffer of whole frames, as (type, payload)."""
+    pos = 0
+    while pos < len(data):
+        if pos + 5 > len(data):
+            raise ProtocolError("truncated frame header")
+        (length,) = struct.unpack_from(">I", data, pos)
+        if length < 1 or pos + 4 + length > len(data):
+            raise ProtocolError(f"frame length {length} beyond the buffer")
+        yield data[pos + 4], Payload(data[pos + 5 : pos + 4 + length])
+        pos += 4 + length
 
 
 async def read_frame(reader: asyncio.StreamReader, head: bytes | None = None) -> tuple[int, bytes]:
