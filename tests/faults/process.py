@@ -114,6 +114,13 @@ class BridgeProcess:
         """The /readyz status and body (which side is not ready, and why)."""
         return self._get("/readyz")
 
+    def readyz(self) -> tuple[int, str]:
+        """/readyz as (status, body); (0, "") while nothing answers."""
+        try:
+            return self._get("/readyz")
+        except OSError:
+            return 0, ""
+
     def ready(self) -> bool:
         """True when /readyz says Ingres and RabbitMQ are both connected."""
         try:

@@ -19,9 +19,9 @@ import aio_pika
 import pytest
 
 from bridge.message import GAP_MESSAGE_TYPE
-from bridge.sim.server import ServerThread
+from bridge.sim.server import ServerThread, SimServer
 from bridge.spool import Spool
-from tests.faults.process import BridgeProcess, bridge_env
+from tests.faults.process import BridgeProcess, bridge_env, free_port
 from tests.faults.proxy import TcpProxy
 from tests.integration.conftest import (
     EVENTS,
@@ -221,3 +221,59 @@ async def test_second_signal_exits_at_once_leaving_the_unconfirmed_in_the_spool(
         assert left.depth == count - confirmed_before
     finally:
         left.close()
+
+
+@pytest.mark.parametrize(
+    ("password", "database", "code"),
+    [("wrong", "demodb", "E_GC000B"), ("right", "nosuchdb", "E_US0010")],
+)
+def test_ingres_refusing_the_settings_stops_run_with_status_3(
+    process_env: dict[str, str], tmp_path: Path, password: str, database: str, code: str,
+) -> None:
+    """Rejected credentials or an unknown database: retrying cannot help, so `run` stops."""
+    with ServerThread(SimServer(users={"ingres": "right"}, databases=["demodb"])) as guarded:
+        guarded.create_event("ingres", "order_created")
+        env = {**process_env, "BRIDGE_HTTP__LISTEN": "off",
+               "BRIDGE_INGRES__EVENTS": "order_created",
+               "BRIDGE_INGRES__TARGET": guarded.target(password=password, database=database)}
+        done = subprocess.run(
+            [sys.executable, "-m", "bridge", "run"], env=env, cwd=tmp_path,
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+    assert done.returncode == 3, done.stderr
+    assert code in done.stderr
+    assert f",{password}]" not in done.stderr  # the target is shown masked
+
+
+def test_rabbitmq_refusing_the_credentials_stops_run_with_status_4(
+    process_env: dict[str, str], tmp_path: Path, amqp_url: str,
+) -> None:
+    user_info = amqp_url.split("//", 1)[1].split("@", 1)[0]
+    env = {**process_env, "BRIDGE_HTTP__LISTEN": "off",
+           "BRIDGE_AMQP__URL": amqp_url.replace(user_info, "guest:not-the-password")}
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "run"], env=env, cwd=tmp_path,
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 4, done.stderr
+    assert "not-the-password" not in done.stderr
+
+
+async def test_unreachable_ingres_at_start_is_retried_and_named_by_readyz(
+    process_env: dict[str, str], tmp_path: Path,
+) -> None:
+    """No crash loop: the bridge stays up, not ready, saying why, until it is stopped."""
+    closed = free_port()
+    env = {**process_env, "BRIDGE_INGRES__TARGET": f"@127.0.0.1,tcp_ip,{closed}[ingres,x]::demodb"}
+    bridge = BridgeProcess(env, tmp_path, tmp_path / "bridge.log").start()
+    try:
+        assert await _until(lambda: "not reachable" in bridge.readyz()[1], 60), bridge.tail()
+        status, body = bridge.readyz()
+        assert status == 503
+        assert bridge.running()
+        lines = bridge.log.read_text(errors="replace").splitlines()
+        assert any("WARNING" in line and "not reachable" in line for line in lines), lines
+        assert "not reachable" in json.loads(body)["components"]["ingres"]["reason"]
+        assert await _stopped(bridge) == 0, bridge.tail()
+    finally:
+        bridge.close()
