@@ -66,6 +66,8 @@ _PROGRESS_EVERY_S: Final = 0.1
 # How long a standby remembers ids the active confirmed before it caught them
 # itself (its catch can lag the active's confirm).
 _SETTLED_MEMORY_S: Final = 60.0
+# Longest silence between two progress reports of an active bridge.
+_ALIVE_REPORT_S: Final = 1.0
 _RECONNECT_MAX_S: Final = 5.0
 
 
@@ -219,6 +221,7 @@ class Lease:
         self.active = asyncio.Event()
         self.connected = False
         self._announced = False  # "standing by" is logged once per standby spell
+        self._reported = 0.0  # time.monotonic() of the last progress report sent
         # time.time() of the last progress report from another bridge (None: never).
         self.last_progress_at: float | None = None
 
@@ -302,8 +305,12 @@ class Lease:
     async def _report(self) -> None:
         ids = self._source.take_progress()
         exchange = self._exchange
-        if not ids or exchange is None:
+        now = time.monotonic()
+        # An empty report now and then says "alive and publishing" to the standby,
+        # which decides by it whether its own gaps were covered (bridge.app).
+        if exchange is None or (not ids and now - self._reported < _ALIVE_REPORT_S):
             return
+        self._reported = now
         message = aio_pika.Message(json.dumps({"ids": ids}).encode(),
                                    headers={_INSTANCE_HEADER: self._instance})
         await exchange.publish(message, routing_key=self.group)

@@ -64,6 +64,7 @@ async def test_one_publishes_the_other_stands_by_then_takes_over(
         assert len(got) == len(before)
         # The standby forgets what the active reports as published.
         assert await _until(lambda: metric_value(second.metrics, "ha_held") == 0)
+        assert await _until(lambda: metric_value(second.metrics, "spool_depth") == 0)
         assert metric_value(second.metrics, "events_published") == 0
         await first.shutdown()
         assert await _until(lambda: _role(second) == "active", within=10)
