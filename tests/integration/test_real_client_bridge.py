@@ -107,15 +107,22 @@ async def test_10000_varied_events_arrive_once_in_order_with_exact_content(
     assert caught == count
 
 
+@pytest.mark.parametrize(
+    ("drops", "restarts", "duration"),
+    [
+        pytest.param(2, 1, 6.0, id="short"),
+        pytest.param(10, 4, 40.0, id="long", marks=pytest.mark.slow),
+    ],
+)
 async def test_sessions_dropped_and_dbms_restarted(
-    real_ii_system: Path, amqp_url: str, sim: ServerThread, unique_name: str, tmp_path: Path
-) -> None:
+    drops: int, restarts: int, duration: float, real_ii_system: Path, amqp_url: str,
+    sim: ServerThread, unique_name: str, tmp_path: Path,
+) -> None:  # fmt: skip
     """As test_ingres_faults.py: the default reconnect settings, one gap per fault,
     re-registered within 1 s of the DBMS being back, nothing else lost."""
     rng = random.Random(run_seed := seed())
-    faults = ["drop", "restart", "drop"]
+    faults = ["drop"] * drops + ["restart"] * restarts
     rng.shuffle(faults)
-    duration = 6.0
     back_up: list[float] = []
     defaults = IngresSettings()
     reconnect = {

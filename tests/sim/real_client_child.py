@@ -43,9 +43,15 @@ def _errors(infos: list[ErrorInfo]) -> list[Json]:
     ]
 
 
-def _connect(env: int, target: str) -> tuple[Session | None, Json]:
+def _connect(
+    env: int, target: str, user: str | None = None, password: str | None = None
+) -> tuple[Session | None, Json]:
     cp = py.IIAPI_CONNPARM()
     cp.co_target = target.encode()
+    if user is not None:
+        cp.co_username = user.encode()
+    if password is not None:
+        cp.co_password = password.encode()
     cp.co_type = py.IIAPI_CT_SQL  # the real library refuses 0 (apiconn.c)
     cp.co_connHandle = env
     cp.co_timeout = 30_000
@@ -193,11 +199,11 @@ def basic(target: str, event: str, text: str) -> Json:
         terminate(env)
 
 
-def connect_only(target: str) -> Json:
-    """Connect and disconnect; the connect report."""
+def connect_only(target: str, user: str | None = None, password: str | None = None) -> Json:
+    """Connect (co_username/co_password when given) and disconnect; the connect report."""
     env = initialize()
     try:
-        session, report = _connect(env, target)
+        session, report = _connect(env, target, user, password)
         if session is not None:
             report.update(_disconnect(session, None))
         return report

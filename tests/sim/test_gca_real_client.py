@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from bridge.sim import gcc, wire
+from bridge.sim import control, gcc, wire
 from bridge.sim.gcasession import GcaChannel, GcaConnection
 from bridge.sim.server import Database, Session
 from bridge.sim.sql import IngresError
@@ -358,3 +358,42 @@ def test_an_event_is_pushed_to_an_idle_session(
     assert (event["name"], event["database"]) == ("ev_idle", "idledb")
     assert bytes.fromhex(event["text"]) == b"while idle"
     assert r["disconnect"] == ST_SUCCESS
+
+
+def test_co_username_and_co_password_are_the_remote_login(
+    real_ii_system: Path, tmp_path: Path, guarded_port: int
+) -> None:
+    """The bridge's ingres.user/password settings: IIapi_connect's co_username and
+    co_password, which the library sends as the remote login (GCA_RQ_REMPW,
+    aip/apilower.c), the same as `[user,password]` in the target."""
+    target = f"@127.0.0.1,tcp_ip,{guarded_port}::demodb"
+    good = run_scenario(
+        real_ii_system, tmp_path, "connect_only", target=target,
+        user="alice", password="correct horse battery",
+    )  # fmt: skip
+    assert good["status"] == ST_SUCCESS, good
+    wrong = run_scenario(
+        real_ii_system, tmp_path, "connect_only", target=target, user="alice", password="nope"
+    )
+    assert wrong["status"] == ST_FAILURE
+    assert [e["code"] for e in wrong["errors"]] == [0x000C000B, 0x00C90001]
+
+
+def test_fault_controls_apply_to_the_real_client(real_ii_system: Path, tmp_path: Path) -> None:
+    """`sim ctl delay` and `clock` act on real-client sessions as on ours: the
+    event comes later and is stamped by the DBMS clock, an hour ahead here."""
+    with sim_serve() as p:
+        control.clock("127.0.0.1", p, 3600.0)
+        control.delay("127.0.0.1", p, 300.0)
+        before = time.time()
+        r = run_scenario(
+            real_ii_system, tmp_path, "basic", target=f"@127.0.0.1,tcp_ip,{p}::demodb",
+            event="ev_ctl", text="later",
+        )  # fmt: skip
+        stats = control.stats("127.0.0.1", p)
+    event = r["event"]
+    assert event is not None
+    assert bytes.fromhex(event["text"]) == b"later"
+    raised = wire.decode_ingresdate(bytes.fromhex(event["time"])).timestamp()
+    assert before + 3600 - 1 <= raised <= time.time() + 3600 + 1
+    assert stats["delay_ms"] == 300.0
