@@ -41,7 +41,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,8 @@ from types import TracebackType
 from typing import Any
 
 import pytest
+
+from tests.polling import wait_until
 
 __all__ = [
     "RabbitNode",
@@ -329,13 +330,14 @@ class RabbitNode:
         process: subprocess.Popen[bytes] | None,
     ) -> None:
         """Poll `check` until it holds; fail early if `process` exits, or at `timeout`."""
-        deadline = time.monotonic() + timeout
-        while not check():
-            if process is not None and process.poll() is not None:
-                raise RabbitNodeError(f"{what} exited during start-up\n{self._tail()}")
-            if time.monotonic() > deadline:
-                raise RabbitNodeError(f"{what} did not come up in {timeout:.0f} s\n{self._tail()}")
-            time.sleep(0.1)
+        def exited() -> bool:
+            return process is not None and process.poll() is not None
+
+        if wait_until(lambda: check() or exited(), timeout, every=0.1) and check():
+            return
+        if exited():
+            raise RabbitNodeError(f"{what} exited during start-up\n{self._tail()}")
+        raise RabbitNodeError(f"{what} did not come up in {timeout:.0f} s\n{self._tail()}")
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Shut the broker down cleanly (as `rabbitmqctl stop` would); data is kept."""

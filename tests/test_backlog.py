@@ -15,6 +15,7 @@ from bridge.backlog import Backlog, FullPolicy
 from bridge.event import CaughtEvent
 from bridge.metrics import Metrics
 from bridge.spool import Spool, event_size
+from tests.polling import eventually
 
 T0 = datetime(2024, 5, 17, 12, 0, 0, tzinfo=UTC)
 
@@ -55,11 +56,6 @@ async def take(backlog: Backlog, count: int) -> list[CaughtEvent]:
             if e is not None]
 
 
-async def settle() -> None:
-    """Let scheduled flushes and delete timers run."""
-    await asyncio.sleep(0.02)
-
-
 async def test_event_is_handed_out_only_once_committed(metrics: Metrics, spool: Spool) -> None:
     backlog = Backlog(metrics, spool)
     events = [make_event(i) for i in range(3)]
@@ -82,8 +78,7 @@ async def test_confirmed_events_are_deleted_in_batches(metrics: Metrics, spool: 
     for event in got[:5]:
         backlog.confirmed(event)
     assert spool.depth == 6  # Four deleted at once (delete_max), one buffered.
-    await settle()
-    assert spool.depth == 5  # The timer flushed the buffered one.
+    assert await eventually(lambda: spool.depth == 5, 5)  # The timer flushed the buffered one.
     assert [e for _, e in spool.read(0, 100)] == events[5:]
     assert metrics.registry.get_sample_value("dbevent_bridge_spool_depth") == 5
     assert metrics.registry.get_sample_value("dbevent_bridge_spool_bytes") == 5 * SIZE
@@ -127,8 +122,7 @@ async def test_memory_stays_bounded_when_nobody_reads(metrics: Metrics, spool: S
     for event in events:
         backlog.put(event)
         assert backlog.memory_depth <= 50 + 16
-    await settle()
-    assert backlog.memory_depth <= 50
+    assert await eventually(lambda: backlog.memory_depth <= 50, 5)
     assert spool.depth == 2000
     assert await take(backlog, 2000) == events
     backlog.shutdown()
@@ -171,8 +165,7 @@ async def test_drop_newest(metrics: Metrics, spool: Spool,
         assert f"owner={event.owner}" in message
         assert f"name={event.name}" in message
     assert await take(backlog, 5) == events[:5]
-    await settle()
-    assert spool.depth == 5
+    assert await eventually(lambda: spool.depth == 5, 5)
     backlog.shutdown()
 
 
@@ -192,9 +185,9 @@ async def test_drop_oldest_spares_events_in_flight(metrics: Metrics, spool: Spoo
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert [next(i for i in dropped_ids if i in m) for m in messages] == dropped_ids
     assert await take(backlog, 3) == events[6:]
-    await settle()
     # The dropped events are gone from the spool too; the ones in flight stay.
-    assert [e for _, e in spool.read(0, 100)] == in_flight + events[6:]
+    assert await eventually(
+        lambda: [e for _, e in spool.read(0, 100)] == in_flight + events[6:], 5)
     assert backlog.depth == 5
     backlog.shutdown()
 
@@ -364,13 +357,12 @@ async def test_batch_the_spool_refuses_stays_in_memory(
 ) -> None:
     backlog = Backlog(metrics, spool)
     backlog.put(make_event(0))
-    await settle()
+    assert await eventually(lambda: spool.depth == 1, 5)
     # The same message_id again makes the spool refuse the whole next batch.
     backlog.put(make_event(1))
     backlog.put(make_event(0))
     with caplog.at_level(logging.ERROR, logger="bridge.backlog"):
-        await settle()
-    assert "kept in memory only" in caplog.text
+        assert await eventually(lambda: "kept in memory only" in caplog.text, 5)
     assert await take(backlog, 3) == [make_event(0), make_event(1), make_event(0)]
     assert spool.depth == 1
     backlog.shutdown()

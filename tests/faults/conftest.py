@@ -22,6 +22,7 @@ import os
 import random
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,11 +36,14 @@ from bridge.app import ALIVE_INTERVAL, Bridge
 from bridge.settings import Settings, load_settings
 from bridge.sim.server import ServerThread
 from tests.integration.conftest import bridge_overrides, sim
+from tests.polling import eventually
 from tests.rabbitnode import rabbit_node
 
 __all__ = ["rabbit_node", "sim"]
 
 GAP_TYPE = "dbevent-bridge.gap"
+# The type of `Subscriber.drain`'s marker: the test's own, never a bridge message.
+_DRAIN_TYPE = "test.drain"
 # Raise times are taken around the simulator call, and gap bounds come from the
 # bridge: same machine, same clock; this only absorbs float rounding.
 _CLOCK_SLACK = 0.005
@@ -146,9 +150,13 @@ class Tally:
     deliveries: int = 0
     gaps: list[Gap] = field(default_factory=list)
     foreign: int = 0
+    drained: set[str] = field(default_factory=set)  # the markers of `Subscriber.drain`
 
     def add(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         """Record one message."""
+        if message.type == _DRAIN_TYPE:
+            self.drained.add(str(message.message_id))
+            return
         body: dict[str, Any] = json.loads(message.body)
         if message.type == GAP_TYPE:
             self.gaps.append(Gap(_epoch(body["lost_from"]), _epoch(body["lost_until"]),
@@ -203,14 +211,28 @@ class Subscriber:
 
     async def until(self, condition: Callable[[Tally], bool], within: float) -> bool:
         """Wait until `condition(tally)` holds (True) or `within` seconds pass (False)."""
-        deadline = time.monotonic() + within
-        while not condition(self.tally):
-            if time.monotonic() > deadline:
-                return False
+
+        def holds() -> bool:
             if self._task is not None and self._task.done():
                 self._task.result()  # the consumer died: say why
-            await asyncio.sleep(0.05)
-        return True
+            return condition(self.tally)
+
+        return await eventually(holds, within)
+
+    async def drain(self, within: float = 30.0) -> None:
+        """Return once everything the queue held before this call has been consumed.
+
+        A marker message is queued now; a queue is FIFO, so once the marker is
+        consumed, so is all that came before it, late duplicates included. Call
+        it after the bridge closed its connection, and nothing can come later.
+        """
+        token = uuid.uuid4().hex
+        await self.queue.channel.default_exchange.publish(
+            aio_pika.Message(b"", type=_DRAIN_TYPE, message_id=token),
+            routing_key=self.queue.name,
+        )
+        assert await self.until(lambda tally: token in tally.drained, within), (
+            f"the queue was not drained within {within:.0f} s")
 
 
 @dataclass
@@ -393,16 +415,6 @@ async def bound_queue(
                 await queue.delete(if_unused=False, if_empty=False)
     finally:
         await connection.close()
-
-
-async def eventually(condition: Callable[[], bool], within: float) -> bool:
-    """Poll `condition` until it holds (True) or `within` seconds pass (False)."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
 
 
 def every(low: float, high: float, rng: random.Random) -> Iterator[float]:

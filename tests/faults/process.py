@@ -15,11 +15,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
+
+from tests.polling import wait_until
 
 
 def free_port() -> int:
@@ -139,13 +140,11 @@ class BridgeProcess:
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Wait until ready; fail with the log's tail if the process ended or never got there."""
-        deadline = time.monotonic() + timeout
-        while not self.ready():
-            if not self.running():
-                raise AssertionError(f"the bridge exited ({self.returncode()}):\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the bridge was not ready in {timeout:.0f} s:\n{self.tail()}")
-            time.sleep(0.05)
+        if wait_until(lambda: self.ready() or not self.running(), timeout) and self.ready():
+            return
+        if not self.running():
+            raise AssertionError(f"the bridge exited ({self.returncode()}):\n{self.tail()}")
+        raise AssertionError(f"the bridge was not ready in {timeout:.0f} s:\n{self.tail()}")
 
     def sample_rss(self) -> int:
         """Read the process's peak resident set size (VmHWM, KiB); kept in `peak_rss_kib`."""

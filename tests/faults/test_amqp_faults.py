@@ -19,7 +19,6 @@ from tests.faults.conftest import (
     Raiser,
     Subscriber,
     bound_queue,
-    eventually,
     every,
     fault_settings,
     seed,
@@ -28,6 +27,7 @@ from tests.faults.conftest import (
 )
 from tests.faults.proxy import TcpProxy
 from tests.metric_value import metric_value
+from tests.polling import eventually
 from tests.rabbitnode import RabbitNode
 
 pytestmark = pytest.mark.amqp
@@ -82,7 +82,7 @@ async def test_connections_cut_every_half_to_two_seconds_lose_nothing(
                 stop_cutting.set()
                 cuts = await cutter
                 await bridge.shutdown()
-            await asyncio.sleep(0.5)  # late duplicates, if any, are counted too
+            await sub.drain()  # late duplicates, if any, are counted too
     result = verdict(
         "amqp cuts", raiser.records, sub.tally, seed=run_seed, cuts=cuts,
         caught=int(metric_value(bridge.metrics, "events_caught")),
@@ -123,10 +123,13 @@ async def test_broker_node_stopped_and_started_during_the_flow_loses_nothing(
             await asyncio.sleep(0.5)
             await asyncio.to_thread(rabbit_node.start)
             downtimes.append(round(time.monotonic() - began, 1))
-        await asyncio.sleep(0.5)
+        # Events raised after the last start flow too, before the raising stops.
+        sent_before = raiser.sent
+        assert await eventually(
+            lambda: metric_value(bridge.metrics, "events_confirmed") > sent_before, within=60)
         await asyncio.to_thread(raiser.stop)
         count = raiser.sent
-        await eventually(
+        assert await eventually(
             lambda: metric_value(bridge.metrics, "events_confirmed") >= count, within=120)
     finally:
         await bridge.shutdown()
@@ -134,7 +137,7 @@ async def test_broker_node_stopped_and_started_during_the_flow_loses_nothing(
         sub = Subscriber(queue)
         async with sub:
             await sub.until(lambda t: t.distinct >= count, within=60)
-            await asyncio.sleep(0.5)
+            await sub.drain()
     result = verdict(
         "broker restarts", raiser.records, sub.tally, restarts=restarts,
         down_seconds=downtimes, caught=int(metric_value(bridge.metrics, "events_caught")),

@@ -21,6 +21,7 @@ from bridge.sim.server import ServerThread
 from tests.faults.conftest import Raiser, Subscriber, Tally, bound_queue, seed, verdict
 from tests.faults.process import BridgeProcess, bridge_env
 from tests.faults.proxy import TcpProxy
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.amqp
 
@@ -39,10 +40,8 @@ def _pair_env(
 async def _role_becomes(bridge: BridgeProcess, role: str, within: float) -> float | None:
     """Seconds until /readyz reports `role` (None: not within `within`)."""
     began = time.monotonic()
-    while await asyncio.to_thread(bridge.role) != role:
-        if time.monotonic() - began > within:
-            return None
-        await asyncio.sleep(0.02)
+    if not await asyncio.to_thread(wait_until, lambda: bridge.role() == role, within):
+        return None
     return round(time.monotonic() - began, 3)
 
 

@@ -25,7 +25,6 @@ from tests.faults.conftest import (
     Tally,
     bound_queue,
     check_gap_windows,
-    eventually,
     fault_settings,
     reconnect_delays,
     seed,
@@ -34,6 +33,7 @@ from tests.faults.conftest import (
 )
 from tests.faults.proxy import TcpProxy
 from tests.metric_value import metric_value
+from tests.polling import eventually
 
 pytestmark = pytest.mark.amqp
 

@@ -71,7 +71,7 @@ async def test_sigkill_at_random_points_loses_no_caught_event(
             status = await asyncio.to_thread(bridge.terminate)
         finally:
             bridge.close()
-        await asyncio.sleep(0.3)
+        await sub.drain()
     result = verdict("sigkill", raiser.records, sub.tally, seed=run_seed, kills=kills,
                      settled=settled)
     result.check()

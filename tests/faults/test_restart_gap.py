@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -44,7 +43,7 @@ async def test_restart_publishes_a_gap_marker_covering_the_downtime(
             await sub.until(lambda t: t.distinct >= 40 and len(t.gaps) >= 1, within=30)
         finally:
             await second.shutdown()
-        await asyncio.sleep(0.2)
+        await sub.drain()
 
     (gap,) = sub.tally.gaps
     print(f"[restart gap] first stopped at {stopped:.3f}, gap {gap}")

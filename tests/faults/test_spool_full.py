@@ -9,6 +9,7 @@ dropped (the simulator holds the events while the catcher pauses).
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -20,13 +21,13 @@ from tests.faults.conftest import (
     Raiser,
     Subscriber,
     bound_queue,
-    eventually,
     fault_settings,
     start_bridge,
 )
 from tests.faults.process import BridgeProcess, bridge_env
 from tests.faults.proxy import TcpProxy
 from tests.metric_value import metric_value
+from tests.polling import eventually
 
 pytestmark = pytest.mark.amqp
 
@@ -82,6 +83,8 @@ async def test_spool_full_with_the_broker_away_applies_the_policy(
                 else:
                     assert await eventually(
                         lambda: metric_value(bridge.metrics, "events_caught") >= count, within=30)
+                # Not a wait for something: the window in which a paused intake
+                # (block) must stay paused, and a drop policy must catch no more.
                 await asyncio.sleep(0.5)
                 caught_while_away = int(metric_value(bridge.metrics, "events_caught"))
                 dropped = _dropped(bridge)
@@ -115,17 +118,20 @@ def _dropped_in(metrics: dict[str, float]) -> int:
 
 async def _caught_while_away(bridge: BridgeProcess, policy: str, count: int) -> int:
     """Wait until the bridge caught all (drop policies) or stopped catching (block)."""
-    last, steady_since = -1.0, asyncio.get_running_loop().time()
-    for _ in range(3000):  # at most ~10 minutes
-        caught = (await asyncio.to_thread(bridge.metrics)).get(
+    caught, steady_since = -1.0, time.monotonic()
+
+    async def done() -> bool:
+        nonlocal caught, steady_since
+        now = (await asyncio.to_thread(bridge.metrics)).get(
             "dbevent_bridge_events_caught_total", 0.0)
-        now = asyncio.get_running_loop().time()
-        if caught != last:
-            last, steady_since = caught, now
-        if caught >= count or (policy == "block" and now - steady_since > 3):
-            return int(caught)
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"the bridge caught only {last:.0f} of {count} events")
+        if now != caught:
+            caught, steady_since = now, time.monotonic()
+        # block: intake counts as paused once the figure stood still for 3 s.
+        return caught >= count or (policy == "block" and time.monotonic() - steady_since > 3)
+
+    assert await eventually(done, within=600, every=0.2), (
+        f"the bridge caught only {caught:.0f} of {count} events")
+    return int(caught)
 
 
 @pytest.mark.slow

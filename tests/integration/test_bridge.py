@@ -24,6 +24,7 @@ from tests.integration.conftest import (
     sample,
 )
 from tests.metric_value import metric_value
+from tests.polling import eventually
 
 pytestmark = pytest.mark.amqp
 
@@ -103,7 +104,8 @@ async def test_unroutable_events_are_counted_and_do_not_block(
         await asyncio.to_thread(raise_all, sim.target(), events)
         routed = [e for e in events if e.name == "order_created"]
         messages = await receive(subscriber, len(routed))
-        await _eventually(lambda: metric_value(bridge.metrics, "events_confirmed") == len(events))
+        assert await eventually(
+            lambda: metric_value(bridge.metrics, "events_confirmed") == len(events), 30)
     finally:
         await bridge.shutdown()
     assert [decoded_text(body_of(m)) for m in messages] == [e.text for e in routed]
@@ -119,7 +121,7 @@ async def test_unknown_event_is_retried_and_readiness_names_it(
     bridge = Bridge(settings.model_copy(update={"ingres": ingres}))
     await bridge.start()
     try:
-        await _eventually(lambda: "no_such_event" in _ingres_reason(bridge))
+        assert await eventually(lambda: "no_such_event" in _ingres_reason(bridge), 30)
         ready, _ = bridge.health.ready()
         assert not ready
         assert "SQLSTATE 42" in _ingres_reason(bridge)  # the Ingres error itself is shown
@@ -130,7 +132,7 @@ async def test_unknown_event_is_retried_and_readiness_names_it(
         waiting = asyncio.create_task(bridge.wait(stop))
         await asyncio.to_thread(sim.create_event, "ingres", "no_such_event")
         assert await asyncio.to_thread(bridge.wait_registered, 30.0)
-        await _eventually(lambda: bridge.health.ready()[1]["components"]["ingres"]["ok"])
+        assert await eventually(lambda: bridge.health.ready()[1]["components"]["ingres"]["ok"], 30)
         assert not waiting.done(), "the bridge gave up"
         stop.set()
         await waiting
@@ -140,14 +142,6 @@ async def test_unknown_event_is_retried_and_readiness_names_it(
 
 def _ingres_reason(bridge: Bridge) -> str:
     return str(bridge.health.ready()[1]["components"]["ingres"]["reason"])
-
-
-async def _eventually(condition: object, within: float = 30.0) -> None:
-    assert callable(condition)
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition never became true"
-        await asyncio.sleep(0.05)
 
 
 async def test_catching_starts_while_the_broker_is_unreachable(
@@ -169,10 +163,11 @@ async def test_catching_starts_while_the_broker_is_unreachable(
             assert not bridge.health.ready()[0]
             events = [sample(i) for i in range(50)]
             await asyncio.to_thread(raise_all, sim.target(), events)
-            await _eventually(lambda: metric_value(bridge.metrics, "spool_depth") == len(events))
+            assert await eventually(
+                lambda: metric_value(bridge.metrics, "spool_depth") == len(events), 30)
             proxy.refusing = False
             messages = await receive(subscriber, len(events))
-            await _eventually(lambda: bridge.health.ready()[0])
+            assert await eventually(lambda: bridge.health.ready()[0], 30)
         finally:
             await bridge.shutdown()
     assert [decoded_text(body_of(m)) for m in messages] == [e.text for e in events]

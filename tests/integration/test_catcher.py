@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -14,6 +13,7 @@ import pytest
 from bridge.catcher import Catcher, CatcherConfig, CatcherStartupError
 from bridge.event import CaughtEvent, EventIdentities
 from bridge.sim.server import ServerThread, SimServer
+from tests.polling import wait_until
 
 
 class _Sink:
@@ -97,10 +97,9 @@ def test_an_unreachable_server_is_retried_until_it_answers(
     caplog.set_level(logging.WARNING, logger="bridge.catcher")
     catcher.start()
     try:
-        deadline = time.monotonic() + 60
-        while not any("not reachable" in r.getMessage() for r in caplog.records):
-            assert time.monotonic() < deadline, "the catcher never said it retries"
-            time.sleep(0.05)
+        assert wait_until(
+            lambda: any("not reachable" in r.getMessage() for r in caplog.records), 60
+        ), "the catcher never said it retries"
         assert not sink.failed.is_set(), sink.error
         with ServerThread(SimServer(port=port)) as server:
             server.create_event("ingres", "order_created")

@@ -13,6 +13,7 @@ from bridge.settings import Settings
 from bridge.sim.server import ServerThread
 from tests.integration.conftest import Raised, raise_all, receive
 from tests.metric_value import metric_value
+from tests.polling import eventually
 
 pytestmark = pytest.mark.amqp
 
@@ -32,16 +33,6 @@ async def _started(settings: Settings) -> Bridge:
     return bridge
 
 
-async def _until(condition: object, within: float = 30.0) -> bool:
-    assert callable(condition)
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
-
-
 def _role(bridge: Bridge) -> object:
     return bridge.health.ready()[1].get("role")
 
@@ -53,9 +44,9 @@ async def test_one_publishes_the_other_stands_by_then_takes_over(
     first = await _started(_pair_settings(settings, tmp_path, "first"))
     second: Bridge | None = None
     try:
-        assert await _until(lambda: _role(first) == "active")
+        assert await eventually(lambda: _role(first) == "active", 30)
         second = await _started(_pair_settings(settings, tmp_path, "second"))
-        assert await _until(lambda: _role(second) == "standby")
+        assert await eventually(lambda: _role(second) == "standby", 30)
         assert metric_value(second.metrics, "ha_active") == 0
         assert metric_value(first.metrics, "ha_active") == 1
         before = [Raised("ingres", "order_created", f"before #{i}".encode()) for i in range(30)]
@@ -63,11 +54,11 @@ async def test_one_publishes_the_other_stands_by_then_takes_over(
         got = await receive(subscriber, len(before))
         assert len(got) == len(before)
         # The standby forgets what the active reports as published.
-        assert await _until(lambda: metric_value(second.metrics, "ha_held") == 0)
-        assert await _until(lambda: metric_value(second.metrics, "spool_depth") == 0)
+        assert await eventually(lambda: metric_value(second.metrics, "ha_held") == 0, 30)
+        assert await eventually(lambda: metric_value(second.metrics, "spool_depth") == 0, 30)
         assert metric_value(second.metrics, "events_published") == 0
         await first.shutdown()
-        assert await _until(lambda: _role(second) == "active", within=10)
+        assert await eventually(lambda: _role(second) == "active", 10)
         after = [Raised("ingres", "order_created", f"after #{i}".encode()) for i in range(30)]
         await asyncio.to_thread(raise_all, sim.target(), after)
         rest = await receive(subscriber, len(after), within=30)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
 
 import aio_pika
 import aiohttp
@@ -17,6 +16,7 @@ from bridge.sim.server import ServerThread
 from tests.faults.proxy import TcpProxy
 from tests.integration.conftest import raise_all, receive, sample
 from tests.metric_value import metric_value
+from tests.polling import eventually
 
 pytestmark = pytest.mark.amqp
 
@@ -25,14 +25,6 @@ def _value(metrics: str, name: str) -> float:
     match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", metrics, re.MULTILINE)
     assert match, f"{name} not in /metrics"
     return float(match.group(1))
-
-
-async def _until(condition: Callable[[], bool], within: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        assert loop.time() < deadline, "condition never became true"
-        await asyncio.sleep(0.05)
 
 
 async def test_probes_and_metrics_follow_events_and_an_ingres_outage(
@@ -55,7 +47,8 @@ async def test_probes_and_metrics_follow_events_and_an_ingres_outage(
             assert (await get("/readyz"))[0] == 200
             await asyncio.to_thread(raise_all, sim.target(), [sample(i) for i in range(25)])
             assert len(await receive(subscriber, 25)) == 25
-            await _until(lambda: metric_value(bridge.metrics, "events_confirmed") == 25)
+            assert await eventually(
+                lambda: metric_value(bridge.metrics, "events_confirmed") == 25, 30)
             metrics = (await get("/metrics"))[1]
             assert _value(metrics, "dbevent_bridge_events_caught_total") == 25
             assert _value(metrics, "dbevent_bridge_events_confirmed_total") == 25
@@ -64,13 +57,13 @@ async def test_probes_and_metrics_follow_events_and_an_ingres_outage(
 
             sim.refuse(1.0)
             sim.drop_sessions()
-            await _until(lambda: not bridge.health.ready()[0])
+            assert await eventually(lambda: not bridge.health.ready()[0], 30)
             status, body = await get("/readyz")
             assert status == 503
             assert "ingres" in body
             assert "password" not in body
-            await _until(lambda: bridge.health.ready()[0])
-            await _until(lambda: metric_value(bridge.metrics, "gap_markers") == 1)
+            assert await eventually(lambda: bridge.health.ready()[0], 30)
+            assert await eventually(lambda: metric_value(bridge.metrics, "gap_markers") == 1, 30)
             metrics = (await get("/metrics"))[1]
             assert _value(metrics, 'dbevent_bridge_reconnects_total{side="ingres"}') == 1
             assert _value(metrics, "dbevent_bridge_gap_markers_total") == 1
@@ -97,13 +90,13 @@ async def test_backlog_gauges_and_latency_follow_a_stalled_broker(
             proxy.pause()
             await asyncio.to_thread(raise_all, sim.target(), [sample(i) for i in range(30)])
             # Caught events are counted on hand-over, spooled in the next batch.
-            await _until(lambda: metric_value(bridge.metrics, "spool_depth") == 30)
+            assert await eventually(lambda: metric_value(bridge.metrics, "spool_depth") == 30, 30)
             assert metric_value(bridge.metrics, "events_caught") == 30
             assert metric_value(bridge.metrics, "spool_bytes") > 0
             assert metric_value(bridge.metrics, "events_confirmed") == 0
             proxy.resume()
             assert len(await receive(subscriber, 30)) == 30
-            await _until(lambda: metric_value(bridge.metrics, "spool_depth") == 0)
+            assert await eventually(lambda: metric_value(bridge.metrics, "spool_depth") == 0, 30)
             assert metric_value(bridge.metrics, "spool_bytes") == 0
             assert metric_value(bridge.metrics, "queue_depth") == 0
             assert metric_value(bridge.metrics, "events_published") >= 30

@@ -19,6 +19,7 @@ from bridge.event import CaughtEvent
 from bridge.message import GapMarker, event_body, gap_body
 from bridge.metrics import Metrics
 from bridge.publisher import Publisher, PublisherConfig, PublisherStartupError
+from tests.polling import eventually
 from tests.queue_source import QueueSource
 from tests.rabbitnode import RabbitNode, require_rabbitmq_server
 
@@ -379,7 +380,7 @@ async def test_nacked_events_are_published_again_until_accepted(
     async with _publisher(_config(amqp_url, exchange), metrics) as publisher:
         running = asyncio.create_task(publisher.run(source))
         # The full queue nacks; wait for the first republish.
-        await _until(lambda: _sample(metrics, "events_republished") > 0)
+        assert await eventually(lambda: _sample(metrics, "events_republished") > 0, 10)
         assert not running.done()
         await collector.consume(queue)  # make room: the retries get through
         await running
@@ -408,6 +409,7 @@ async def test_a_queue_that_always_nacks_is_retried_with_back_off_not_hot(
     config = _config(amqp_url, exchange, retry_wait_initial=0.1, retry_wait_max=0.4)
     async with _publisher(config, metrics) as publisher:
         running = asyncio.create_task(publisher.run(source))
+        # Not a wait for something: the window in which the probes are counted.
         await asyncio.sleep(1.5)
         assert not running.done()
         running.cancel()
@@ -530,7 +532,7 @@ async def test_confirm_timeouts_publish_again_without_losing_anything(
         async with _publisher(config, metrics) as publisher:
             running = asyncio.create_task(publisher.run(source))
             # No confirm comes back: the in-flight publishes time out, then a probe goes.
-            await _until(lambda: _sample(metrics, "events_republished") > 0)
+            assert await eventually(lambda: _sample(metrics, "events_republished") > 0, 10)
             proxy.resume()
             await running
     ids = [e.message_id for e in events]
@@ -586,28 +588,21 @@ async def test_missing_exchange_after_a_reconnect_is_waited_for(
     async with _publisher(config, metrics) as publisher:
         running = asyncio.create_task(publisher.run(source))
         await collector.wait_for(100)
-        await _until(lambda: len(deletions) == 1)
+        assert await eventually(lambda: len(deletions) == 1, 10)
         await asyncio.gather(*deletions)
         late = _events(10)
         for event in late:
             source.put_nowait(event)
         source.close()
-        await _until(lambda: not publisher.is_connected)  # publishing fails, reconnecting too
+        # Publishing fails, reconnecting too.
+        assert await eventually(lambda: not publisher.is_connected, 10)
+        # Not a wait for something: a window in which the publisher must not give up.
         await asyncio.sleep(0.3)
         assert not running.done()
         await collector.bind(amqp_connection, exchange, consume=False)  # the operator's fix
         await running
     assert source.confirmed_count == 110
     assert _sample(metrics, "reconnects", side="amqp") == 1
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    """Wait (polling, at most 10 s) until `condition()` holds."""
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached within 10 s")
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import aio_pika
@@ -22,6 +21,7 @@ import pytest
 from bridge.sim.server import ServerThread, SimServer
 from tests.faults.process import BridgeProcess, bridge_env, free_port
 from tests.integration.conftest import Raised, body_of, raise_all, receive
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.real_client
 
@@ -118,11 +118,8 @@ def test_run_stays_up_retrying_with_the_real_error_in_its_log(
                      extra={"II_SYSTEM": str(real_ii_system)})
     bridge = BridgeProcess(env, tmp_path, tmp_path / "bridge.log").start()
     try:
-        deadline = time.monotonic() + 60
-        while not bridge.logged(UNREACHABLE):
-            assert bridge.running(), bridge.tail()
-            assert time.monotonic() < deadline, bridge.tail()
-            time.sleep(0.05)
+        assert wait_until(lambda: bridge.logged(UNREACHABLE) or not bridge.running(), 60), (
+            bridge.tail())
         status, body = bridge.readiness()
         assert bridge.running(), bridge.tail()
         assert status == 503

@@ -32,6 +32,7 @@ from tests.integration.conftest import (
     receive,
     sample,
 )
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.amqp
 
@@ -51,16 +52,6 @@ async def _stopped(bridge: BridgeProcess) -> int:
     return await asyncio.to_thread(bridge.terminate)
 
 
-async def _until(condition: object, within: float) -> bool:
-    assert callable(condition)
-    deadline = asyncio.get_running_loop().time() + within
-    while not await asyncio.to_thread(condition):
-        if asyncio.get_running_loop().time() > deadline:
-            return False
-        await asyncio.sleep(0.1)
-    return True
-
-
 async def test_events_from_another_session_arrive_once_in_order_exact(
     process_env: dict[str, str], tmp_path: Path, sim: ServerThread,
     subscriber: aio_pika.abc.AbstractQueue,
@@ -72,7 +63,8 @@ async def test_events_from_another_session_arrive_once_in_order_exact(
         await asyncio.to_thread(bridge.wait_ready)
         await asyncio.to_thread(raise_all, sim.target(), events)
         messages = await receive(subscriber, count, within=120)
-        assert await _until(lambda: bridge.counter("events_confirmed") >= count, 30)
+        assert await asyncio.to_thread(
+            wait_until, lambda: bridge.counter("events_confirmed") >= count, 30)
         caught = bridge.counter("events_caught")
         assert await _stopped(bridge) == 0, bridge.tail()
     finally:
@@ -106,7 +98,8 @@ async def test_sigterm_with_events_queued_keeps_them_and_a_restart_delivers_all(
             events = [Raised("ingres", "order_created", f"queued #{i}".encode())
                       for i in range(count)]
             await asyncio.to_thread(raise_all, sim.target(), events)
-            assert await _until(lambda: first.counter("events_caught") >= count, 60), first.tail()
+            assert await asyncio.to_thread(
+                wait_until, lambda: first.counter("events_caught") >= count, 60), first.tail()
             confirmed_before = first.counter("events_confirmed")
             status = await _stopped(first)
         finally:
@@ -170,7 +163,8 @@ async def test_sighup_drains_like_sigterm(
     try:
         await asyncio.to_thread(bridge.wait_ready)
         await asyncio.to_thread(raise_all, sim.target(), events)
-        assert await _until(lambda: bridge.counter("events_caught") >= count, 30), bridge.tail()
+        assert await asyncio.to_thread(
+            wait_until, lambda: bridge.counter("events_caught") >= count, 30), bridge.tail()
         bridge.send(signal.SIGHUP)
         status = await asyncio.to_thread(bridge.wait, 60)
     finally:
@@ -205,10 +199,12 @@ async def test_second_signal_exits_at_once_leaving_the_unconfirmed_in_the_spool(
             events = [Raised("ingres", "order_created", f"stuck #{i}".encode())
                       for i in range(count)]
             await asyncio.to_thread(raise_all, sim.target(), events)
-            assert await _until(lambda: bridge.counter("events_caught") >= count, 60)
+            assert await asyncio.to_thread(
+                wait_until, lambda: bridge.counter("events_caught") >= count, 60)
             confirmed_before = bridge.counter("events_confirmed")
             bridge.send(signal.SIGTERM)
-            assert await _until(lambda: bridge.logged("shutdown: draining"), 30), bridge.tail()
+            assert await asyncio.to_thread(
+                wait_until, lambda: bridge.logged("shutdown: draining"), 30), bridge.tail()
             bridge.send(signal.SIGINT)
             # Far within the drain deadline: the second signal did not wait for it.
             status = await asyncio.to_thread(bridge.wait, drain_timeout / 10)
@@ -267,7 +263,8 @@ async def test_unreachable_ingres_at_start_is_retried_and_named_by_readyz(
     env = {**process_env, "BRIDGE_INGRES__TARGET": f"@127.0.0.1,tcp_ip,{closed}[ingres,x]::demodb"}
     bridge = BridgeProcess(env, tmp_path, tmp_path / "bridge.log").start()
     try:
-        assert await _until(lambda: "not reachable" in bridge.readyz()[1], 60), bridge.tail()
+        assert await asyncio.to_thread(
+            wait_until, lambda: "not reachable" in bridge.readyz()[1], 60), bridge.tail()
         status, body = bridge.readyz()
         assert status == 503
         assert bridge.running()

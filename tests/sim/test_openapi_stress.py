@@ -17,6 +17,7 @@ import pyngres as py
 import pytest
 
 from bridge.sim.server import ServerThread
+from tests.polling import wait_until
 from tests.sim import _openapi_helpers as h
 
 RSS_SLACK_KB = 64 * 1024  # allocator noise; a per-event or per-cycle leak exceeds it
@@ -44,9 +45,7 @@ def _fds() -> int:
 
 def _settle(server: ServerThread) -> None:
     """Wait until the in-process server closed its side of ended sessions."""
-    deadline = time.monotonic() + 10
-    while server.stats()["connections"] and time.monotonic() < deadline:
-        time.sleep(0.02)
+    assert wait_until(lambda: server.stats()["connections"] == 0, 10)
 
 
 def _raise_burst(server: ServerThread, start: int, count: int) -> None:

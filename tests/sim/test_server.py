@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
 
 from bridge.sim.server import SimServer
 from bridge.sim.wire import SessionRefusedError, SimClient
+from tests.polling import eventually
 
 
 @pytest.fixture
@@ -35,15 +35,6 @@ _NAMES = {
     0x50D3B: "E_PS0D3B",
     0x50D3C: "E_PS0D3C",
 }
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    """Wait (up to 5 s) for something the server does asynchronously."""
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the server did not get there within 5 s")
 
 
 async def _failed(client: SimClient, sql: str) -> tuple[str, str, int]:
@@ -363,7 +354,7 @@ async def test_events_are_not_durable(sim: SimServer) -> None:
     assert event is not None
     assert event.text == b"after"
     await late.close()  # its registration and queue go with it
-    await _until(lambda: sim.stats()["sessions"] == 1)
+    assert await eventually(lambda: sim.stats()["sessions"] == 1, 5)
     again = await sim.session()
     await raiser.ok("raise dbevent ev 'nobody'")
     assert await again.next_event(0.2) is None

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
 from bridge.sim import control, wire
 from bridge.sim.server import ServerThread, SimServer
 from bridge.sim.wire import SimClient
+from tests.polling import eventually
 
 
 @pytest.fixture
@@ -20,22 +22,16 @@ async def sim() -> AsyncIterator[SimServer]:
         yield server
 
 
-async def _until(condition: Callable[[], bool]) -> None:
-    """Wait (up to 10 s) for something the server does asynchronously."""
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the server did not get there within 10 s")
-
-
 async def _connect_when_back(sim: SimServer) -> SimClient:
-    for _ in range(1000):
-        try:
-            return await sim.session()
-        except ConnectionRefusedError:
-            await asyncio.sleep(0.01)
-    raise AssertionError("the server did not come back")
+    clients: list[SimClient] = []
+
+    async def connected() -> bool:
+        with contextlib.suppress(ConnectionRefusedError):
+            clients.append(await sim.session())
+        return bool(clients)
+
+    assert await eventually(connected, 10), "the server did not come back"
+    return clients[0]
 
 
 async def test_drop_sessions_closes_every_socket(sim: SimServer) -> None:
@@ -112,7 +108,8 @@ async def test_full_queue_drops_events_for_that_session_only() -> None:
         text = b"x" * 256
         for _ in range(40_000):  # about 12 MB: more than the socket buffers hold
             sim.raise_event("ingres", "ev", text)
-        await _until(lambda: sim.stats()["events_pending"] == 0)  # the event thread's turn
+        # The event thread's turn.
+        assert await eventually(lambda: sim.stats()["events_pending"] == 0, 10)
         stats = sim.stats()
         assert stats["events_dropped"] > 0
         assert stats["events_delivered"] + stats["events_dropped"] == 40_000
@@ -163,7 +160,7 @@ async def test_control_restart_and_refuse(sim: SimServer) -> None:
     port = sim.port
     reply = await control.send_async("127.0.0.1", port, {"op": "restart", "down_seconds": 0.2})
     assert reply["ok"] is True
-    await _until(lambda: sim.listening)
+    assert await eventually(lambda: sim.listening, 10)
     reply = await control.send_async("127.0.0.1", port, {"op": "refuse", "seconds": 0.2})
     assert reply["ok"] is True
     assert not sim.listening
@@ -194,7 +191,7 @@ async def test_raising_to_a_vanished_session_is_harmless(sim: SimServer) -> None
     await gone.close(bye=False)  # no BYE: the socket just closes
     for _ in range(20):
         sim.raise_event("ingres", "ev", b"into the void")
-    await _until(lambda: sim.stats()["sessions"] == 0)
+    assert await eventually(lambda: sim.stats()["sessions"] == 0, 10)
     assert sim.raise_event("ingres", "ev") == 0
 
 

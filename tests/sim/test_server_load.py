@@ -11,17 +11,7 @@ import asyncio
 import pytest
 
 from bridge.sim.server import SimServer
-
-
-async def _settled(sim: SimServer) -> dict[str, object]:
-    """Stats once every closed connection has been reaped (up to 10 s)."""
-    stats = sim.stats()
-    for _ in range(1000):
-        stats = sim.stats()
-        if stats["connections"] == 0:
-            break
-        await asyncio.sleep(0.01)
-    return stats
+from tests.polling import eventually
 
 
 async def _raise_many(count: int) -> None:
@@ -58,7 +48,9 @@ async def _cycle(count: int) -> None:
             client = await sim.session()
             await client.ok("register dbevent ev")
             await client.close()
-        stats = await _settled(sim)
+        # Every closed connection reaped, then the figures.
+        assert await eventually(lambda: sim.stats()["connections"] == 0, 10)
+        stats = sim.stats()
         assert stats["connects"] == count
         assert (stats["sessions"], stats["connections"], stats["registrations"]) == (0, 0, 0)
         assert sim.raise_event("ingres", "ev") == 0
