@@ -4,16 +4,18 @@ Ingres keeps no DBEvents: every second in which no bridge is registered is
 lost for good. Two bridges of one group (`ha.group`) therefore both register
 and catch, each into its own spool; only one of them publishes.
 
-The lease: an exclusive queue, `dbevent-bridge.ha.<group>.lease`, declared on
-the connection the bridge publishes on. RabbitMQ lets one connection hold an
-exclusive queue and deletes it when that connection closes (a clean stop, a
-crash, a SIGKILL: the kernel closes the socket; a network cut: the broker's
-heartbeat). The holder is the active bridge; the others try to declare it
-every `_LEASE_POLL_S` and get RESOURCE_LOCKED until it is free. No consensus
-of our own: RabbitMQ decides, and since the lease and the publishes share one
-connection, a bridge that lost its connection has lost its lease with it and
-cannot publish any more; when it reconnects, it finds the lease taken and
-stands by.
+The lease: a single-active-consumer queue, `dbevent-bridge.ha.<group>.lease`,
+holding a token message. Every bridge consumes it on the connection it
+publishes on (prefetch 1, never acking) and puts a token in when it connects
+(the queue keeps at most one waiting). RabbitMQ delivers only to the active
+consumer, which keeps its token unacknowledged: receiving the token is being
+granted the lease. When that connection ends (a clean stop, a crash or a
+SIGKILL: the kernel closes the socket; a network cut: the broker's heartbeat)
+RabbitMQ requeues the token and makes the next consumer active, which receives
+it at once. No polling, no consensus of our own: RabbitMQ decides. Since the
+lease and the publishes share one connection, a bridge that lost its
+connection has lost its lease with it and cannot publish any more; when it
+reconnects, it queues up behind the new active consumer and stands by.
 
 Progress: the active bridge sends the ids of the events the broker confirmed
 (`_PROGRESS_EVERY_S`) to the direct exchange `dbevent-bridge.ha`, routing key
@@ -38,6 +40,7 @@ from typing import Final
 
 import aio_pika
 import aio_pika.abc
+import aiormq.abc
 import aiormq.exceptions
 
 from bridge.backlog import Backlog
@@ -56,16 +59,22 @@ log = logging.getLogger("bridge.ha")
 
 PROGRESS_EXCHANGE: Final = "dbevent-bridge.ha"
 _INSTANCE_HEADER: Final = "x-dbevent-bridge-instance"
-# How often a standby tries to take the lease: the bound on a takeover once
-# RabbitMQ has dropped the old active's connection. A refused declare costs
-# the broker one channel open and close.
-_LEASE_POLL_S: Final = 0.25
+# How long a new connection waits for the token before it says it stands by.
+_STANDBY_AFTER_S: Final = 1.0
+_LEASE_ARGUMENTS: Final[aiormq.abc.FieldTable] = {
+    "x-single-active-consumer": True,
+    # One waiting token is enough; the active's own is unacknowledged, not waiting.
+    "x-max-length": 1,
+    "x-overflow": "drop-head",
+}
 # How often the active reports the ids the broker confirmed: the standby holds
 # about this much more than it must.
 _PROGRESS_EVERY_S: Final = 0.1
 # How long a standby remembers ids the active confirmed before it caught them
 # itself (its catch can lag the active's confirm).
 _SETTLED_MEMORY_S: Final = 60.0
+# How long the broker keeps a disconnected bridge's reports for it.
+_REPORTS_KEPT_S: Final = 60.0
 # Longest silence between two progress reports of an active bridge.
 _ALIVE_REPORT_S: Final = 1.0
 _RECONNECT_MAX_S: Final = 5.0
@@ -76,7 +85,7 @@ class LeaseLostError(PublisherError):
 
 
 def lease_queue(group: str) -> str:
-    """The exclusive queue whose holder is the active bridge of `group`."""
+    """The single-active-consumer queue whose active consumer is the active bridge of `group`."""
     return f"dbevent-bridge.ha.{group}.lease"
 
 
@@ -220,7 +229,6 @@ class Lease:
         self._exchange: aio_pika.abc.AbstractExchange | None = None
         self.active = asyncio.Event()
         self.connected = False
-        self._announced = False  # "standing by" is logged once per standby spell
         self._reported = 0.0  # time.monotonic() of the last progress report sent
         # time.time() of the last progress report from another bridge (None: never).
         self.last_progress_at: float | None = None
@@ -273,16 +281,17 @@ class Lease:
             self._exchange = await channel.declare_exchange(
                 PROGRESS_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
             )
-            reports = await channel.declare_queue(exclusive=True, auto_delete=True)
+            # Named per process and kept by the broker for _REPORTS_KEPT_S after
+            # this connection ends: a short disconnect misses no report (which
+            # would make the next takeover publish those events again).
+            reports = await channel.declare_queue(
+                f"{lease_queue(self.group)}.reports.{self._instance}",
+                arguments={"x-expires": int(_REPORTS_KEPT_S * 1000)},
+            )
             await reports.bind(self._exchange, routing_key=self.group)
             await reports.consume(self._on_report, no_ack=True)
-            while not await self._try_lease(connection):
-                if not self._announced:
-                    self._announced = True
-                    log.warning("HA group %s: standing by; another bridge holds the lease %s",
-                                self.group, lease_queue(self.group), extra={"ha_role": "standby"})
-                if await _wait(closed, _LEASE_POLL_S):
-                    return
+            if not await self._granted(connection, closed):
+                return
             self._won()
             while not await _wait(closed, _PROGRESS_EVERY_S):
                 await self._report()
@@ -294,13 +303,28 @@ class Lease:
                 async with asyncio.timeout(5.0):
                     await connection.close()
 
-    async def _try_lease(self, connection: aio_pika.abc.AbstractConnection) -> bool:
+    async def _granted(
+        self, connection: aio_pika.abc.AbstractConnection, closed: asyncio.Event
+    ) -> bool:
+        """Queue up for the lease on `connection`; True once granted, False if it closed."""
         channel = await connection.channel()
-        try:
-            await channel.declare_queue(lease_queue(self.group), exclusive=True)
-        except aiormq.exceptions.ChannelLockedResource:
-            return False  # held by another bridge's connection; the broker closed the channel
-        return True  # kept on this connection until it closes
+        channel.close_callbacks.add(lambda *_: closed.set())  # the lease goes with it
+        await channel.set_qos(prefetch_count=1)
+        queue = await channel.declare_queue(
+            lease_queue(self.group), auto_delete=True, arguments=_LEASE_ARGUMENTS
+        )
+        granted = asyncio.Event()
+
+        async def on_token(_: aio_pika.abc.AbstractIncomingMessage) -> None:
+            granted.set()  # never acknowledged: held until this connection ends
+
+        await queue.consume(on_token, no_ack=False)
+        await channel.default_exchange.publish(aio_pika.Message(b"lease"), routing_key=queue.name)
+        if not await _first_of(granted, closed, _STANDBY_AFTER_S):
+            log.warning("HA group %s: standing by; another bridge is the active consumer of %s",
+                        self.group, lease_queue(self.group), extra={"ha_role": "standby"})
+            await _first_of(granted, closed, None)
+        return granted.is_set() and not closed.is_set()
 
     async def _report(self) -> None:
         ids = self._source.take_progress()
@@ -334,13 +358,23 @@ class Lease:
             self._on_change(True)
 
     def _lost(self) -> None:
-        self._announced = False
         if self.active.is_set():
             self.active.clear()
             log.warning("HA group %s: lease lost with the broker connection; this bridge "
                         "publishes nothing until it holds the lease again", self.group,
                         extra={"ha_role": "standby"})
             self._on_change(False)
+
+
+async def _first_of(one: asyncio.Event, other: asyncio.Event, seconds: float | None) -> bool:
+    """Wait until either event is set (or `seconds` pass); True when `one` is set."""
+    waiters = {asyncio.ensure_future(one.wait()), asyncio.ensure_future(other.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return one.is_set()
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> bool:
