@@ -17,10 +17,11 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any, Final
+from urllib.parse import quote
 
 import stamina
 
@@ -33,6 +34,7 @@ from bridge.gaps import CatchLedger
 from bridge.ha import Pair
 from bridge.health import Health
 from bridge.http import HttpServer, start_http
+from bridge.masking import without_credentials
 from bridge.message import GapMarker
 from bridge.metrics import Metrics
 from bridge.publisher import Publisher, PublisherConfig, PublisherError, PublisherStartupError
@@ -85,8 +87,20 @@ def catcher_config(settings: Settings) -> CatcherConfig:
     )
 
 
-def publisher_config(amqp: AmqpSettings) -> PublisherConfig:
-    """The publisher's view of the settings; TLS only for amqps:// URLs."""
+def ingres_targets(settings: Settings) -> list[str]:
+    """The configured Ingres targets (credentials included: keep them out of logs)."""
+    target = settings.ingres.target
+    return [] if target is None else [target.get_secret_value()]
+
+
+def publisher_config(
+    amqp: AmqpSettings, targets: Sequence[str] = ()
+) -> PublisherConfig:
+    """The publisher's view of the settings; TLS only for amqps:// URLs.
+
+    `targets` (the Ingres targets, credentials included) give each database
+    its CloudEvents source; no credential reaches it.
+    """
     url = amqp.url.get_secret_value()
     ssl_context = None
     if amqp.uses_tls:
@@ -106,6 +120,8 @@ def publisher_config(amqp: AmqpSettings) -> PublisherConfig:
         reconnect_wait_initial=amqp.reconnect_backoff_min,
         reconnect_wait_max=amqp.reconnect_backoff_max,
         text_encoding=amqp.text_encoding,
+        message_format=amqp.format,
+        cloudevents_sources=cloudevents_sources(targets),
         ssl_context=ssl_context,
     )
 
@@ -117,6 +133,26 @@ def _unreachable(exc: Exception) -> bool:
 def database_of(target: str) -> str:
     """The database a connection target names (`[vnode::]database[/server_class]`)."""
     return target.rsplit("::", 1)[-1].split("/", 1)[0].strip()
+
+
+def source_of(target: str) -> str:
+    """The CloudEvents source of a target's events: `ingres://NODE/DATABASE`.
+
+    NODE is the vnode, or HOST[:PORT] of a dynamic node (`@host,protocol,port`;
+    a port that is an installation id such as II is left out); a local
+    database has none: `ingres:///DATABASE`. Credentials never appear.
+    """
+    node = without_credentials(target).rpartition("::")[0].strip()
+    if node.startswith("@"):
+        host, _, rest = node[1:].partition(",")
+        port = rest.rpartition(",")[2].strip()
+        node = f"{host.strip()}:{port}" if port.isdigit() else host.strip()
+    return f"ingres://{quote(node, safe=':[]')}/{quote(database_of(target), safe='')}"
+
+
+def cloudevents_sources(targets: Sequence[str]) -> dict[str, str]:
+    """Each target's database and its CloudEvents source (see `source_of`)."""
+    return {database_of(target): source_of(target) for target in targets}
 
 
 async def _serve_http(address: tuple[str, int], metrics: Metrics, health: Health) -> HttpServer:
@@ -291,7 +327,7 @@ class Bridge:
 
     def _make_publisher(self) -> Publisher:
         """The publisher; in active/standby mode, one that publishes only holding the lease."""
-        config = publisher_config(self.settings.amqp)
+        config = publisher_config(self.settings.amqp, ingres_targets(self.settings))
         ha = self.settings.ha
         if ha.mode == "off":
             self.metrics.ha_active.set(1)

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import sys
 
-from bridge.app import StartupError, catcher_config, publisher_config
+from bridge.app import StartupError, catcher_config, ingres_targets, publisher_config
 from bridge.exits import checks_status
 from bridge.metrics import Metrics
 from bridge.openapi import OpenAPIError, OpenAPIUnavailableError, Session
@@ -40,7 +40,8 @@ def _check_ingres(settings: Settings) -> str | None:
 async def _check_amqp(settings: Settings) -> tuple[str | None, str]:
     """Connect and look the exchange up: (problem or None, a note for a good result)."""
     try:
-        passive = dataclasses.replace(publisher_config(settings.amqp), declare_exchange=False)
+        config = publisher_config(settings.amqp, ingres_targets(settings))
+        passive = dataclasses.replace(config, declare_exchange=False)
         publisher = Publisher(passive, Metrics())
         try:
             await publisher.start()

@@ -10,7 +10,15 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-__all__ = ["MASK", "hide", "mask_target", "mask_url", "redact", "target_has_credentials"]
+__all__ = [
+    "MASK",
+    "hide",
+    "mask_target",
+    "mask_url",
+    "redact",
+    "target_has_credentials",
+    "without_credentials",
+]
 
 MASK = "***"
 
@@ -35,6 +43,11 @@ def mask_url(url: str) -> str:
 def mask_target(target: str) -> str:
     """The Ingres target with the password of a `[user,password]` part replaced by ***."""
     return _TARGET_CREDENTIALS.sub(lambda m: f"[{m.group(1)},{MASK}]", target)
+
+
+def without_credentials(target: str) -> str:
+    """The Ingres target with its `[user,password]` part removed."""
+    return _TARGET_CREDENTIALS.sub("", target)
 
 
 def target_has_credentials(target: str) -> bool:

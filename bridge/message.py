@@ -22,6 +22,21 @@ deduplicate), timestamp (raise time; AMQP carries whole seconds), app_id
 `dbevent-bridge`, type `<owner>.<name>`, and headers `x-dbevent-database`,
 `x-dbevent-owner`, `x-dbevent-name` (raw, unencoded values).
 
+CloudEvents (`amqp.format = cloudevents`)
+----------------------------------------
+Structured mode of the CloudEvents AMQP binding: content_type
+`application/cloudevents+json`, the body one CloudEvent (JSON format 1.0)::
+
+    {"specversion": "1.0", "id": "<message_id>", "source": "ingres://NODE/DATABASE",
+     "type": "<owner>.<name>", "time": "<raised_at>", "subject": "<database>",
+     "datacontenttype": "text/plain; charset=utf-8", "data": "<text>"}
+
+`data` is the decoded text; when the bytes do not decode, `data_base64` holds
+them instead (datacontenttype `application/octet-stream`); an event without
+text has neither. A gap marker is a CloudEvent of type `dbevent-bridge.gap`
+whose `data` is the JSON object above (datacontenttype `application/json`).
+The AMQP properties and headers are those of the JSON format.
+
 Gap marker
 ----------
 Published after the bridge lost events it could not catch (an Ingres outage):
@@ -34,10 +49,12 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Literal
 
 import aiormq
 import aiormq.abc
@@ -46,6 +63,8 @@ from bridge.event import CaughtEvent, new_message_id
 
 APP_ID = "dbevent-bridge"
 CONTENT_TYPE = "application/json"
+CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
+FORMATS = ("json", "cloudevents")
 GAP_MESSAGE_TYPE = "dbevent-bridge.gap"
 HEADER_DATABASE = "x-dbevent-database"
 HEADER_OWNER = "x-dbevent-owner"
@@ -171,4 +190,86 @@ def build_gap_outgoing(marker: GapMarker) -> Outgoing:
         timestamp=marker.lost_until,
         message_type=GAP_MESSAGE_TYPE,
         app_id=APP_ID,
+    ))
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def _cloudevent(
+    message_id: str, source: str, kind: str, time: datetime, subject: str
+) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": message_id,
+        "source": source,
+        "type": kind,
+        "time": format_timestamp(time),
+        "subject": subject,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFormat:
+    """How events and gap markers are written: the bridge's JSON, or CloudEvents.
+
+    `sources` maps a database to its CloudEvents `source`; a database it does
+    not know (an event an earlier configuration left in the spool) gets
+    `ingres:///DATABASE`.
+    """
+
+    kind: Literal["json", "cloudevents"] = "json"
+    encoding: str = "utf-8"
+    sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        """Reject an unknown format or text encoding."""
+        if self.kind not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {self.kind!r}")
+        check_encoding(self.encoding)
+
+    def source(self, database: str) -> str:
+        """The CloudEvents source of events from `database`."""
+        return self.sources.get(database) or f"ingres:///{database}"
+
+    def event(self, event: CaughtEvent) -> Outgoing:
+        """The message for a caught event."""
+        outgoing = build_event_outgoing(event, self.encoding)
+        if self.kind == "json":
+            return outgoing
+        body = _cloudevent(event.message_id, self.source(event.database),
+                           f"{event.owner}.{event.name}", event.raised_at, event.database)
+        if event.text is not None:
+            try:
+                body["data"] = event.text.decode(self.encoding, errors="strict")
+                body["datacontenttype"] = f"text/plain; charset={self.encoding}"
+            except UnicodeDecodeError:
+                body["data_base64"] = base64.b64encode(event.text).decode("ascii")
+                body["datacontenttype"] = "application/octet-stream"
+        return _as_cloudevent(outgoing, body)
+
+    def gap(self, marker: GapMarker) -> Outgoing:
+        """The message announcing a gap."""
+        outgoing = build_gap_outgoing(marker)
+        if self.kind == "json":
+            return outgoing
+        body = _cloudevent(marker.message_id, self.source(marker.database), GAP_MESSAGE_TYPE,
+                           marker.lost_until, marker.database)
+        body["datacontenttype"] = CONTENT_TYPE
+        body["data"] = json.loads(outgoing.body)
+        return _as_cloudevent(outgoing, body)
+
+
+def _as_cloudevent(outgoing: Outgoing, body: dict[str, Any]) -> Outgoing:
+    """`outgoing` with a CloudEvent for a body and its content type; other properties kept."""
+    props = outgoing.properties
+    return Outgoing(_dumps(body), aiormq.spec.Basic.Properties(
+        content_type=CLOUDEVENTS_CONTENT_TYPE,
+        headers=props.headers,
+        delivery_mode=props.delivery_mode,
+        priority=props.priority,
+        message_id=props.message_id,
+        timestamp=props.timestamp,
+        message_type=props.message_type,
+        app_id=props.app_id,
     ))

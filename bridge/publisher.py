@@ -64,12 +64,12 @@ import logging
 import random
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from functools import partial
-from typing import Any, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 from urllib.parse import unquote
 
 import aio_pika
@@ -86,9 +86,8 @@ from bridge.event import CaughtEvent
 from bridge.masking import hide, mask_url
 from bridge.message import (
     GapMarker,
+    MessageFormat,
     Outgoing,
-    build_event_outgoing,
-    build_gap_outgoing,
     check_encoding,
 )
 from bridge.metrics import Metrics
@@ -201,6 +200,10 @@ class PublisherConfig:
     confirm_window: int = 256
     publish_timeout: float = 30.0
     text_encoding: str = "utf-8"
+    # "json" (the bridge's own body) or "cloudevents" (structured mode), and the
+    # CloudEvents source of each database (see bridge.message.MessageFormat).
+    message_format: Literal["json", "cloudevents"] = "json"
+    cloudevents_sources: Mapping[str, str] = field(default_factory=dict)
     connect_timeout: float = 15.0
     reconnect_wait_initial: float = 0.1
     reconnect_wait_max: float = 10.0
@@ -352,6 +355,9 @@ class Publisher:
         self._metrics = metrics
         self._connect = connect or functools.partial(open_connection, config)
         self._router = RoutingKeyBuilder(config.routing_key)
+        self._format = MessageFormat(
+            config.message_format, config.text_encoding, config.cloudevents_sources
+        )
         self._session: _Session | None = None
         self._source: EventSource | None = None
         self._pending: deque[_Entry] = deque()  # taken, not yet reported; in order
@@ -418,7 +424,7 @@ class Publisher:
         """
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.add_done_callback(_retrieve)
-        self._append(_Entry(marker, self._config.gap_routing_key, build_gap_outgoing(marker),
+        self._append(_Entry(marker, self._config.gap_routing_key, self._format.gap(marker),
                             _State.QUEUED, done=done))
         if not self._driving:
             await self._drive_unless_done(done)
@@ -492,7 +498,7 @@ class Publisher:
         except RoutingKeyTooLong as exc:
             return self._dropped(event, "routing_key_too_long", str(exc))
         try:
-            message = build_event_outgoing(event, self._config.text_encoding)
+            message = self._format.event(event)
         except Exception as exc:
             # A malformed event (e.g. a naive raise time) is a bug upstream. Dropping
             # it loudly beats failing run(): the spool would hand the same event

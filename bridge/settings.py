@@ -684,6 +684,11 @@ class AmqpSettings(_Section):
         description="Encoding of the event text (a Python codec name); bytes that do not "
         "decode are kept, never lost.",
     )
+    format: Annotated[Literal["json", "cloudevents"], _one_of(("json", "cloudevents"))] = Field(
+        default="json",
+        description="Message body: json (the bridge's own JSON object) or cloudevents "
+        "(CloudEvents 1.0, structured mode, content type application/cloudevents+json).",
+    )
     tls: TlsSettings = Field(default_factory=TlsSettings)
 
     @property

@@ -15,11 +15,11 @@ from datetime import datetime
 from types import FrameType
 from typing import Any, TextIO
 
-from bridge.app import catcher_config
+from bridge.app import catcher_config, cloudevents_sources, ingres_targets
 from bridge.catcher import Catcher
 from bridge.event import CaughtEvent, EventIdentities
 from bridge.exits import ExitStatus
-from bridge.message import build_event_outgoing, format_timestamp
+from bridge.message import MessageFormat, format_timestamp
 from bridge.openapi import OpenAPIError, Session
 from bridge.routing import RoutingKeyBuilder, RoutingKeyTooLong
 from bridge.settings import EventName, Settings
@@ -64,14 +64,17 @@ class _Printer:
     """A catcher sink that prints each event as `run` would publish it: one JSON line."""
 
     def __init__(self, settings: Settings, out: TextIO, done: threading.Event) -> None:
-        self._encoding = settings.amqp.text_encoding
+        amqp = settings.amqp
+        self._format = MessageFormat(
+            amqp.format, amqp.text_encoding, cloudevents_sources(ingres_targets(settings))
+        )
         self._routing = RoutingKeyBuilder(settings.amqp.routing_key)
         self._out = out
         self._done = done
         self.error: BaseException | None = None
 
     def event_caught(self, event: CaughtEvent) -> None:
-        outgoing = build_event_outgoing(event, self._encoding)
+        outgoing = self._format.event(event)
         try:
             key: str | None = self._routing.for_event(event)
         except RoutingKeyTooLong:

@@ -8,10 +8,14 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import aio_pika
 import pytest
+from cloudevents.core.bindings import rabbitmq
+from cloudevents.core.v1.event import CloudEvent
 
 from bridge.event import CaughtEvent
 from bridge.message import (
     GapMarker,
+    MessageFormat,
+    Outgoing,
     build_event_outgoing,
     build_gap_outgoing,
     check_encoding,
@@ -179,3 +183,81 @@ def test_gap_markers_get_unique_ids() -> None:
 def test_unusable_encodings(encoding: str) -> None:
     with pytest.raises(ValueError, match="unusable text encoding"):
         check_encoding(encoding)
+
+
+# --- CloudEvents (structured mode), parsed with the CloudEvents SDK ----------------------
+
+
+def _parsed(outgoing: Outgoing) -> CloudEvent:
+    """What a CloudEvents consumer makes of the message (the SDK's RabbitMQ binding)."""
+    props = outgoing.properties
+    assert props.content_type == "application/cloudevents+json"
+    message = rabbitmq.RabbitMQMessage(headers={}, content_type=props.content_type,
+                                       body=outgoing.body)
+    return rabbitmq.from_rabbitmq_event(message)
+
+
+CE = MessageFormat("cloudevents", sources={"salesdb": "ingres://dbhost/salesdb"})
+
+
+def test_cloudevent_of_an_event_with_text() -> None:
+    event = _parsed(CE.event(_event("order 42 for 東京, naïve".encode())))
+    assert event.get_specversion() == "1.0"
+    assert event.get_id() == "id-1"
+    assert event.get_source() == "ingres://dbhost/salesdb"
+    assert event.get_type() == "ingres.order_placed"
+    assert event.get_time() == RAISED
+    assert event.get_subject() == "salesdb"
+    assert event.get_datacontenttype() == "text/plain; charset=utf-8"
+    assert event.get_data() == "order 42 for 東京, naïve"
+
+
+def test_cloudevent_of_text_that_does_not_decode_carries_the_bytes() -> None:
+    raw = b"\xff\xfe caf\xe9"
+    event = _parsed(CE.event(_event(raw)))
+    assert event.get_data() == raw
+    assert event.get_datacontenttype() == "application/octet-stream"
+    assert "data_base64" in json.loads(CE.event(_event(raw)).body)
+
+
+def test_cloudevent_of_an_event_without_text_has_no_data() -> None:
+    body = json.loads(CE.event(_event(None)).body)
+    assert "data" not in body
+    assert "data_base64" not in body
+    assert _parsed(CE.event(_event(None))).get_data() is None
+
+
+def test_cloudevent_keeps_the_amqp_properties_of_the_json_format() -> None:
+    plain = build_event_outgoing(_event(b"x")).properties
+    structured = CE.event(_event(b"x")).properties
+    for name in ("message_id", "timestamp", "message_type", "app_id", "headers",
+                 "delivery_mode", "priority"):
+        assert getattr(structured, name) == getattr(plain, name), name
+
+
+def test_cloudevent_source_of_an_unknown_database() -> None:
+    other = CaughtEvent("archive", "ingres", "x", RAISED, None, message_id="id-2")
+    assert _parsed(CE.event(other)).get_source() == "ingres:///archive"
+
+
+def test_cloudevent_of_a_gap_marker() -> None:
+    marker = GapMarker("salesdb", RAISED, RAISED + timedelta(seconds=3), "ingres connection lost",
+                       message_id="gap-1")
+    event = _parsed(CE.gap(marker))
+    assert event.get_type() == "dbevent-bridge.gap"
+    assert event.get_id() == "gap-1"
+    assert event.get_time() == RAISED + timedelta(seconds=3)
+    assert event.get_datacontenttype() == "application/json"
+    assert event.get_data() == json.loads(gap_body(marker))
+
+
+def test_json_format_is_the_plain_message() -> None:
+    plain = MessageFormat()
+    assert plain.event(_event(b"x")) == build_event_outgoing(_event(b"x"))
+    marker = GapMarker("salesdb", RAISED, RAISED, "r", message_id="gap-1")
+    assert plain.gap(marker) == build_gap_outgoing(marker)
+
+
+def test_unknown_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="format must be one of json, cloudevents"):
+        MessageFormat("xml")  # type: ignore[arg-type]

@@ -637,7 +637,7 @@ BAD_INPUTS = [
         "1",
         "BRIDGE_AMQP__TYPO (amqp.typo): unknown setting; known here: url, exchange, "
         "exchange_type, declare_exchange, routing_key, gap_routing_key, confirm_window, "
-        "publish_timeout, reconnect_backoff_min, reconnect_backoff_max, text_encoding, tls",
+        "publish_timeout, reconnect_backoff_min, reconnect_backoff_max, text_encoding, format, tls",
     ),
 ]
 
@@ -948,3 +948,13 @@ def test_example_toml_with_its_commented_examples_enabled(
     settings = load_settings(config_file=write_toml(tmp_path, text))
     assert settings.ingres.events == ["order_changed", "stock.low_stock", '"Price Update"']
     settings.require_runnable()
+
+
+def test_message_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().amqp.format == "json"
+    monkeypatch.setenv("BRIDGE_AMQP__FORMAT", "CloudEvents")
+    assert load_settings().amqp.format == "cloudevents"
+    monkeypatch.setenv("BRIDGE_AMQP__FORMAT", "avro")
+    assert problems_of() == [
+        "BRIDGE_AMQP__FORMAT (amqp.format): must be one of json, cloudevents; got 'avro'"
+    ]

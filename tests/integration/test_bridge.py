@@ -8,6 +8,7 @@ from pathlib import Path
 
 import aio_pika
 import pytest
+from cloudevents.core.bindings import rabbitmq
 from yarl import URL
 
 from bridge.app import Bridge
@@ -210,3 +211,43 @@ async def test_two_bridges_publish_each_event_under_the_same_message_id(
     assert len(ids) == 2 * len(routed)
     assert len(set(ids)) == len(routed), "each event twice, under one id"
     assert all(ids.count(i) == 2 for i in set(ids))
+
+
+async def test_cloudevents_format_is_what_a_cloudevents_consumer_reads(
+    settings: Settings, sim: ServerThread, subscriber: aio_pika.abc.AbstractQueue
+) -> None:
+    """BRIDGE_AMQP__FORMAT=cloudevents: every message parsed by the CloudEvents SDK."""
+    settings = settings.model_copy(
+        update={"amqp": settings.amqp.model_copy(update={"format": "cloudevents"})})
+    events = [sample(i) for i in range(64)]  # every name and every kind of text
+    started = datetime.now(UTC).replace(microsecond=0)
+    bridge = await _started(settings)
+    try:
+        await asyncio.to_thread(raise_all, sim.target(), events)
+        messages = await receive(subscriber, len(events))
+    finally:
+        await bridge.shutdown()
+    assert len(messages) == len(events)
+    source = f"ingres://127.0.0.1:{sim.port}/demodb"
+    for message, raised in zip(messages, events, strict=True):
+        assert message.content_type == "application/cloudevents+json"
+        event = rabbitmq.from_rabbitmq_event(rabbitmq.RabbitMQMessage(
+            headers={}, content_type=message.content_type, body=message.body))
+        assert event.get_specversion() == "1.0"
+        assert event.get_id() == message.message_id
+        assert event.get_source() == source
+        assert event.get_type() == f"{raised.owner}.{raised.name}"
+        assert event.get_subject() == "demodb"
+        assert message.routing_key == ROUTING_KEYS[(raised.owner, raised.name)]
+        time = event.get_time()
+        assert time is not None
+        assert started - timedelta(seconds=1) <= time <= datetime.now(UTC)
+        data = event.get_data()
+        if raised.text is None:
+            assert data is None
+        elif isinstance(data, bytes):  # data_base64: the bytes did not decode
+            assert data == raised.text
+            with pytest.raises(UnicodeDecodeError):
+                raised.text.decode("utf-8")
+        else:
+            assert data == raised.text.decode("utf-8")
