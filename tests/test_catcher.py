@@ -1,0 +1,351 @@
+"""The catcher's own decisions, with a scripted session in place of the OpenAPI.
+
+What is retried and how soon, what stops the bridge, what is reported to the
+sink and in which order. The catcher against the simulator and Actian's
+library: tests/integration/test_catcher.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import tenacity
+
+import bridge.catcher as catcher_module
+from bridge.catcher import (
+    Catcher,
+    CatcherConfig,
+    CatcherGaveUpError,
+    CatcherStartupError,
+    _ReconnectWait,
+)
+from bridge.event import CaughtEvent, EventIdentities, stable_message_id
+from bridge.openapi import ApiError, OpenAPIError, RawEvent, SessionTimeoutError
+from tests.polling import wait_until
+
+RAISED = datetime(2026, 11, 25, 8, 0, 0, tzinfo=UTC)
+# As the real client reports them (codes: see bridge/ingres_errors.py).
+UNREACHABLE = OpenAPIError(
+    "connect", 5, [ApiError(1, "08004", 0x1FE05, "Unable to make outgoing connection.")])
+ANSWERED = OpenAPIError("connect", 5, [ApiError(1, "50000", 0x6020C, "Server busy.")])
+REJECTED = OpenAPIError("connect", 5, [ApiError(1, "50000", 0xC000B, "Login failed.")])
+UNEXPLAINED = OpenAPIError("connect", 5, [])
+LOST = OpenAPIError(
+    "get event", 5, [ApiError(1, "08006", 0xC90001, "The connection has been aborted.")])
+NO_SUCH_EVENT = OpenAPIError("register", 5, [ApiError(1, "42500", 0x1, "No such event.")])
+
+
+def raw(text: bytes = b"x") -> RawEvent:
+    return RawEvent("demodb", "ingres", "a", RAISED, text)
+
+
+# --- the reconnect back-off --------------------------------------------------------------
+
+
+def _failed(error: OpenAPIError) -> tenacity.RetryCallState:
+    state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
+    state.set_exception((type(error), error, None))
+    return state
+
+
+def test_answered_failures_back_off_doubling_up_to_the_maximum(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)  # the most jitter
+    wait = _ReconnectWait(1.0, 8.0)
+    assert [wait(_failed(ANSWERED)) for _ in range(6)] == [2.0, 3.0, 5.0, 9.0, 9.0, 9.0]
+
+
+def test_jitter_is_at_most_the_first_delay() -> None:
+    wait = _ReconnectWait(0.5, 30.0)
+    delays = [wait(_failed(ANSWERED)) for _ in range(5)]
+    for delay, base in zip(delays, [0.5, 1.0, 2.0, 4.0, 8.0], strict=True):
+        assert base <= delay <= base + 0.5
+
+
+def test_an_unreachable_server_is_retried_quickly_and_does_not_grow_the_back_off() -> None:
+    wait = _ReconnectWait(1.0, 30.0)
+    assert [wait(_failed(UNREACHABLE)) for _ in range(50)] == [0.2] * 50
+    # The first answered failure after a long outage waits the first delay, not the most.
+    assert 1.0 <= wait(_failed(ANSWERED)) <= 2.0
+
+
+# --- the thread, over scripted sessions ---------------------------------------------------
+
+
+class ScriptedSession:
+    """Plays the OpenAPI session: events (or an error) per wait, then idle waits."""
+
+    def __init__(self, events: list[RawEvent | OpenAPIError] | None = None, *,
+                 register_error: OpenAPIError | None = None,
+                 probe_error: OpenAPIError | None = None) -> None:
+        self.events = list(events or [])
+        self.register_error = register_error
+        self.probe_error = probe_error
+        self.executed: list[str] = []
+        self.probes = 0
+        self.closed = threading.Event()
+        self._idle = threading.Event()  # never set: an idle wait lasts its timeout
+
+    def execute(self, sql: str) -> int:
+        self.executed.append(sql)
+        if self.register_error is not None:
+            raise self.register_error
+        return 0
+
+    def next_event(self, timeout_ms: int) -> RawEvent | None:
+        if not self.events:
+            self._idle.wait(timeout_ms / 1000)  # as IIapi_getEvent blocks, up to its timeout
+            return None
+        item = self.events.pop(0)
+        if isinstance(item, OpenAPIError):
+            raise item
+        return item
+
+    def probe(self, timeout_s: float) -> None:
+        self.probes += 1
+        if self.probe_error is not None:
+            raise self.probe_error
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+class RecordingSink:
+    """What the catcher reported, in order (it reports from its own thread)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.failed: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def _add(self, kind: str, value: Any) -> None:
+        with self._lock:
+            self.calls.append((kind, value))
+
+    def of(self, kind: str) -> list[Any]:
+        with self._lock:
+            return [value for k, value in self.calls if k == kind]
+
+    def kinds(self) -> list[str]:
+        with self._lock:
+            return [k for k, _ in self.calls]
+
+    def event_caught(self, event: CaughtEvent) -> None:
+        self._add("caught", event)
+
+    def session_up(self, registered_at: datetime, reconnected: bool) -> None:
+        self._add("up", reconnected)
+
+    def session_down(self, lost_at: datetime, reason: str) -> None:
+        self._add("down", reason)
+
+    def session_unavailable(self, reason: str) -> None:
+        self._add("unavailable", reason)
+
+    def session_proved(self, moment: datetime) -> None:
+        self._add("proved", moment)
+
+    def catcher_failed(self, error: BaseException) -> None:
+        self.failed = error
+        self._add("failed", error)
+
+
+Script = list[ScriptedSession | OpenAPIError]
+
+
+@pytest.fixture
+def script(monkeypatch: pytest.MonkeyPatch) -> Script:
+    """What each attempt to open a session gets, in order; then sessions that stay idle."""
+    plays: Script = []
+
+    def open_session(config: CatcherConfig) -> ScriptedSession:
+        item = plays.pop(0) if plays else ScriptedSession()
+        if isinstance(item, OpenAPIError):
+            raise item
+        return item
+
+    monkeypatch.setattr(catcher_module, "_open_session", open_session)
+    return plays
+
+
+@pytest.fixture
+def sink() -> RecordingSink:
+    return RecordingSink()
+
+
+@pytest.fixture
+def catcher(sink: RecordingSink) -> Iterator[Catcher]:
+    config = CatcherConfig(
+        target="demodb", user=None, password=None, events=["a", "b"],
+        get_event_timeout_ms=10, idle_probe_s=60.0, reconnect_min_s=0.01, reconnect_max_s=0.02,
+    )
+    started = Catcher(config, sink, EventIdentities())
+    yield started
+    started.stop()
+    assert started.join(10)
+
+
+def test_every_event_is_registered_and_each_catch_handed_on_with_its_stable_id(
+    script: Script, sink: RecordingSink, catcher: Catcher
+) -> None:
+    session = ScriptedSession([raw(), raw(), raw(b"y")])
+    script.append(session)
+    catcher.start()
+    assert catcher.wait_registered(10)
+    assert session.executed == ["register dbevent a", "register dbevent b"]
+    assert wait_until(lambda: len(sink.of("caught")) == 3, 10)
+    ids = [e.message_id for e in sink.of("caught")]
+    # Two identical events of one second are told apart by their ordinal.
+    assert ids == [stable_message_id("demodb", "ingres", "a", RAISED, b"x", 0),
+                   stable_message_id("demodb", "ingres", "a", RAISED, b"x", 1),
+                   stable_message_id("demodb", "ingres", "a", RAISED, b"y", 0)]
+    assert sink.kinds()[:1] == ["up"]
+    assert sink.of("up") == [False]
+
+
+def test_an_idle_session_is_probed_and_the_probe_proves_what_came_before(
+    script: Script, sink: RecordingSink
+) -> None:
+    session = ScriptedSession([raw()])
+    script.append(session)
+    config = CatcherConfig(target="demodb", user=None, password=None, events=["a"],
+                           get_event_timeout_ms=10, idle_probe_s=0.05)
+    catcher = Catcher(config, sink, EventIdentities())
+    before = datetime.now(UTC)
+    catcher.start()
+    try:
+        assert wait_until(lambda: len(sink.of("proved")) >= 2, 10)
+    finally:
+        catcher.stop()
+        assert catcher.join(10)
+    assert session.probes >= 2
+    kinds = sink.kinds()
+    assert kinds.index("caught") < kinds.index("proved")  # reported after the events
+    proofs = sink.of("proved")
+    assert before <= proofs[0] <= proofs[1] <= datetime.now(UTC)
+    assert session.closed.is_set()
+
+
+def test_a_lost_session_is_reported_closed_and_opened_again(
+    script: Script, sink: RecordingSink, catcher: Catcher
+) -> None:
+    first = ScriptedSession([raw(), LOST])
+    second = ScriptedSession([raw(b"after")])
+    script.extend([first, second])
+    catcher.start()
+    assert wait_until(lambda: len(sink.of("caught")) == 2, 10)
+    assert first.closed.is_set()
+    assert sink.of("up") == [False, True]
+    (reason,) = sink.of("down")
+    assert "connection has been aborted" in reason
+    assert sink.kinds()[:4] == ["up", "caught", "down", "up"]
+    assert sink.failed is None
+
+
+def test_a_probe_that_fails_loses_the_session(
+    script: Script, sink: RecordingSink
+) -> None:
+    timed_out = SessionTimeoutError("probe", 5, [])
+    script.append(ScriptedSession(probe_error=timed_out))
+    config = CatcherConfig(target="demodb", user=None, password=None, events=["a"],
+                           get_event_timeout_ms=10, idle_probe_s=0.02,
+                           reconnect_min_s=0.01, reconnect_max_s=0.02)
+    catcher = Catcher(config, sink, EventIdentities())
+    catcher.start()
+    try:
+        assert wait_until(lambda: sink.of("up") == [False, True], 10)
+    finally:
+        catcher.stop()
+        assert catcher.join(10)
+    assert len(sink.of("down")) == 1
+    assert sink.failed is None
+
+
+def test_a_missing_event_is_named_and_retried_not_fatal(
+    script: Script, sink: RecordingSink, catcher: Catcher
+) -> None:
+    refused = ScriptedSession(register_error=NO_SUCH_EVENT)
+    script.extend([refused, ScriptedSession()])
+    catcher.start()
+    assert catcher.wait_registered(10)
+    (reason,) = sink.of("unavailable")
+    assert reason.startswith("DBEvent a cannot be registered (it does not exist, or a "
+                             "privilege is missing)")
+    assert refused.closed.is_set()
+
+
+def test_rejected_settings_stop_start_up(
+    script: Script, sink: RecordingSink, catcher: Catcher
+) -> None:
+    script.append(REJECTED)
+    catcher.start()
+    with pytest.raises(CatcherStartupError, match="wrong user name or password"):
+        catcher.wait_registered(10)
+    assert isinstance(sink.failed, CatcherStartupError)
+
+
+def test_rejected_settings_after_the_first_session_are_retried(
+    script: Script, sink: RecordingSink, catcher: Catcher
+) -> None:
+    # The operator may be changing the password right now: no exit, keep trying.
+    script.extend([ScriptedSession([LOST]), REJECTED, REJECTED, ScriptedSession()])
+    catcher.start()
+    assert wait_until(lambda: sink.of("up") == [False, True], 10)
+    assert len(sink.of("unavailable")) == 2
+    assert sink.failed is None
+
+
+def test_three_unexplained_failures_in_a_row_give_up(
+    script: Script, sink: RecordingSink, catcher: Catcher
+) -> None:
+    script.extend([UNEXPLAINED] * 3)
+    catcher.start()
+    with pytest.raises(CatcherGaveUpError, match="giving up after 3 failures in a row"):
+        catcher.wait_registered(10)
+    assert len(sink.of("unavailable")) == 2
+    assert sink.failed is not None
+
+
+def test_an_explained_failure_resets_the_unexplained_count(
+    script: Script, sink: RecordingSink, catcher: Catcher
+) -> None:
+    script.extend([UNEXPLAINED, UNEXPLAINED, ANSWERED, UNEXPLAINED, UNEXPLAINED])
+    catcher.start()
+    assert catcher.wait_registered(10)
+    assert len(sink.of("unavailable")) == 5
+    assert sink.failed is None
+
+
+def test_an_unreachable_server_is_logged_once_while_retried_quickly(
+    script: Script, sink: RecordingSink, catcher: Catcher, caplog: pytest.LogCaptureFixture
+) -> None:
+    script.extend([UNREACHABLE] * 3)
+    with caplog.at_level(logging.WARNING, logger="bridge.catcher"):
+        catcher.start()
+        assert catcher.wait_registered(10)
+    reasons = sink.of("unavailable")
+    assert len(reasons) == 3
+    assert all(r.startswith("Ingres server not reachable:") for r in reasons)
+    warnings = [r.getMessage() for r in caplog.records if "not reachable" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "retrying every 0.2 s until it is" in warnings[0]
+
+
+def test_stop_ends_the_thread_and_closes_the_session(
+    script: Script, catcher: Catcher
+) -> None:
+    session = ScriptedSession()
+    script.append(session)
+    catcher.start()
+    assert catcher.wait_registered(10)
+    catcher.stop()
+    assert catcher.join(10)
+    assert session.closed.is_set()
+    assert not catcher.alive
