@@ -422,6 +422,7 @@ def connection_lost(port: int) -> Record:
     qp.qy_queryText = b"select 1"
     py.IIapi_query(qp)
     out["query after"] = _completion(qp.qy_genParm, bool(qp.qy_genParm.gp_completed))
+    out["query after: statement handle"] = bool(qp.qy_stmtHandle)
     ab = py.IIAPI_ABORTPARM()
     ab.ab_connHandle = cp.co_connHandle
     py.IIapi_abort(ab)
@@ -431,9 +432,190 @@ def connection_lost(port: int) -> Record:
     return out
 
 
+def _start_query(conn: int, tran: int | None, sql: bytes) -> Any:
+    qp = py.IIAPI_QUERYPARM()
+    qp.qy_connHandle = conn
+    qp.qy_queryType = py.IIAPI_QT_QUERY
+    qp.qy_queryText = sql
+    qp.qy_tranHandle = tran
+    py.IIapi_query(qp)
+    return qp
+
+
+def _statement(conn: int, tran: int | None, sql: bytes, fetch: bool = False) -> Record:
+    """query [+ getDescriptor + getColumns until NO_DATA] + getQueryInfo + close."""
+    qp = _start_query(conn, tran, sql)
+    out: Record = {"query": _completion(qp.qy_genParm, bool(qp.qy_genParm.gp_completed))}
+    stmt = qp.qy_stmtHandle
+    if fetch:
+        gd = py.IIAPI_GETDESCRPARM()
+        gd.gd_stmtHandle = stmt
+        py.IIapi_getDescriptor(gd)
+        out["descriptor"] = _wait(gd.gd_genParm)
+        d = gd.gd_descriptor[0]
+        out["column"] = [int(d.ds_dataType), int(d.ds_length), bool(d.ds_nullable)]
+        rows = []
+        while True:
+            buf = ctypes.create_string_buffer(16)
+            data = (py.IIAPI_DATAVALUE * 1)()
+            data[0].dv_length = 16
+            data[0].dv_value = ctypes.addressof(buf)
+            gc = py.IIAPI_GETCOLPARM()
+            gc.gc_stmtHandle = stmt
+            gc.gc_rowCount = 1
+            gc.gc_columnCount = 1
+            gc.gc_columnData = data
+            py.IIapi_getColumns(gc)
+            status = _wait(gc.gc_genParm)
+            if status != py.IIAPI_ST_SUCCESS:
+                out["fetch_end"] = status
+                break
+            rows.append(buf.raw[: data[0].dv_length].hex())
+        out["rows"] = rows
+    gq = py.IIAPI_GETQINFOPARM()
+    gq.gq_stmtHandle = stmt
+    py.IIapi_getQueryInfo(gq)
+    out["info"] = _completion(gq.gq_genParm, bool(gq.gq_genParm.gp_completed))
+    out["info"]["flags"] = int(gq.gq_flags)
+    out["info"]["mask"] = int(gq.gq_mask)
+    out["info"]["rowcount"] = int(gq.gq_rowCount)
+    cl = py.IIAPI_CLOSEPARM()
+    cl.cl_stmtHandle = stmt
+    py.IIapi_close(cl)
+    out["close"] = _wait(cl.cl_genParm)
+    return out
+
+
+def _catch(conn: int, handle: int | None) -> Any:
+    ce = py.IIAPI_CATCHEVENTPARM()
+    ce.ce_connHandle = conn
+    ce.ce_eventHandle = handle
+    py.IIapi_catchEvent(ce)
+    return ce
+
+
+def _on_handle(call: Callable[[Any], None], parm: Any, prefix: str, handle: int) -> Record:
+    setattr(parm, f"{prefix}_stmtHandle", handle)
+    call(parm)
+    gp = getattr(parm, f"{prefix}_genParm")
+    return _completion(gp, bool(gp.gp_completed))
+
+
+def _caught(ce: Any) -> Record:
+    return {
+        "status": int(ce.ce_genParm.gp_status),
+        "errors": _errors(ce.ce_genParm.gp_errorHandle),
+        "name": ce.ce_eventName and ce.ce_eventName.decode(),
+        "owner": ce.ce_eventOwner and ce.ce_eventOwner.decode(),
+        "database": ce.ce_eventDB and ce.ce_eventDB.decode(),
+        "time_length": int(ce.ce_eventTime.dv_length) if ce.ce_genParm.gp_status == 0 else None,
+        "info": bool(ce.ce_eventInfoAvail),
+    }
+
+
+def _event_text(handle: int) -> Record:
+    gd = py.IIAPI_GETDESCRPARM()
+    gd.gd_stmtHandle = handle
+    py.IIapi_getDescriptor(gd)
+    out: Record = {"descriptor": _completion(gd.gd_genParm, bool(gd.gd_genParm.gp_completed))}
+    if gd.gd_genParm.gp_status == py.IIAPI_ST_SUCCESS:
+        d = gd.gd_descriptor[0]
+        out["column"] = [int(gd.gd_descriptorCount), int(d.ds_dataType), int(d.ds_length)]
+    reads = []
+    for _ in range(2):
+        buf = ctypes.create_string_buffer(300)
+        data = (py.IIAPI_DATAVALUE * 1)()
+        data[0].dv_length = 300
+        data[0].dv_value = ctypes.addressof(buf)
+        gc = py.IIAPI_GETCOLPARM()
+        gc.gc_stmtHandle = handle
+        gc.gc_rowCount = 1
+        gc.gc_columnCount = 1
+        gc.gc_columnData = data
+        py.IIapi_getColumns(gc)
+        status = _wait(gc.gc_genParm)
+        reads.append([status, buf.raw[: data[0].dv_length].hex() if status == 0 else None])
+    out["reads"] = reads
+    return out
+
+
+def _get_event(conn: int, timeout_ms: int) -> Any:
+    gv = py.IIAPI_GETEVENTPARM()
+    gv.gv_connHandle = conn
+    gv.gv_timeout = timeout_ms
+    py.IIapi_getEvent(gv)
+    return gv
+
+
+def event_handles(port: int) -> Record:
+    """Statements, the event-handle state machine and disconnect's checks, on a live session."""
+    status, env = _initialize(11)
+    out: Record = {"init": status}
+    cp = py.IIAPI_CONNPARM()
+    cp.co_connHandle = env
+    cp.co_target = f"@127.0.0.1,tcp_ip,{port}[bob,s3cret]::demodb".encode()
+    cp.co_timeout = 30_000
+    cp.co_type = py.IIAPI_CT_SQL
+    py.IIapi_connect(cp)
+    out["connect"] = _wait(cp.co_genParm)
+    conn = cp.co_connHandle
+    ac = py.IIAPI_AUTOPARM()
+    ac.ac_connHandle = conn
+    py.IIapi_autocommit(ac)
+    out["autocommit"] = _completion(ac.ac_genParm, bool(ac.ac_genParm.gp_completed))
+    tran = ac.ac_tranHandle
+    out["create"] = _statement(conn, tran, b"create dbevent ev")
+    out["register"] = _statement(conn, tran, b"register dbevent ev")
+    out["register again"] = _statement(conn, tran, b"register dbevent ev")
+    out["select 1"] = _statement(conn, tran, b"select 1", fetch=True)
+    ce = _catch(conn, None)
+    out["catch"] = {"completed_in_call": bool(ce.ce_genParm.gp_completed)}
+    handle = ce.ce_eventHandle
+    out["catch handle"] = bool(handle)
+    gv = _get_event(conn, 200)
+    out["getEvent timeout"] = _completion(gv.gv_genParm, bool(gv.gv_genParm.gp_completed))
+    out["raise noshare"] = _statement(conn, tran, b"raise dbevent ev 'hello' with noshare")
+    out["caught"] = _caught(ce)
+    out["text"] = _event_text(handle)
+    out["cancel done"] = _on_handle(py.IIapi_cancel, py.IIAPI_CANCELPARM(), "cn", handle)
+    ce = _catch(conn, handle)
+    out["rearm"] = {"completed_in_call": bool(ce.ce_genParm.gp_completed)}
+    again = _catch(conn, handle)
+    out["rearm waiting"] = _completion(again.ce_genParm, bool(again.ce_genParm.gp_completed))
+    out["close waiting"] = _on_handle(py.IIapi_close, py.IIAPI_CLOSEPARM(), "cl", handle)
+    out["cancel waiting"] = _on_handle(py.IIapi_cancel, py.IIAPI_CANCELPARM(), "cn", handle)
+    out["cancelled catch"] = _caught(again)
+    out["close cancelled"] = _on_handle(py.IIapi_close, py.IIAPI_CLOSEPARM(), "cl", handle)
+    gv = _get_event(conn, 2000)
+    qp = _start_query(conn, tran, b"select 1")
+    out["query during getEvent"] = _completion(qp.qy_genParm, bool(qp.qy_genParm.gp_completed))
+    out["query during getEvent: statement handle"] = bool(qp.qy_stmtHandle)
+    out["getEvent after"] = _wait(gv.gv_genParm)
+    if qp.qy_stmtHandle:
+        out["close refused statement"] = _on_handle(
+            py.IIapi_close, py.IIAPI_CLOSEPARM(), "cl", qp.qy_stmtHandle
+        )
+    dc = py.IIAPI_DISCONNPARM()
+    dc.dc_connHandle = conn
+    py.IIapi_disconnect(dc)
+    out["disconnect in a transaction"] = _completion(
+        dc.dc_genParm, bool(dc.dc_genParm.gp_completed)
+    )
+    out["drop"] = _statement(conn, tran, b"drop dbevent ev")
+    ac = py.IIAPI_AUTOPARM()
+    ac.ac_tranHandle = tran
+    py.IIapi_autocommit(ac)
+    out["autocommit off"] = _completion(ac.ac_genParm, bool(ac.ac_genParm.gp_completed))
+    py.IIapi_disconnect(dc)
+    out["disconnect"] = _completion(dc.dc_genParm, bool(dc.dc_genParm.gp_completed))
+    out["release"] = _release(env)
+    out["terminate"] = _terminate()
+    return out
+
+
 # Scenarios that need a guarded `sim serve` (users bob/s3cret, database demodb).
 SERVER_SCENARIOS: dict[str, Callable[[int], Record]] = {
-    f.__name__: f for f in (refused_by_the_server, connection_lost)
+    f.__name__: f for f in (refused_by_the_server, connection_lost, event_handles)
 }
 
 SCENARIOS: dict[str, Callable[[int], Record]] = {

@@ -67,12 +67,16 @@ def test_every_later_call_on_a_lost_connection_fails_at_once(
     cep = h.catch(s.conn)
     server.drop_sessions()
     assert s.get_event(-1) == py.IIAPI_ST_FAILURE
+    refused_statement = 0
     for call in ("query", "getEvent", "catchEvent"):
         if call == "query":
             p = py.IIAPI_QUERYPARM()
             p.qy_connHandle, p.qy_queryText, p.qy_tranHandle = s.conn, b"select 1", s.tran
             py.IIapi_query(p)
             gp = p.qy_genParm
+            # As Actian's library: the statement handle exists and must be closed.
+            refused_statement = int(p.qy_stmtHandle or 0)
+            assert refused_statement
         elif call == "getEvent":
             p = py.IIAPI_GETEVENTPARM()
             p.gv_connHandle, p.gv_timeout = s.conn, -1
@@ -85,6 +89,7 @@ def test_every_later_call_on_a_lost_connection_fails_at_once(
         assert gp.gp_status == py.IIAPI_ST_FAILURE, call
         assert h.codes(gp.gp_errorHandle) == [h.E_AP0001], call
     # Cleanup stays possible, as in the real OpenAPI: close, autocommit off, disconnect.
+    assert h.close_handle(refused_statement) == (py.IIAPI_ST_SUCCESS, [])
     assert h.close_handle(cep.ce_eventHandle) == (py.IIAPI_ST_SUCCESS, [])
     s.autocommit_off()
     assert s.disconnect() == py.IIAPI_ST_SUCCESS

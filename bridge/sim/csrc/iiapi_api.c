@@ -657,13 +657,14 @@ EXPORT void IIapi_query(IIAPI_QUERYPARM *p)
         goto out;
     }
     err_clear(&c->h);
-    if (c->st != CS_OPEN) {
-        fail_with(&cl, &p->qy_genParm, &c->h, E_AP0001_CONNECTION_ABORTED, "08006", MSG_AP0001);
-        goto out;
-    }
+    /* The order of apiquery.c: parameter checks fail on the connection handle
+     * without creating anything; then the transaction and statement handles
+     * are created and only then does the state machine refuse a busy or
+     * failed connection: the application gets a statement handle it must
+     * close (checked against Actian Client 1.5). */
     if (!p->qy_queryText) {
-        fail_with(&cl, &p->qy_genParm, &c->h, E_AP0013_INVALID_POINTER, "5000R",
-                  MSG_AP0013);
+        fail_with(&cl, &p->qy_genParm, &c->h, E_AP0011_INVALID_PARAM_VALUE, "5000R",
+                  MSG_AP0011);
         goto out;
     }
     if (p->qy_parameters) {
@@ -672,21 +673,20 @@ EXPORT void IIapi_query(IIAPI_QUERYPARM *p)
                   "simulator.");
         goto out;
     }
-    if (conn_busy(c)) {
-        fail_with(&cl, &p->qy_genParm, &c->h, E_AP0006_INVALID_SEQUENCE, "5000R", MSG_AP0006);
+    if (!t && c->tran) { /* one transaction per connection: name it or commit it */
+        fail_with(&cl, &p->qy_genParm, &c->h, E_AP0003_ACTIVE_TRANSACTIONS, "25000",
+                  MSG_AP0003);
         goto out;
     }
+    int busy = conn_busy(c);
     if (!t) {
-        t = c->tran;
+        t = hnew(sizeof *t, K_TRAN); /* implicit transaction, as the real API */
         if (!t) {
-            t = hnew(sizeof *t, K_TRAN); /* implicit transaction, as the real API */
-            if (!t) {
-                complete(&cl, &p->qy_genParm, IIAPI_ST_OUT_OF_MEMORY, NULL);
-                goto out;
-            }
-            t->conn = c;
-            c->tran = t;
+            complete(&cl, &p->qy_genParm, IIAPI_ST_OUT_OF_MEMORY, NULL);
+            goto out;
         }
+        t->conn = c;
+        c->tran = t;
         p->qy_tranHandle = t;
     }
     stmt_t *s = hnew(sizeof *s, K_STMT);
@@ -700,6 +700,15 @@ EXPORT void IIapi_query(IIAPI_QUERYPARM *p)
     s->next = c->stmts;
     c->stmts = s;
     p->qy_stmtHandle = s;
+    if (c->st != CS_OPEN || busy) {
+        s->done = 1; /* nothing was sent: closing it reads nothing */
+        if (c->st != CS_OPEN)
+            fail_with(&cl, &p->qy_genParm, &s->h, E_AP0001_CONNECTION_ABORTED, "08006",
+                      MSG_AP0001);
+        else
+            fail_with(&cl, &p->qy_genParm, &s->h, E_AP0006_INVALID_SEQUENCE, "5000R", MSG_AP0006);
+        goto out;
+    }
     size_t n = strlen(p->qy_queryText);
     unsigned char *buf = malloc(n + 4);
     if (!buf) abort();

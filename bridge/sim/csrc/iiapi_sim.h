@@ -69,7 +69,6 @@ typedef void (*IIAPI_CALLBACK)(II_PTR closure, II_PTR parmBlock);
 #define IIAPI_EPV_DFRMT_ISO8601 13
 
 #define IIAPI_GQ_ROW_COUNT 0x0001u
-#define IIAPI_GQ_ROW_COUNT_EX 0x0100u
 #define IIAPI_GQF_FAIL 0x0001u
 
 #define IIAPI_QT_QUERY 0u
@@ -93,7 +92,6 @@ typedef void (*IIAPI_CALLBACK)(II_PTR closure, II_PTR parmBlock);
 #define E_AP0009_QUERY_CANCELLED (E_AP_MASK + 0x0009)
 #define E_AP0010_INVALID_COLUMN_COUNT (E_AP_MASK + 0x0010)
 #define E_AP0011_INVALID_PARAM_VALUE (E_AP_MASK + 0x0011)
-#define E_AP0013_INVALID_POINTER (E_AP_MASK + 0x0013)
 /* ge_message of the errors the library raises itself: the texts of Ingres'
  * message file (files/english/slow_v4.mnx of an Actian Client 1.5), as the
  * real library reports them. */
@@ -107,7 +105,7 @@ typedef void (*IIAPI_CALLBACK)(II_PTR closure, II_PTR parmBlock);
 #define MSG_AP0009 "Query cancelled."
 #define MSG_AP000E "A connection parameter or value was rejected by the server."
 #define MSG_AP0010 "Invalid number of columns or parameters specified."
-#define MSG_AP0013 "A required pointer parameter was NULL."
+#define MSG_AP0011 "Invalid parameter value."
 #define MSG_GC0025 \
     "Unable to connect to Name Server: Blank or incorrect Name Server ID.\n" \
     " The Name Server may not be running. Check the status of your installation."
