@@ -28,9 +28,9 @@ from typing import Final, Protocol
 
 import tenacity
 
-from bridge.event import CaughtEvent, EventIdentities
+from bridge.event import CaughtEvent, DBEvent, EventIdentities
 from bridge.ingres_errors import Remedy, explain, remedy
-from bridge.openapi import API_VERSION, OpenAPIError, RawEvent, Session
+from bridge.openapi import API_VERSION, OpenAPIError, Session
 
 log = logging.getLogger("bridge.catcher")
 
@@ -327,7 +327,7 @@ class Catcher:
                 return
 
 
-def _to_caught(raw: RawEvent, identities: EventIdentities) -> CaughtEvent:
+def _to_caught(raw: DBEvent, identities: EventIdentities) -> CaughtEvent:
     return CaughtEvent(
         database=raw.database,
         owner=raw.owner,

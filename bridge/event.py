@@ -81,8 +81,8 @@ class EventIdentities:
 
 
 @dataclass(frozen=True, slots=True)
-class CaughtEvent:
-    """A DBEvent as the OpenAPI delivered it, plus the identity the bridge gives it.
+class DBEvent:
+    """A DBEvent as one catch of the OpenAPI delivered it (bridge.openapi.Session).
 
     `text` is the raw bytes the server sent (at most 256), or None when the event
     carried no text. Decoding is the publisher's business: Ingres does not say
@@ -94,6 +94,12 @@ class CaughtEvent:
     name: str
     raised_at: datetime  # aware, UTC
     text: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class CaughtEvent(DBEvent):
+    """A DBEvent plus the identity the bridge gives it: what flows through the pipeline."""
+
     message_id: str = field(default_factory=new_message_id)  # catcher: stable_message_id
     # Monotonic clock reading (time.monotonic()) taken when the catch completed;
     # used for latency metrics only, never persisted meaningfully across restarts.

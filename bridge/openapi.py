@@ -25,6 +25,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from bridge.event import DBEvent
+
 log = logging.getLogger("bridge.openapi")
 
 # Status codes (iiapi.h); pyngres defines them too, but this module must be
@@ -173,17 +175,6 @@ class OpenAPIError(Exception):
 
 class SessionTimeoutError(OpenAPIError):
     """An operation did not complete within the caller's deadline (a half-open session)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RawEvent:
-    """A DBEvent as one catch delivered it."""
-
-    database: str
-    owner: str
-    name: str
-    raised_at: datetime
-    text: bytes | None
 
 
 # ISO4 is "yyyymmdd hh:mm:ss" in Ingres; the dashed form is accepted too, in
@@ -441,7 +432,7 @@ class Session:
 
     # -- events ------------------------------------------------------------
 
-    def next_event(self, timeout_ms: int) -> RawEvent | None:
+    def next_event(self, timeout_ms: int) -> DBEvent | None:
         """Wait up to `timeout_ms` for the next DBEvent; None when none came."""
         if not self._catch_armed:
             self._arm()
@@ -475,11 +466,11 @@ class Session:
         if status not in (ST_SUCCESS, ST_WARNING):  # WARNING: the timeout passed
             self._check("get event", parm.gv_genParm)
 
-    def _take_event(self) -> RawEvent:
+    def _take_event(self) -> DBEvent:
         catch = self._catch
         text = self._read_text() if catch.ce_eventInfoAvail else None
         raw_time = ctypes.string_at(catch.ce_eventTime.dv_value, catch.ce_eventTime.dv_length)
-        return RawEvent(
+        return DBEvent(
             database=_text(catch.ce_eventDB),
             owner=_text(catch.ce_eventOwner),
             name=_text(catch.ce_eventName),

@@ -25,8 +25,8 @@ from bridge.catcher import (
     CatcherStartupError,
     _ReconnectWait,
 )
-from bridge.event import CaughtEvent, EventIdentities, stable_message_id
-from bridge.openapi import ApiError, OpenAPIError, RawEvent, SessionTimeoutError
+from bridge.event import CaughtEvent, DBEvent, EventIdentities, stable_message_id
+from bridge.openapi import ApiError, OpenAPIError, SessionTimeoutError
 from tests.polling import wait_until
 
 RAISED = datetime(2026, 11, 25, 8, 0, 0, tzinfo=UTC)
@@ -41,8 +41,8 @@ LOST = OpenAPIError(
 NO_SUCH_EVENT = OpenAPIError("register", 5, [ApiError(1, "42500", 0x1, "No such event.")])
 
 
-def raw(text: bytes = b"x") -> RawEvent:
-    return RawEvent("demodb", "ingres", "a", RAISED, text)
+def raw(text: bytes = b"x") -> DBEvent:
+    return DBEvent("demodb", "ingres", "a", RAISED, text)
 
 
 # --- the reconnect back-off --------------------------------------------------------------
@@ -82,7 +82,7 @@ def test_an_unreachable_server_is_retried_quickly_and_does_not_grow_the_back_off
 class ScriptedSession:
     """Plays the OpenAPI session: events (or an error) per wait, then idle waits."""
 
-    def __init__(self, events: list[RawEvent | OpenAPIError] | None = None, *,
+    def __init__(self, events: list[DBEvent | OpenAPIError] | None = None, *,
                  register_error: OpenAPIError | None = None,
                  probe_error: OpenAPIError | None = None) -> None:
         self.events = list(events or [])
@@ -99,7 +99,7 @@ class ScriptedSession:
             raise self.register_error
         return 0
 
-    def next_event(self, timeout_ms: int) -> RawEvent | None:
+    def next_event(self, timeout_ms: int) -> DBEvent | None:
         if not self.events:
             self._idle.wait(timeout_ms / 1000)  # as IIapi_getEvent blocks, up to its timeout
             return None
