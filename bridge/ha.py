@@ -148,6 +148,7 @@ class HaSource:
         self._stop_pulling()
         self._replay = deque(self._held.values())
         self._settled.clear()
+        self._gauge()
         if self._replay:
             log.info("taking over: publishing %d event(s) the previous active bridge had not "
                      "reported as published", len(self._replay))
@@ -157,6 +158,7 @@ class HaSource:
         self._active = False
         self._replay.clear()
         self._progress.clear()
+        self._gauge()
         if self._puller is None or self._puller.done():
             self._puller = asyncio.create_task(self._pull(), name="ha standby")
 
