@@ -43,6 +43,7 @@ from tests.integration.conftest import (
     receive,
     sample,
 )
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.amqp, pytest.mark.real_client]
 
@@ -189,7 +190,7 @@ async def test_half_open_session_is_noticed_and_replaced(
             proxy.pause()  # half-open: nothing flows, nothing closes
             during = Raiser(sim, count=20, pace=0.01, first=1000).start()
             began = time.monotonic()
-            noticed = await asyncio.to_thread(_until, lambda: not bridge.ready(), 30.0)
+            noticed = await asyncio.to_thread(wait_until, lambda: not bridge.ready(), 30.0)
             noticed_after = round(time.monotonic() - began, 2)
             proxy.resume()
             await during.wait()
@@ -206,13 +207,3 @@ async def test_half_open_session_is_noticed_and_replaced(
     result.check()
     assert all(r.seq in sub.tally.message_ids for r in before.records + after.records)
     assert status == 0, bridge.tail()
-
-
-def _until(condition: object, within: float) -> bool:
-    assert callable(condition)
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
