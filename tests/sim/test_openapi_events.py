@@ -18,6 +18,7 @@ import pytest
 
 from bridge.sim.server import ServerThread
 from bridge.sim.wire import decode_ingresdate
+from tests.polling import wait_until
 from tests.sim import _openapi_helpers as h
 
 
@@ -44,6 +45,22 @@ def session(server: ServerThread, env: int) -> Iterator[h.Session]:
     s.ok("register dbevent ev1")
     yield s
     s.abort()
+
+
+def _unread_from(port: int) -> int:
+    """Bytes that arrived from the server at `port` and that no client has read yet.
+
+    The receive queues of this host's TCP sockets connected to `port`
+    (/proc/net/tcp: remote address, then "tx_queue:rx_queue", in hex).
+    """
+    unread = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                if int(fields[2].rsplit(":", 1)[1], 16) == port:
+                    unread += int(fields[4].split(":")[1], 16)
+    return unread
 
 
 def _caught(cep: object) -> tuple[bytes, bytes, bytes, bool]:
@@ -175,7 +192,8 @@ def test_idle_session_receives_only_while_something_reads(
 ) -> None:
     cep = h.catch(session.conn)
     server.raise_event("ingres", "ev1", b"x")
-    time.sleep(0.2)
+    # The event's bytes wait in the client's socket: only a read can deliver them.
+    assert wait_until(lambda: _unread_from(server.port) > 0, 10)
     wt = py.IIAPI_WAITPARM()
     wt.wt_timeout = 100
     py.IIapi_wait(wt)
