@@ -124,13 +124,16 @@ async def test_the_active_cut_from_the_broker_stops_publishing_and_the_standby_t
                 other.start()
                 await asyncio.to_thread(other.wait_ready)
                 raiser = Raiser(sim, duration=6.0, pace=0.001).start()
-                await asyncio.sleep(1.5)
+                # Events flow through the active bridge before its connection is cut.
+                assert await asyncio.to_thread(
+                    wait_until, lambda: cut.counter("events_published") >= 200, 30), cut.tail()
                 proxy.refusing = True
                 proxy.cut()  # the broker sees the connection end: the lease is free
                 takeover = await _role_becomes(other, "active", 30)
                 assert await _role_becomes(cut, "standby", 30) is not None, cut.tail()
                 published_at_takeover = cut.counter("events_published")
                 caught_at_takeover = cut.counter("events_caught")
+                # The fault schedule, not a wait: the broker stays away for a second.
                 await asyncio.sleep(1.0)
                 proxy.refusing = False  # it reconnects, and finds the lease taken
                 await asyncio.to_thread(cut.wait_ready)
