@@ -273,20 +273,20 @@ class Verdict:
 # of having caught everything is recorded every ALIVE_INTERVAL, and Ingres
 # stamps raise times in whole seconds; plus the scheduling of a busy machine.
 GAP_LEAD_S = ALIVE_INTERVAL + 1.0 + 0.5
-# How long after the test acts a fault may take to hit the bridge.
-_FAULT_TAKES_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
 class Fault:
     """One fault as the test caused it: when it began, and by when the bridge was back.
 
-    `recovered` is an upper bound on the re-registration (time.time()): the
-    moment the test saw the bridge ready, or the DBMS back plus the promised
-    re-registration delay.
+    `struck` is when the test knew the fault had taken effect (the kill or
+    the drop call returned); `recovered` an upper bound on the re-registration
+    (time.time()): the moment the test saw the bridge ready, or the DBMS back
+    plus the promised re-registration delay.
     """
 
     at: float
+    struck: float
     recovered: float
 
     def bounds(self, gap: Gap) -> str | None:
@@ -298,13 +298,9 @@ class Fault:
         return None
 
     def just_before(self, record: RaiseRecord) -> bool:
-        """Whether a raise lies in the lead of this fault (from GAP_LEAD_S before it to it).
-
-        `_FAULT_TAKES_S` covers the fault taking effect after `at` (the kill
-        signal delivered, the sessions aborted).
-        """
+        """Whether a raise lies in the lead of this fault (GAP_LEAD_S before it, to its effect)."""
         return (record.after >= self.at - GAP_LEAD_S - _CLOCK_SLACK
-                and record.before <= self.at + _FAULT_TAKES_S)
+                and record.before <= self.struck + _CLOCK_SLACK)
 
     def excusable(self, record: RaiseRecord) -> bool:
         """Whether a raise lies in the widest window this fault may excuse."""

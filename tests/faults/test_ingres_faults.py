@@ -69,6 +69,7 @@ async def test_sessions_dropped_and_dbms_restarted(
     rng.shuffle(faults)
     back_up: list[float] = []  # time.time() at which the simulator listened again
     faults_at: list[float] = []
+    struck: list[float] = []  # time.time() once the fault had taken effect
     async with bound_queue(amqp_url, unique_name) as queue, Subscriber(queue) as sub:
         bridge_ = await start_bridge(settings)
         try:
@@ -80,9 +81,11 @@ async def test_sessions_dropped_and_dbms_restarted(
                     # The DBMS accepts connections all along: from the drop on.
                     back_up.append(time.time())
                     await asyncio.to_thread(sim.drop_sessions)
+                    struck.append(time.time())
                 else:
                     await asyncio.to_thread(sim.restart, rng.uniform(0.2, 1.0))
                     back_up.append(time.time())
+                    struck.append(back_up[-1])
             await raiser.wait()
             await sub.until(lambda t: len(t.gaps) >= len(faults)
                             and t.accounted(raiser.records), within=60)
@@ -102,7 +105,8 @@ async def test_sessions_dropped_and_dbms_restarted(
     assert all(delay is not None for delay in reconnect_s), "a session was never re-registered"
     assert max(d for d in reconnect_s if d is not None) <= REREGISTERED_WITHIN_S, reconnect_s
     check_gap_windows(result, raiser.records, sub.tally, [
-        Fault(at, up + REREGISTERED_WITHIN_S) for at, up in zip(faults_at, back_up, strict=True)
+        Fault(at, hit, up + REREGISTERED_WITHIN_S)
+        for at, hit, up in zip(faults_at, struck, back_up, strict=True)
     ])
 
 

@@ -61,10 +61,11 @@ async def test_sigkill_at_random_points_loses_no_caught_event(
             for _ in range(kills):
                 await asyncio.sleep(rng.uniform(0.3, 1.0) * duration / (kills + 1))
                 killed_at = time.time()
-                await asyncio.to_thread(bridge.kill)
+                await asyncio.to_thread(bridge.kill)  # returns once the process is reaped
+                dead_at = time.time()
                 bridge.start()
                 await asyncio.to_thread(bridge.wait_ready)
-                faults.append(Fault(killed_at, time.time()))
+                faults.append(Fault(killed_at, dead_at, time.time()))
             await raiser.wait()
             settled = await sub.until(lambda t: len(t.gaps) >= kills
                                       and t.accounted(raiser.records), within=60)
