@@ -15,7 +15,7 @@ anyone who copies a key into a binding. So every value is percent-encoded
 - white space (`str.isspace()`), e.g. space -> `%20`;
 - control characters (Unicode category Cc), which have no place in a key;
 - `%` itself -> `%25`, which makes the encoding reversible
-  (`urllib.parse.unquote` or `decode_component` gives the value back).
+  (`urllib.parse.unquote` gives the value back).
 
 A key longer than 255 bytes (UTF-8), the AMQP limit, raises
 `RoutingKeyTooLong` for that event only; the publisher drops and counts it.
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import string
 import unicodedata
-from urllib.parse import unquote
 
 from bridge.event import CaughtEvent
 
@@ -60,11 +59,6 @@ def encode_component(value: str) -> str:
         "".join(f"%{byte:02X}" for byte in c.encode("utf-8")) if _needs_encoding(c) else c
         for c in value
     )
-
-
-def decode_component(encoded: str) -> str:
-    """Invert `encode_component` (for consumers and tests)."""
-    return unquote(encoded, encoding="utf-8", errors="strict")
 
 
 def _parse(template: str) -> list[tuple[str, str | None]]:
