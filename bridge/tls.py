@@ -3,12 +3,13 @@
 How to connect (aio-pika 9/10, aiormq 6/7)::
 
     context = build_ssl_context(ca_file, cert_file, key_file, verify_hostname, server_name)
-    connection = await aio_pika.connect_robust(tls_url(url), ssl_context=context)
+    connection = await aio_pika.connect(url, ssl_context=context)
 
 aiormq picks its TLS transport from the URL's scheme, so the URL must be
-`amqps://` (port 5671 when none is given); `ssl_context=` then replaces every
-TLS setting of the URL (?cafile=, ?certfile=, ...). The robust connection keeps
-the context and uses it again on every reconnect.
+`amqps://` (port 5671 when none is given; the settings accept `amqp.tls.*` only
+with such a URL); `ssl_context=` then replaces every TLS setting of the URL
+(?cafile=, ?certfile=, ...). The publisher passes the same context on every
+reconnect.
 
 Server name verification:
 
@@ -36,11 +37,9 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-from yarl import URL
-
 from bridge.causes import causes
 
-__all__ = ["TlsConfigError", "build_ssl_context", "tls_failure_hint", "tls_url"]
+__all__ = ["TlsConfigError", "build_ssl_context", "tls_failure_hint"]
 
 StrPath = str | Path
 
@@ -151,19 +150,6 @@ def _new_context(server_name: str | None) -> ssl.SSLContext:
     context = _ServerNameContext(ssl.PROTOCOL_TLS_CLIENT)
     context.server_name = server_name
     return context
-
-
-def tls_url(url: str) -> str:
-    """`url` with the amqps scheme, which is what makes aiormq use TLS at all.
-
-    An explicit port is kept; without one aiormq uses 5671.
-    """
-    parsed = URL(url)
-    if parsed.scheme == "amqps":
-        return url
-    if parsed.scheme != "amqp":
-        raise ValueError(f"not an AMQP URL (scheme {parsed.scheme!r})")
-    return str(parsed.with_scheme("amqps"))
 
 
 def tls_failure_hint(exc: BaseException) -> str | None:

@@ -28,7 +28,7 @@ from yarl import URL
 
 from bridge.metrics import Metrics
 from bridge.publisher import Publisher, PublisherConfig, PublisherStartupError
-from bridge.tls import TlsConfigError, build_ssl_context, tls_failure_hint, tls_url
+from bridge.tls import TlsConfigError, build_ssl_context, tls_failure_hint
 from tests.rabbitnode import RabbitNode, TlsFiles, require_rabbitmq_server
 
 Key = ec.EllipticCurvePrivateKey
@@ -355,23 +355,6 @@ def test_context_defaults_are_strict(pki: Pki) -> None:
 def test_system_cas_without_ca_file() -> None:
     context = build_ssl_context(None, None, None)
     assert context.verify_mode == ssl.CERT_REQUIRED
-
-
-@pytest.mark.parametrize(
-    ("url", "expected"),
-    [
-        ("amqp://u:p@rabbit/", "amqps://u:p@rabbit/"),
-        ("amqp://u:p@rabbit:5671/vh", "amqps://u:p@rabbit:5671/vh"),
-        ("amqps://u:p@rabbit/", "amqps://u:p@rabbit/"),
-    ],
-)
-def test_tls_url(url: str, expected: str) -> None:
-    assert tls_url(url) == expected
-
-
-def test_tls_url_refuses_other_schemes() -> None:
-    with pytest.raises(ValueError, match="not an AMQP URL"):
-        tls_url("http://rabbit/")
 
 
 def test_failure_hint_is_none_for_other_errors() -> None:
