@@ -64,12 +64,14 @@ RUN --mount=type=bind,target=/context \
 
 # ---------------------------------------------------------------------------
 # The demo's client runtime: the simulator's libiiapi.1.so, compiled here
-# with gcc; only /opt/ingres leaves this stage.
-FROM build AS simulator-client
+# with gcc; only /opt/ingres leaves this stage. gcc comes before the bridge,
+# so that a change to the bridge reuses the compiler's layer.
+FROM ${PYTHON_IMAGE} AS simulator-client
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
+COPY --from=build /opt/venv /opt/venv
 # The last line `sim ii-system` prints is the II_SYSTEM it built.
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN ii_system="$(/opt/venv/bin/dbevent-bridge sim ii-system | tail -n 1)" \
