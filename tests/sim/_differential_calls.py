@@ -249,6 +249,64 @@ def format_dates(_: int) -> Record:
     return out
 
 
+def _format_odd(env: int | None, *, null: bool = False, nullable: bool = False,
+                src_type: int = 3, dst_type: int = 20, dst_len: int = 32,
+                src_len: int = 12) -> Record:
+    src = ctypes.create_string_buffer(DATES["new-year-midnight"], 12)
+    dst = ctypes.create_string_buffer(max(dst_len, 1))
+    fd = py.IIAPI_FORMATPARM()
+    fd.fd_envHandle = env
+    fd.fd_srcDesc.ds_dataType = src_type
+    fd.fd_srcDesc.ds_length = src_len
+    fd.fd_srcDesc.ds_nullable = null
+    fd.fd_srcValue.dv_null = null
+    fd.fd_srcValue.dv_length = src_len
+    fd.fd_srcValue.dv_value = ctypes.addressof(src)
+    fd.fd_dstDesc.ds_dataType = dst_type
+    fd.fd_dstDesc.ds_length = dst_len
+    fd.fd_dstDesc.ds_nullable = nullable
+    fd.fd_dstValue.dv_length = dst_len
+    fd.fd_dstValue.dv_value = ctypes.addressof(dst)
+    py.IIapi_formatData(fd)
+    return {
+        "status": int(fd.fd_status),
+        "null": bool(fd.fd_dstValue.dv_null),
+        "length": int(fd.fd_dstValue.dv_length) if fd.fd_status == 0 else None,
+    }
+
+
+def _convert_null(nullable: bool) -> Record:
+    dst = ctypes.create_string_buffer(32)
+    cv = py.IIAPI_CONVERTPARM()
+    cv.cv_srcDesc.ds_dataType = py.IIAPI_DTE_TYPE
+    cv.cv_srcDesc.ds_length = 12
+    cv.cv_srcDesc.ds_nullable = True
+    cv.cv_srcValue.dv_null = True
+    cv.cv_dstDesc.ds_dataType = py.IIAPI_CHA_TYPE
+    cv.cv_dstDesc.ds_length = 32
+    cv.cv_dstDesc.ds_nullable = nullable
+    cv.cv_dstValue.dv_length = 32
+    cv.cv_dstValue.dv_value = ctypes.addressof(dst)
+    py.IIapi_convertData(cv)
+    return {"status": int(cv.cv_status), "null": bool(cv.cv_dstValue.dv_null)}
+
+
+def format_odd_cases(_: int) -> Record:
+    """IIapi_formatData with NULLs, other types and tiny buffers."""
+    status, env = _initialize(11)
+    out: Record = {"init": status}
+    out["null into nullable"] = _format_odd(env, null=True, nullable=True)
+    out["null into not nullable"] = _format_odd(env, null=True, nullable=False)
+    out["integer destination"] = _format_odd(env, dst_type=py.IIAPI_INT_TYPE, dst_len=4)
+    out["varchar of 2"] = _format_odd(env, dst_type=py.IIAPI_VCH_TYPE, dst_len=2)
+    out["char of 1"] = _format_odd(env, dst_len=1)
+    out["convert null into nullable"] = _convert_null(nullable=True)
+    out["convert null into not nullable"] = _convert_null(nullable=False)
+    out["release"] = _release(env)
+    out["terminate"] = _terminate()
+    return out
+
+
 def convert_dates(_: int) -> Record:
     """IIapi_convertData with the process defaults (II_DATE_FORMAT from the environment)."""
     status, _env = _initialize(11)
@@ -626,6 +684,7 @@ SCENARIOS: dict[str, Callable[[int], Record]] = {
         not_initialized,
         set_env_params,
         format_dates,
+        format_odd_cases,
         convert_dates,
         connect_parameters,
         connect_refused,

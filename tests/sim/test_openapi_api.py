@@ -397,3 +397,30 @@ def test_syntax_error_reports_error_status(server: ServerThread, env: int) -> No
     assert errs[0].sqlstate == "42000"
     s.autocommit_off()
     assert s.disconnect() == py.IIAPI_ST_SUCCESS
+
+
+def test_format_data_refuses_nulls_and_non_character_targets(env: int) -> None:
+    """As Actian Client 1.5 (tests/sim/test_differential.py, format_odd_cases)."""
+    src = ctypes.create_string_buffer(struct.pack("<bbhhHi", 0x3D, 0, 2026, 1, 1, 0), 12)
+    dst = ctypes.create_string_buffer(32)
+
+    def format_into(dst_type: int, null: bool) -> int:
+        fd = py.IIAPI_FORMATPARM()
+        fd.fd_envHandle = env
+        fd.fd_srcDesc.ds_dataType = py.IIAPI_DTE_TYPE
+        fd.fd_srcDesc.ds_length = 12
+        fd.fd_srcDesc.ds_nullable = null
+        fd.fd_srcValue.dv_null = null
+        fd.fd_srcValue.dv_length = 12
+        fd.fd_srcValue.dv_value = ctypes.addressof(src)
+        fd.fd_dstDesc.ds_dataType = dst_type
+        fd.fd_dstDesc.ds_length = 32
+        fd.fd_dstDesc.ds_nullable = True
+        fd.fd_dstValue.dv_length = 32
+        fd.fd_dstValue.dv_value = ctypes.addressof(dst)
+        py.IIapi_formatData(fd)
+        return int(fd.fd_status)
+
+    assert format_into(py.IIAPI_CHA_TYPE, null=False) == py.IIAPI_ST_SUCCESS
+    assert format_into(py.IIAPI_CHA_TYPE, null=True) == py.IIAPI_ST_FAILURE
+    assert format_into(py.IIAPI_INT_TYPE, null=False) == py.IIAPI_ST_ERROR

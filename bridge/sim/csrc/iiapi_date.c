@@ -184,17 +184,14 @@ IIAPI_STATUS sim_convert(const sim_datefmt *fmt, const IIAPI_DESCRIPTOR *sd,
                          const IIAPI_DATAVALUE *sv, const IIAPI_DESCRIPTOR *dd,
                          IIAPI_DATAVALUE *dv)
 {
-    if (sd->ds_dataType != IIAPI_DTE_TYPE) return IIAPI_ST_FAILURE;
+    /* Checked against Actian Client 1.5: a NULL is refused (FAILURE) whatever
+     * the destination; a date into a type that is no character type is an
+     * ADF conversion error (ERROR). Only dates are formatted here. */
+    if (sd->ds_dataType != IIAPI_DTE_TYPE || sv->dv_null) return IIAPI_ST_FAILURE;
     int varying = dd->ds_dataType == IIAPI_VCH_TYPE || dd->ds_dataType == IIAPI_TXT_TYPE;
     if (!varying && dd->ds_dataType != IIAPI_CHA_TYPE && dd->ds_dataType != IIAPI_CHR_TYPE)
-        return IIAPI_ST_FAILURE;
+        return IIAPI_ST_ERROR;
     if (dv->dv_value == NULL) return IIAPI_ST_FAILURE;
-    if (sv->dv_null) {
-        if (!dd->ds_nullable) return IIAPI_ST_FAILURE;
-        dv->dv_null = 1;
-        dv->dv_length = 0;
-        return IIAPI_ST_SUCCESS;
-    }
     if (sv->dv_value == NULL || sv->dv_length < IIAPI_DTE_LEN) return IIAPI_ST_FAILURE;
     char text[64];
     int n = sim_format_ingresdate((const unsigned char *)sv->dv_value, fmt, text, sizeof text);
