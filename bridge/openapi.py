@@ -18,7 +18,7 @@ import logging
 import os
 import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -76,6 +76,12 @@ _VCH_BUFFER = _EVENT_TEXT_MAX + 2
 # How long one IIapi_wait may block. Bounded so that a wedged connection is
 # noticed by the caller's deadline rather than hanging the thread for ever.
 _WAIT_SLICE_MS = 1000
+
+
+# Parameter blocks of operations that outlived their session: neither completed
+# nor let go of by IIapi_releaseEnv (see Session._start). The library may still
+# write to them, so they are never freed; a few per such session at most.
+_ABANDONED: list[tuple[Any, ...]] = []
 
 
 class OpenAPIUnavailableError(RuntimeError):
@@ -241,6 +247,10 @@ class Session:
         # Set once an operation got no answer in time: the peer is gone or
         # half-open, so closing aborts locally instead of waiting for replies.
         self._unresponsive = False
+        # Operations started and not yet completed (see `_start`), keyed by the
+        # address of their generic parameters: each parameter block, with the
+        # buffers it points to, stays alive until the library is done with it.
+        self._in_flight: dict[int, tuple[Any, ...]] = {}
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -259,12 +269,12 @@ class Session:
             parm.co_password = self._password.encode()
         parm.co_timeout = int(self._timeout_s * 1000)
         parm.co_connHandle = self._env
-        py.IIapi_connect(parm)
+        self._start(py.IIapi_connect, parm, parm.co_genParm)
         self._complete("connect", parm.co_genParm)
         self._conn = parm.co_connHandle
         auto = py.IIAPI_AUTOPARM()
         auto.ac_connHandle = self._conn
-        py.IIapi_autocommit(auto)
+        self._start(py.IIapi_autocommit, auto, auto.ac_genParm)
         self._complete("autocommit on", auto.ac_genParm)
         self._tran = auto.ac_tranHandle
 
@@ -284,6 +294,14 @@ class Session:
             self._event_handle = None
             self._catch_armed = False
             self._release_environment()
+            if self._in_flight:
+                log.warning(
+                    "%d OpenAPI operation(s) still pending after the session closed; their "
+                    "parameter blocks are kept for the life of the process",
+                    len(self._in_flight), extra={"side": "ingres"},
+                )
+                _ABANDONED.extend(self._in_flight.values())
+                self._in_flight.clear()
 
     def _close_politely(self) -> None:
         py = self._py
@@ -291,31 +309,31 @@ class Session:
             if self._catch_armed:
                 cancel = py.IIAPI_CANCELPARM()
                 cancel.cn_stmtHandle = self._event_handle
-                py.IIapi_cancel(cancel)
+                self._start(py.IIapi_cancel, cancel, cancel.cn_genParm)
                 self._complete("cancel catch", cancel.cn_genParm)
                 self._complete_ignoring_errors(self._catch.ce_genParm)
                 self._catch_armed = False
             close = py.IIAPI_CLOSEPARM()
             close.cl_stmtHandle = self._event_handle
-            py.IIapi_close(close)
+            self._start(py.IIapi_close, close, close.cl_genParm)
             self._complete("close event handle", close.cl_genParm)
             self._event_handle = None
         if self._tran is not None:
             auto = py.IIAPI_AUTOPARM()
             auto.ac_connHandle = self._conn
             auto.ac_tranHandle = self._tran
-            py.IIapi_autocommit(auto)
+            self._start(py.IIapi_autocommit, auto, auto.ac_genParm)
             self._complete("autocommit off", auto.ac_genParm)
             self._tran = None
         disconnect = py.IIAPI_DISCONNPARM()
         disconnect.dc_connHandle = self._conn
-        py.IIapi_disconnect(disconnect)
+        self._start(py.IIapi_disconnect, disconnect, disconnect.dc_genParm)
         self._complete("disconnect", disconnect.dc_genParm)
 
     def _abort(self) -> None:
         parm = self._py.IIAPI_ABORTPARM()
         parm.ab_connHandle = self._conn
-        self._py.IIapi_abort(parm)
+        self._start(self._py.IIapi_abort, parm, parm.ab_genParm)
         self._complete_ignoring_errors(parm.ab_genParm)
 
     def initialize(self) -> None:
@@ -356,6 +374,13 @@ class Session:
             release = py.IIAPI_RELENVPARM()
             release.re_envHandle = self._env
             py.IIapi_releaseEnv(release)
+            if release.re_status in (ST_SUCCESS, ST_WARNING):
+                # IIapi_releaseEnv drops each connection still open with a
+                # synchronous GCA_DISASSOC, its state set so that nothing the
+                # abort causes is dispatched, then deletes every handle under the
+                # environment without a callback (aip/apiinit.c, apimisc.c
+                # IIapi_termAPI): no parameter block is written to after it.
+                self._in_flight.clear()
             py.IIapi_terminate(py.IIAPI_TERMPARM())
             self._env = None
 
@@ -369,7 +394,7 @@ class Session:
         try:
             info = py.IIAPI_GETQINFOPARM()
             info.gq_stmtHandle = stmt
-            py.IIapi_getQueryInfo(info)
+            self._start(py.IIapi_getQueryInfo, info, info.gq_genParm)
             self._complete(_describe(sql), info.gq_genParm)
             return int(info.gq_rowCount)
         finally:
@@ -389,7 +414,7 @@ class Session:
         try:
             descr = py.IIAPI_GETDESCRPARM()
             descr.gd_stmtHandle = stmt
-            py.IIapi_getDescriptor(descr)
+            self._start(py.IIapi_getDescriptor, descr, descr.gd_genParm)
             self._complete("select 1: descriptor", descr.gd_genParm, deadline)
             # Sized by the descriptor: a real server answers INTEGER2 (length 2).
             value = ctypes.create_string_buffer(8)
@@ -401,7 +426,7 @@ class Session:
             cols.gc_rowCount = 1
             cols.gc_columnCount = 1
             cols.gc_columnData = data
-            py.IIapi_getColumns(cols)
+            self._start(py.IIapi_getColumns, cols, cols.gc_genParm, data, value)
             self._complete("select 1: columns", cols.gc_genParm, deadline)
         finally:
             self._close_statement(stmt, deadline)
@@ -414,7 +439,7 @@ class Session:
         # Bytes pass through untouched: event text need not be valid UTF-8.
         query.qy_queryText = sql if isinstance(sql, bytes) else sql.encode()
         query.qy_tranHandle = self._tran
-        py.IIapi_query(query)
+        self._start(py.IIapi_query, query, query.qy_genParm)
         try:
             self._complete(_describe(sql), query.qy_genParm, deadline)
         except OpenAPIError:
@@ -427,7 +452,7 @@ class Session:
             return
         close = self._py.IIAPI_CLOSEPARM()
         close.cl_stmtHandle = stmt
-        self._py.IIapi_close(close)
+        self._start(self._py.IIapi_close, close, close.cl_genParm)
         self._complete_ignoring_errors(close.cl_genParm, deadline)
 
     # -- events ------------------------------------------------------------
@@ -451,7 +476,7 @@ class Session:
         catch = py.IIAPI_CATCHEVENTPARM()
         catch.ce_connHandle = self._conn
         catch.ce_eventHandle = self._event_handle
-        py.IIapi_catchEvent(catch)
+        self._start(py.IIapi_catchEvent, catch, catch.ce_genParm)
         self._event_handle = catch.ce_eventHandle
         self._catch = catch
         self._catch_armed = True
@@ -460,7 +485,7 @@ class Session:
         parm = self._py.IIAPI_GETEVENTPARM()
         parm.gv_connHandle = self._conn
         parm.gv_timeout = timeout_ms
-        self._py.IIapi_getEvent(parm)
+        self._start(self._py.IIapi_getEvent, parm, parm.gv_genParm)
         deadline = time.monotonic() + timeout_ms / 1000 + self._timeout_s
         status = self._wait_for(parm.gv_genParm, deadline, "get event")
         if status not in (ST_SUCCESS, ST_WARNING):  # WARNING: the timeout passed
@@ -482,7 +507,7 @@ class Session:
         py = self._py
         descr = py.IIAPI_GETDESCRPARM()
         descr.gd_stmtHandle = self._event_handle
-        py.IIapi_getDescriptor(descr)
+        self._start(py.IIapi_getDescriptor, descr, descr.gd_genParm)
         self._complete("event text: descriptor", descr.gd_genParm)
         data = (py.IIAPI_DATAVALUE * 1)()
         data[0].dv_length = _VCH_BUFFER
@@ -492,7 +517,7 @@ class Session:
         cols.gc_rowCount = 1
         cols.gc_columnCount = 1
         cols.gc_columnData = data
-        py.IIapi_getColumns(cols)
+        self._start(py.IIapi_getColumns, cols, cols.gc_genParm, data, self._text_buffer)
         status = self._complete("event text: columns", cols.gc_genParm)
         if status == ST_NO_DATA or data[0].dv_null:
             return None
@@ -548,6 +573,25 @@ class Session:
 
     # -- completion --------------------------------------------------------
 
+    def _start(
+        self, call: Callable[[Any], None], parm: Any, gen: Any, *buffers: Any
+    ) -> None:
+        """Start an asynchronous OpenAPI call; `parm` and `buffers` live until it completes.
+
+        The library writes an operation's results and its completion into the
+        parameter block (and the buffers it points to) whenever it completes
+        it, which may be long after we stopped waiting: a probe that timed out
+        on a half-open session leaves its operations pending, and the library
+        completes them when the connection moves again, or fails each with
+        E_AP0001 when IIapi_abort's disconnect completes, before reporting
+        the abort itself (aip/apisqlc.c, action PEND). Freeing the block
+        earlier lets the library write into, and call a callback from, freed
+        memory. So every block stays in `_in_flight` until the library marks it
+        completed, or until IIapi_releaseEnv let go of it.
+        """
+        self._in_flight[ctypes.addressof(gen)] = (gen, parm, *buffers)
+        call(parm)
+
     def _complete(self, operation: str, gen: Any, deadline: float | None = None) -> int:
         """Wait (until `deadline`, else the session's timeout); raise unless it succeeded."""
         self._wait_for(gen, deadline or time.monotonic() + self._timeout_s, operation)
@@ -566,7 +610,14 @@ class Session:
                 raise SessionTimeoutError(operation, ST_FAILURE, [])
             wait.wt_timeout = min(remaining_ms, _WAIT_SLICE_MS)
             self._py.IIapi_wait(wait)
+        self._forget_completed()
         return int(gen.gp_status)
+
+    def _forget_completed(self) -> None:
+        """Let go of the parameter blocks the library has completed (see `_start`)."""
+        done = [key for key, (gen, *_) in self._in_flight.items() if gen.gp_completed]
+        for key in done:
+            del self._in_flight[key]
 
     def _check(self, operation: str, gen: Any) -> int:
         status = int(gen.gp_status)

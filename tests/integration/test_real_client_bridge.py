@@ -164,15 +164,6 @@ async def test_sessions_dropped_and_dbms_restarted(
     assert max(d for d in reconnect_s if d is not None) <= REREGISTERED_WITHIN_S, reconnect_s
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the bridge process dies with SIGSEGV inside IIapi_wait after IIapi_abort of the "
-    "half-open session (bridge/openapi.py Session._abort, from Catcher._run): the real library "
-    "completes the operations the timed-out probe left pending, whose parameter blocks "
-    "Python has already freed (reproduced outside the bridge: the same sequence with the "
-    "parameter blocks kept alive completes the abort); the simulator's own library does not "
-    "write to them",
-)
 async def test_half_open_session_is_noticed_and_replaced(
     real_ii_system: Path, amqp_url: str, sim: ServerThread, unique_name: str, tmp_path: Path
 ) -> None:

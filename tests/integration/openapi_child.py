@@ -1,0 +1,61 @@
+"""bridge.openapi.Session scenarios run in a child process, on the library II_SYSTEM names.
+
+`python -m tests.integration.openapi_child SCENARIO` prints one JSON report.
+pyngres loads one library per process, so the same scenario runs here on the
+simulator's library or on a real one (tests/integration/test_openapi.py). Each
+starts its own DBMS simulator in-process: the server side needs no library.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bridge import openapi
+from bridge.openapi import Session, SessionTimeoutError
+from bridge.sim.server import ServerThread
+from tests.faults.proxy import TcpProxy
+
+Json = dict[str, Any]
+
+
+def half_open() -> Json:
+    """A probe times out on a half-open connection; the session is then closed.
+
+    Meant for PYTHONMALLOC=debug, which fills freed memory with 0xDD: should the
+    library complete an operation whose parameter block Python has freed, it
+    calls 0xDDDD... as the block's callback and the process dies of SIGSEGV
+    instead of reporting.
+    """
+    with ServerThread() as sim, TcpProxy("127.0.0.1", sim.port) as proxy:
+        session = Session(sim.target().replace(f",{sim.port}", f",{proxy.port}"), timeout_s=5.0)
+        session.open()
+        proxy.pause()  # half-open: nothing flows, nothing closes
+        try:
+            session.probe(0.3)
+            timed_out = False
+        except SessionTimeoutError:
+            timed_out = True
+        gc.collect()
+        garbage = [bytearray(200) for _ in range(1000)]  # reuse whatever was freed
+        proxy.resume()
+        began = time.monotonic()
+        session.close()
+        return {
+            "timed_out": timed_out,
+            "close_s": round(time.monotonic() - began, 2),
+            "abandoned": len(openapi._ABANDONED),  # blocks the library never let go of
+            "garbage": len(garbage),
+        }
+
+
+SCENARIOS: dict[str, Callable[[], Json]] = {
+    "half_open": half_open,
+}
+
+if __name__ == "__main__":
+    print(json.dumps(SCENARIOS[sys.argv[1]]()), flush=True)

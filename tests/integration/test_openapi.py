@@ -1,0 +1,57 @@
+"""bridge.openapi.Session on the simulator's library and (opt-in) on a real one.
+
+Pinned here is a rule of the OpenAPI the Session must respect, shown to crash
+without the Session's care: a parameter block belongs to the library until
+the library completes its operation. Each scenario
+runs in a child process (tests/integration/openapi_child.py), because pyngres
+loads one library per process; the same scenario runs on both libraries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(scenario: str, ii_system: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.integration.openapi_child", scenario],
+        cwd=_ROOT,
+        # PYTHONMALLOC=debug fills freed memory with 0xDD, so a library writing
+        # into a freed parameter block calls 0xDDDD... and the child dies.
+        env={**os.environ, "II_SYSTEM": ii_system, "PYTHONMALLOC": "debug",
+             "PYTHONFAULTHANDLER": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{scenario} exited {proc.returncode}\n{proc.stderr[-3000:]}"
+    report: dict[str, Any] = json.loads(proc.stdout)
+    return report
+
+
+@pytest.fixture(params=["simulator", pytest.param("real", marks=pytest.mark.real_client)])
+def ii_system(request: pytest.FixtureRequest) -> str:
+    """II_SYSTEM of the simulator's library, or of a real one (opt-in)."""
+    if request.param == "real":
+        return str(request.getfixturevalue("real_ii_system"))
+    return os.environ["II_SYSTEM"]  # set to the simulator's by tests/conftest.py
+
+
+def test_a_timed_out_probe_leaves_no_freed_block_to_the_library(ii_system: str) -> None:
+    """The operations a timed-out probe left pending are completed later (the real
+    library fails them when the abort's disconnect completes, aip/apisqlc.c; the
+    simulator's when IIapi_abort is called): their blocks must still be alive."""
+    report = _run("half_open", ii_system)
+    assert report["timed_out"] is True
+    assert report["abandoned"] == 0, "the library completed every operation, or released it"
+
