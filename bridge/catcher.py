@@ -277,7 +277,7 @@ class Catcher:
         try:
             for name in self._config.events:
                 try:
-                    session.execute(f"register dbevent {name}")
+                    session.register(name)
                 except OpenAPIError as exc:
                     if exc.connection_lost:
                         raise

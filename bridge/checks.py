@@ -29,7 +29,7 @@ def _check_ingres(settings: Settings) -> str | None:
             session.open()
             session.probe(settings.ingres.probe_timeout)
             for name in config.events:
-                session.execute(f"register dbevent {name}")
+                session.register(name)
         finally:
             session.close()
     except (StartupError, OpenAPIUnavailableError, OpenAPIError) as exc:

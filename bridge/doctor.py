@@ -200,7 +200,7 @@ def _target_checks(session: Session, events: list[str], probe_timeout_s: float) 
     _emit(Check("connect", True, "connected; the session answers"))
     for name in events:
         try:
-            session.execute(f"register dbevent {name}")
+            session.register(name)
         except OpenAPIError as exc:
             _emit(Check(f"register {name}", False, str(exc),
                         "create the DBEvent, or GRANT REGISTER ON DBEVENT to the user"))

@@ -457,6 +457,23 @@ class Session:
 
     # -- events ------------------------------------------------------------
 
+    def register(self, event: str) -> None:
+        """REGISTER DBEVENT `event`, with a catch posted before the first registration.
+
+        The OpenAPI hands each event it reads to the catches posted at that
+        moment and discards it when none matches (aip/apiehndl.c,
+        dispatch_dbev); it reads events during any statement, so an event raised
+        right after one REGISTER would be lost in the next REGISTER (or a probe)
+        unless a catch were already posted. IIAPI_EP_EVENT_FUNC would not save
+        it: its IIAPI_EVENTPARM carries no event text. From here on the event
+        handle is always either waiting or holding the event it caught, and
+        while it holds one the API queues later events for it (processDbevCB),
+        until the session closes.
+        """
+        if self._event_handle is None:
+            self._arm()
+        self.execute(f"register dbevent {event}")
+
     def next_event(self, timeout_ms: int) -> DBEvent | None:
         """Wait up to `timeout_ms` for the next DBEvent; None when none came."""
         if not self._catch_armed:

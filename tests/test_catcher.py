@@ -88,16 +88,15 @@ class ScriptedSession:
         self.events = list(events or [])
         self.register_error = register_error
         self.probe_error = probe_error
-        self.executed: list[str] = []
+        self.registered: list[str] = []
         self.probes = 0
         self.closed = threading.Event()
         self._idle = threading.Event()  # never set: an idle wait lasts its timeout
 
-    def execute(self, sql: str) -> int:
-        self.executed.append(sql)
+    def register(self, event: str) -> None:
+        self.registered.append(event)
         if self.register_error is not None:
             raise self.register_error
-        return 0
 
     def next_event(self, timeout_ms: int) -> DBEvent | None:
         if not self.events:
@@ -199,7 +198,7 @@ def test_every_event_is_registered_and_each_catch_handed_on_with_its_stable_id(
     script.append(session)
     catcher.start()
     assert catcher.wait_registered(10)
-    assert session.executed == ["register dbevent a", "register dbevent b"]
+    assert session.registered == ["a", "b"]
     assert wait_until(lambda: len(sink.of("caught")) == 3, 10)
     ids = [e.message_id for e in sink.of("caught")]
     # Two identical events of one second are told apart by their ordinal.

@@ -19,6 +19,7 @@ from bridge import openapi
 from bridge.openapi import Session, SessionTimeoutError
 from bridge.sim.server import ServerThread
 from tests.faults.proxy import TcpProxy
+from tests.polling import wait_until
 
 Json = dict[str, Any]
 
@@ -53,8 +54,31 @@ def half_open() -> Json:
         }
 
 
+def raised_between_registrations() -> Json:
+    """An event raised right after one REGISTER, read by the library during the next."""
+    with ServerThread() as sim:
+        sim.create_event("ingres", "ev1")
+        sim.create_event("ingres", "ev2")
+        session = Session(sim.target(), timeout_s=10.0)
+        session.open()
+        try:
+            session.register("ev1")
+            delivered = sim.stats()["events_delivered"]
+            targets = sim.raise_event("ingres", "ev1", b"right after")
+            # In the session's socket, unread, before the next statement reads it.
+            sent = wait_until(lambda: sim.stats()["events_delivered"] > delivered, 10)
+            session.register("ev2")
+            events = []
+            while (event := session.next_event(0)) is not None:
+                events.append({"name": event.name, "text": (event.text or b"").decode()})
+            return {"targets": targets, "sent": sent, "events": events}
+        finally:
+            session.close()
+
+
 SCENARIOS: dict[str, Callable[[], Json]] = {
     "half_open": half_open,
+    "raised_between_registrations": raised_between_registrations,
 }
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """bridge.openapi.Session on the simulator's library and (opt-in) on a real one.
 
-Pinned here is a rule of the OpenAPI the Session must respect, shown to crash
-without the Session's care: a parameter block belongs to the library until
-the library completes its operation. Each scenario
+Pinned here are two rules of the OpenAPI the Session must respect, each shown
+to crash or lose an event without the Session's care: a parameter block
+belongs to the library until the library completes its operation, and an
+event the library reads while no catch is posted is discarded. Each scenario
 runs in a child process (tests/integration/openapi_child.py), because pyngres
 loads one library per process; the same scenario runs on both libraries.
 """
@@ -55,3 +56,13 @@ def test_a_timed_out_probe_leaves_no_freed_block_to_the_library(ii_system: str) 
     assert report["timed_out"] is True
     assert report["abandoned"] == 0, "the library completed every operation, or released it"
 
+
+def test_an_event_raised_between_two_registrations_is_caught(ii_system: str) -> None:
+    """The library reads it during the second REGISTER; with no catch posted it
+    would discard it (aip/apiehndl.c, dispatch_dbev), so `register` posts one first."""
+    report = _run("raised_between_registrations", ii_system)
+    assert report["targets"] == 1, report
+    assert report["sent"], report
+    assert report["events"] == [{"name": "ev1", "text": "right after"}], (
+        "the event raised right after REGISTER was lost"
+    )

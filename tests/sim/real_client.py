@@ -49,3 +49,23 @@ def run_scenario(
         )
     report: dict[str, Any] = json.loads(proc.stdout)
     return report
+
+
+def check_read_without_catch(report: dict[str, Any]) -> None:
+    """What both libraries must report for the `read_without_catch` scenario.
+
+    An event the library reads while no catch is posted matches no event
+    handle and is discarded (aip/apiehndl.c, dispatch_dbev): a catch posted
+    afterwards never sees it. One posted before the read is completed by it.
+    """
+    assert report["delivered"], "the first event was never delivered"
+    assert report["delivered_posted"], "the second event was never delivered"
+    for select in ("select_uncaught", "select_caught"):
+        assert report[select]["query"] == 0, report[select]
+        assert report[select]["errors"] == [], report[select]
+    assert report["after_catch"] is None, "an event read with no catch posted was kept"
+    assert report["completed_by_select"], "the query did not complete the posted catch"
+    caught = report["caught"]
+    assert caught["status"] == 0, caught
+    assert bytes.fromhex(caught["text"]) == b"seen", caught
+    assert report["disconnect"] == 0, report

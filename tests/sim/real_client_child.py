@@ -309,7 +309,54 @@ def idle_push(target: str, host: str, port: int) -> Json:
         terminate(env)
 
 
+def _raise_and_wait_delivered(raiser: Session, sql: str, host: str, port: int) -> bool:
+    """Raise from `raiser`; True once the simulator has written the event to its target."""
+    from bridge.sim import control  # plain sockets: no OpenAPI library involved
+
+    delivered = control.stats(host, port)["events_delivered"]
+    _query(raiser, sql, fetch=False)
+    deadline = time.monotonic() + 30
+    while control.stats(host, port)["events_delivered"] <= delivered:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def read_without_catch(target: str, host: str, port: int, event: str) -> Json:
+    """An event the library reads during a query: discarded with no catch posted, else caught.
+
+    Each event sits unread in the registered session's socket (delivered, as
+    the simulator counts it) before that session runs `select 1`, which reads it.
+    """
+    env = initialize()
+    try:
+        listener, report = _connect(env, target)
+        raiser, _ = _connect(env, target)
+        if listener is None or raiser is None:
+            return {"connect": report}
+        out: Json = {"create": _query(listener, f"create dbevent {event}", fetch=False)}
+        out["register"] = _query(listener, f"register dbevent {event}", fetch=False)
+        out["delivered"] = _raise_and_wait_delivered(
+            raiser, f"raise dbevent {event} 'unseen'", host, port)
+        out["select_uncaught"] = _query(listener, "select 1", fetch=True)
+        cep = catch(listener.conn)  # posted only after the query read the event
+        out["after_catch"] = _get_event(listener, cep, 500)
+        out["delivered_posted"] = _raise_and_wait_delivered(
+            raiser, f"raise dbevent {event} 'seen'", host, port)
+        out["select_caught"] = _query(listener, "select 1", fetch=True)
+        out["completed_by_select"] = bool(cep.ce_genParm.gp_completed)
+        out["caught"] = _event(cep) if cep.ce_genParm.gp_completed else None
+        held = cep.ce_genParm.gp_completed  # re-armed, then cancelled, to close it
+        out.update(_disconnect(listener, catch(listener.conn, cep.ce_eventHandle) if held else cep))
+        _disconnect(raiser, None)
+        return out
+    finally:
+        terminate(env)
+
+
 SCENARIOS: dict[str, Callable[..., Json]] = {
+    "read_without_catch": read_without_catch,
     "idle_push": idle_push,
     "event_inside_result": event_inside_result,
     "cancel": cancel,

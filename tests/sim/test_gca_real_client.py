@@ -25,7 +25,7 @@ from bridge.sim import control, gcc, wire
 from bridge.sim.gcasession import GcaChannel, GcaConnection
 from bridge.sim.server import Database, Session
 from bridge.sim.sql import IngresError
-from tests.sim.real_client import run_scenario
+from tests.sim.real_client import check_read_without_catch, run_scenario
 
 pytestmark = pytest.mark.real_client
 
@@ -397,3 +397,16 @@ def test_fault_controls_apply_to_the_real_client(real_ii_system: Path, tmp_path:
     raised = wire.decode_ingresdate(bytes.fromhex(event["time"])).timestamp()
     assert before + 3600 - 1 <= raised <= time.time() + 3600 + 1
     assert stats["delay_ms"] == 300.0
+
+
+def test_an_event_read_with_no_catch_posted_is_discarded(
+    real_ii_system: Path, tmp_path: Path, port: int
+) -> None:
+    """The real library's rule that the bridge's Session.register works around
+    (tests/sim/test_openapi_events.py asserts the same of the simulator's library)."""
+    report = run_scenario(
+        real_ii_system, tmp_path, "read_without_catch",
+        target=f"@127.0.0.1,tcp_ip,{port}::demodb", host="127.0.0.1", port=port,
+        event="ev_nocatch",
+    )  # fmt: skip
+    check_read_without_catch(report)

@@ -20,6 +20,8 @@ from bridge.sim.server import ServerThread
 from bridge.sim.wire import decode_ingresdate
 from tests.polling import wait_until
 from tests.sim import _openapi_helpers as h
+from tests.sim import real_client_child
+from tests.sim.real_client import check_read_without_catch
 
 
 @pytest.fixture(scope="module")
@@ -421,3 +423,14 @@ def test_row_count_ex_is_written_from_version_10_only(server: ServerThread, vers
         py.IIapi_close(cl)
         assert h.wait(cl.cl_genParm) == py.IIAPI_ST_SUCCESS
         s.abort()
+
+
+def test_an_event_read_during_a_query_with_no_catch_posted_is_discarded(
+    server: ServerThread,
+) -> None:
+    """As the real library (tests/sim/test_gca_real_client.py runs the same scenario
+    through it): the event is read by the query and matches no posted catch."""
+    report = real_client_child.read_without_catch(
+        server.target(), "127.0.0.1", server.port, "ev_nocatch"
+    )
+    check_read_without_catch(report)
