@@ -277,6 +277,11 @@ class Session:
         self._start(py.IIapi_autocommit, auto, auto.ac_genParm)
         self._complete("autocommit on", auto.ac_genParm)
         self._tran = auto.ac_tranHandle
+        # Armed before any REGISTER DBEVENT: an event that reaches the library
+        # between a registration and the catcher's first wait then finds a
+        # catch outstanding (the simulator's library drops events no catch
+        # claims), instead of depending on how soon that wait comes.
+        self._arm()
 
     def close(self) -> None:
         """Release everything; after a lost connection, abort instead of disconnecting."""
