@@ -38,7 +38,7 @@ from bridge.masking import without_credentials
 from bridge.message import GapMarker
 from bridge.metrics import Metrics
 from bridge.publisher import Publisher, PublisherConfig, PublisherError, PublisherStartupError
-from bridge.settings import AmqpSettings, Settings, env_name
+from bridge.settings import AmqpSettings, Settings, database_of, env_name
 from bridge.spool import Spool
 from bridge.tls import build_ssl_context
 
@@ -68,13 +68,23 @@ class StartupError(RuntimeError):
     """The bridge cannot start; the message says why, in an operator's words."""
 
 
-def catcher_config(settings: Settings) -> CatcherConfig:
-    """The catcher's view of the settings."""
-    ingres = settings.ingres
-    if ingres.target is None:
+def catcher_configs(settings: Settings) -> list[CatcherConfig]:
+    """The catchers' view of the settings: one per database."""
+    targets = ingres_targets(settings)
+    if not targets:
         raise StartupError("no Ingres target: set BRIDGE_INGRES__TARGET (ingres.target)")
+    return [_catcher_config(settings, target) for target in targets]
+
+
+def catcher_config(settings: Settings) -> CatcherConfig:
+    """The view of the first database's catcher (the only one, unless ingres.targets)."""
+    return catcher_configs(settings)[0]
+
+
+def _catcher_config(settings: Settings, target: str) -> CatcherConfig:
+    ingres = settings.ingres
     return CatcherConfig(
-        target=ingres.target.get_secret_value(),
+        target=target,
         user=ingres.user,
         password=ingres.password.get_secret_value() if ingres.password else None,
         events=[name.sql for name in ingres.event_names()],
@@ -89,8 +99,7 @@ def catcher_config(settings: Settings) -> CatcherConfig:
 
 def ingres_targets(settings: Settings) -> list[str]:
     """The configured Ingres targets (credentials included: keep them out of logs)."""
-    target = settings.ingres.target
-    return [] if target is None else [target.get_secret_value()]
+    return [target.get_secret_value() for target in settings.ingres.all_targets()]
 
 
 def publisher_config(
@@ -128,11 +137,6 @@ def publisher_config(
 
 def _unreachable(exc: Exception) -> bool:
     return isinstance(exc, PublisherStartupError) and exc.transient
-
-
-def database_of(target: str) -> str:
-    """The database a connection target names (`[vnode::]database[/server_class]`)."""
-    return target.rsplit("::", 1)[-1].split("/", 1)[0].strip()
 
 
 def source_of(target: str) -> str:
@@ -183,8 +187,8 @@ class _LoopSink:
     could pause the catcher overshot the backlog's slack and were dropped.
     """
 
-    def __init__(self, bridge: Bridge, loop: asyncio.AbstractEventLoop, backlog: Backlog) -> None:
-        self._bridge = bridge
+    def __init__(self, lane: _Lane, loop: asyncio.AbstractEventLoop, backlog: Backlog) -> None:
+        self._lane = lane
         self._loop = loop
         self._backlog = backlog
         self._lock = threading.Lock()
@@ -235,7 +239,7 @@ class _LoopSink:
             self._taken.notify_all()
         self._last_drain = self._loop.time()
         if batch:
-            self._bridge.accept(batch)
+            self._lane.accept(batch)
 
     def _after_drain(self, report: Callable[..., None], *args: Any) -> None:
         self.drain()  # the events caught before this report come first: order kept
@@ -246,19 +250,120 @@ class _LoopSink:
             self._loop.call_soon_threadsafe(self._after_drain, report, *args)
 
     def session_proved(self, moment: datetime) -> None:
-        self._report(self._bridge.on_proof, moment)
+        self._report(self._lane.on_proof, moment)
 
     def session_up(self, registered_at: datetime, reconnected: bool) -> None:
-        self._report(self._bridge.on_session_up, registered_at, reconnected)
+        self._report(self._lane.on_session_up, registered_at, reconnected)
 
     def session_down(self, lost_at: datetime, reason: str) -> None:
-        self._report(self._bridge.on_session_down, lost_at, reason)
+        self._report(self._lane.on_session_down, lost_at, reason)
 
     def session_unavailable(self, reason: str) -> None:
-        self._report(self._bridge.on_session_unavailable, reason)
+        self._report(self._lane.on_session_unavailable, reason)
 
     def catcher_failed(self, error: BaseException) -> None:
-        self._report(self._bridge.fail, error)
+        self._report(self._lane.on_failed, error)
+
+
+class _Lane:
+    """One database: its catcher thread, readiness, catch ledger, event ids and gaps.
+
+    Each database has a lane of its own and shares the backlog and the
+    publisher, so that one database failing (down, refusing, its catcher
+    crashed) never stops or delays the others. `component` is its name on
+    /readyz: "ingres" with one database, "ingres:DATABASE" with several.
+    """
+
+    def __init__(
+        self, bridge: Bridge, config: CatcherConfig, component: str, ledger: CatchLedger
+    ) -> None:
+        self.bridge = bridge
+        self.config = config
+        self.database = database_of(config.target)
+        self.component = component
+        self.ledger = ledger
+        self.restart_gap_from = ledger.restart_gap_from()
+        self.catcher: Catcher | None = None
+        self.sink: _LoopSink | None = None
+        self.failed: BaseException | None = None
+        self._lost_at: datetime | None = None
+        self._lost_reason = ""
+        self._alive_task: asyncio.Task[None] | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop, backlog: Backlog,
+              identities: EventIdentities) -> None:
+        """Start catching on a thread of its own."""
+        self.bridge.set_ready(self.component, False, "no session registered yet", self.database)
+        metrics = self.bridge.metrics
+        # Exported from the start: a quiet database shows 0, not nothing.
+        metrics.events_caught.labels(database=self.database)
+        metrics.gap_markers.labels(database=self.database)
+        metrics.last_event_timestamp.labels(database=self.database)
+        self.sink = _LoopSink(self, loop, backlog)
+        self.catcher = Catcher(self.config, self.sink, identities)
+        self.catcher.start()
+
+    @property
+    def alive(self) -> bool:
+        """Whether its catcher thread runs."""
+        return self.catcher is not None and self.catcher.alive
+
+    def accept(self, events: list[CaughtEvent]) -> None:
+        """Take a batch of this database's caught events into the backlog."""
+        self.bridge.accept(events, self.database)
+        self.ledger.caught(events)
+
+    def on_session_up(self, registered_at: datetime, reconnected: bool) -> None:
+        """A session registered every event; publish a gap marker after an outage or a restart."""
+        self.bridge.set_ready(self.component, True, "", self.database)
+        self.ledger.session_up(registered_at)
+        if self._alive_task is None:
+            self._alive_task = asyncio.create_task(self._record_alive(), name="alive")
+        if reconnected and self._lost_at is not None:
+            self.bridge.metrics.reconnects.labels(side="ingres").inc()
+            self.bridge.publish_gap(self, self._lost_at, registered_at, self._lost_reason)
+        elif not reconnected and self.restart_gap_from is not None:
+            # Ingres kept nothing for us while no bridge was registered.
+            self.bridge.publish_gap(self, self.restart_gap_from, registered_at, RESTART_REASON)
+            self.restart_gap_from = None
+        self._lost_at = None
+
+    def on_session_unavailable(self, reason: str) -> None:
+        """An attempt to open a session failed: /readyz names why until one succeeds."""
+        self.bridge.set_ready(self.component, False, reason, self.database)
+
+    def on_session_down(self, lost_at: datetime, reason: str) -> None:
+        """The session is gone: not ready until it is back; the gap starts where catching did."""
+        self.bridge.set_ready(self.component, False, str(reason), self.database)
+        self.stop_recording_alive()
+        self.bridge.flush_backlog()  # what was caught is spooled before the gap is recorded
+        caught_until = self.ledger.session_down()
+        if self._lost_at is None:
+            self._lost_at = min(caught_until or lost_at, lost_at)
+            self._lost_reason = str(reason)
+
+    def on_proof(self, moment: datetime) -> None:
+        """The session proved that nothing raised before `moment` is still on its way."""
+        self.ledger.proved(moment)
+
+    def on_failed(self, error: BaseException) -> None:
+        """The catcher gave up: the bridge stops unless other databases still catch."""
+        self.failed = error
+        self.bridge.set_ready(self.component, False, f"gave up: {error}", self.database)
+        self.bridge.lane_failed(self, error)
+
+    async def _record_alive(self) -> None:
+        """While a session is up: every few seconds, record until when all is caught."""
+        while True:
+            await asyncio.sleep(ALIVE_INTERVAL)
+            self.bridge.flush_backlog()  # the events counted as caught must be committed first
+            self.ledger.record()
+
+    def stop_recording_alive(self) -> None:
+        """Stop the periodic record (the session is gone, or shutdown)."""
+        if self._alive_task is not None:
+            self._alive_task.cancel()
+            self._alive_task = None
 
 
 class Bridge:
@@ -271,19 +376,12 @@ class Bridge:
         self._spool: Spool | None = None
         self._backlog: Backlog | None = None
         self._publisher: Publisher | None = None
-        self._catcher: Catcher | None = None
-        self._database = ""  # the target's database, named in gap markers
+        self._lanes: list[_Lane] = []  # one per database
         self._http: HttpServer | None = None
         self._publish_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self._failed: asyncio.Future[BaseException] | None = None
-        self._lost_at: datetime | None = None
-        self._lost_reason = ""
         self._gap_tasks: set[asyncio.Task[None]] = set()
-        self._sink: _LoopSink | None = None
-        self._ledger = CatchLedger(None)
-        self._alive_task: asyncio.Task[None] | None = None
-        self._restart_gap_from: datetime | None = None
         self._pair: Pair | None = None  # active/standby mode only
         self._lease_task: asyncio.Task[None] | None = None
         self._held_gaps: list[GapMarker] = []  # a standby's own gaps, until it takes over
@@ -294,11 +392,20 @@ class Bridge:
         """Open the spool, connect to RabbitMQ, start catching. Raises StartupError."""
         loop = asyncio.get_running_loop()
         self._failed = loop.create_future()
-        config = catcher_config(self.settings)
-        self._database = database_of(config.target)
+        configs = catcher_configs(self.settings)
         self._open_backlog()
-        self._ledger = CatchLedger(self._spool)
-        self._restart_gap_from = self._ledger.restart_gap_from()
+        several = len(configs) > 1
+        self.health = Health([
+            *(f"ingres:{database_of(c.target)}" if several else "ingres" for c in configs),
+            "amqp",
+        ])
+        self._lanes = [
+            # The first database keeps the ledger's unscoped keys, so a spool
+            # written while it was the only one still tells where its gap starts.
+            _Lane(self, config, f"ingres:{database_of(config.target)}" if several else "ingres",
+                  CatchLedger(self._spool, database_of(config.target) if i else ""))
+            for i, config in enumerate(configs)
+        ]
         if (address := self.settings.http.address) is not None:
             self._http = await _serve_http(address, self.metrics, self.health)
             log.info("health and metrics on http://%s:%d/", self._http.host, self._http.port)
@@ -312,16 +419,14 @@ class Bridge:
             # again later, and the spool holds it until the broker is back.
             log.warning("RabbitMQ not reachable yet; catching into the spool meanwhile: %s",
                         exc, extra={"side": "amqp"})
-        self._set_ready("amqp", self._amqp_connected(), "not connected to RabbitMQ")
-        self._set_ready("ingres", False, "no session registered yet")
+        self.set_ready("amqp", self._amqp_connected(), "not connected to RabbitMQ")
         self._publish_task = asyncio.create_task(self._publish(), name="publisher")
         if self._pair is not None:
             self._lease_task = asyncio.create_task(self._pair.lease.run(), name="ha lease")
             self.health.watch_tasks([self._lease_task])
         assert self._backlog is not None
-        self._sink = _LoopSink(self, loop, self._backlog)
-        self._catcher = Catcher(config, self._sink, self._identities())
-        self._catcher.start()
+        for lane in self._lanes:
+            lane.start(loop, self._backlog, self._identities(lane.database))
         self._watch_task = asyncio.create_task(self._watch(), name="catcher+amqp watch")
         self.health.watch_tasks([self._publish_task, self._watch_task])
 
@@ -333,7 +438,7 @@ class Bridge:
             self.metrics.ha_active.set(1)
             return Publisher(config, self.metrics)
         assert self._backlog is not None
-        self._pair = Pair(config, ha.group or self._database, self._backlog, self.metrics,
+        self._pair = Pair(config, ha.group or self._lanes[0].database, self._backlog, self.metrics,
                           self.settings.queue.max_events, self._on_role)
         self._on_role(False)
         log.info("active/standby mode, group %s: RabbitMQ decides which bridge publishes",
@@ -352,8 +457,8 @@ class Bridge:
             return self._pair.lease.connected
         return self._publisher is not None and self._publisher.is_connected
 
-    def _identities(self) -> EventIdentities:
-        """Event ids that continue the ordinals of what an earlier run left in the spool.
+    def _identities(self, database: str) -> EventIdentities:
+        """Event ids of `database` that continue the ordinals of what an earlier run spooled.
 
         Only the spool's tail matters (ordinals count within one second); without
         it, an identical event caught again in that second would reuse an id
@@ -363,7 +468,7 @@ class Bridge:
         spool = self._spool
         if spool is not None and spool.depth:
             tail = spool.read(max(spool.last_seq - _ID_TAIL, 0), _ID_TAIL)
-            identities.observe(event for _, event in tail)
+            identities.observe(event for _, event in tail if event.database == database)
         return identities
 
     def _open_backlog(self) -> None:
@@ -379,26 +484,29 @@ class Bridge:
         )
 
     async def _watch(self) -> None:
-        """Once a second: RabbitMQ readiness, and whether the catcher thread still runs.
+        """Once a second: RabbitMQ readiness, and whether a catcher thread still runs.
 
-        The task ends when the catcher thread has ended, which /healthz reports
-        as dead; the thread's own report has already made `wait` raise.
+        The task ends when every catcher thread has ended, which /healthz
+        reports as dead; the threads' own reports have already made `wait` raise.
         """
         assert self._publisher is not None
-        assert self._catcher is not None
-        while self._catcher.alive:
+        while any(lane.alive for lane in self._lanes):
             connected = self._amqp_connected()
-            self._set_ready("amqp", connected, "" if connected else "not connected to RabbitMQ")
+            self.set_ready("amqp", connected, "" if connected else "not connected to RabbitMQ")
             await asyncio.sleep(_WATCH_INTERVAL)
 
-    def _set_ready(self, side: str, ok: bool, reason: str = "") -> None:
-        self.health.set(side, ok, reason)
-        self.metrics.ready.labels(side=side).set(1 if ok else 0)
+    def set_ready(self, component: str, ok: bool, reason: str = "", database: str = "") -> None:
+        """Readiness of a component (/readyz) and its gauge (`ready{side, database}`)."""
+        self.health.set(component, ok, reason)
+        side = component.partition(":")[0]
+        self.metrics.ready.labels(side=side, database=database).set(1 if ok else 0)
 
     def wait_registered(self, timeout: float) -> bool:
-        """Block (call it in a thread) until the first session registered every event."""
-        assert self._catcher is not None
-        return self._catcher.wait_registered(timeout)
+        """Block (call it in a thread) until every database's first session registered."""
+        return all(
+            lane.catcher is not None and lane.catcher.wait_registered(timeout)
+            for lane in self._lanes
+        )
 
     async def _publish(self) -> None:
         assert self._publisher is not None
@@ -449,21 +557,26 @@ class Bridge:
         """
         deadline = self.settings.shutdown.drain_timeout
         force = force or asyncio.Event()
-        if self._sink is not None:
-            self._sink.close()
+        for lane in self._lanes:
+            if lane.sink is not None:
+                lane.sink.close()
         if self._watch_task is not None:
             self._watch_task.cancel()
-        if self._catcher is not None:
-            log.info("shutdown: closing the Ingres session")
-            self._catcher.stop()
-            catcher = self._catcher
-            await _poll(lambda: not catcher.alive, _CATCHER_STOP_TIMEOUT, force)
-        if self._sink is not None:
-            self._sink.drain()  # a hand-over may still be waiting for its interval
-        self._stop_recording_alive()
+        if self._lanes:
+            log.info("shutdown: closing the Ingres session(s)")
+        for lane in self._lanes:
+            if lane.catcher is not None:
+                lane.catcher.stop()
+        lanes = self._lanes
+        await _poll(lambda: not any(lane.alive for lane in lanes), _CATCHER_STOP_TIMEOUT, force)
+        for lane in self._lanes:
+            if lane.sink is not None:
+                lane.sink.drain()  # a hand-over may still be waiting for its interval
+            lane.stop_recording_alive()
         if self._backlog is not None:
-            self._backlog.close()  # commits what the catcher handed over: then record
-            self._ledger.record()
+            self._backlog.close()  # commits what the catchers handed over: then record
+            for lane in self._lanes:
+                lane.ledger.record()
         if self._pair is not None:
             self._pair.close()
         if self._publish_task is not None:
@@ -519,71 +632,37 @@ class Bridge:
         if self._failed is not None and not self._failed.done():
             self._failed.set_result(exc)
 
-    # -- reports from the catcher (on the loop) --------------------------------
+    def lane_failed(self, lane: _Lane, error: BaseException) -> None:
+        """A database's catcher gave up: stop, unless other databases still catch."""
+        if all(other.failed is not None for other in self._lanes):
+            self.fail(error)
+            return
+        log.error("database %s: catching stopped for good (%s); the other databases go on",
+                  lane.database, error, extra={"side": "ingres", "database": lane.database})
 
-    def accept(self, events: list[CaughtEvent]) -> None:
-        """Take a batch of caught events into the backlog."""
+    # -- reports from the lanes (on the loop) ------------------------------------
+
+    def accept(self, events: list[CaughtEvent], database: str) -> None:
+        """Take a batch of one database's caught events into the backlog."""
         assert self._backlog is not None
-        self.metrics.events_caught.inc(len(events))
-        self.metrics.last_event_timestamp.set_to_current_time()
+        self.metrics.events_caught.labels(database=database).inc(len(events))
+        self.metrics.last_event_timestamp.labels(database=database).set_to_current_time()
         for event in events:
             # False means dropped by policy: the backlog has logged and counted it.
             self._backlog.put(event)
-        self._ledger.caught(events)
 
-    def on_session_up(self, registered_at: datetime, reconnected: bool) -> None:
-        """A session registered every event; publish a gap marker after an outage or a restart."""
-        self._set_ready("ingres", True)
-        self._ledger.session_up(registered_at)
-        if self._alive_task is None:
-            self._alive_task = asyncio.create_task(self._record_alive(), name="alive")
-        if reconnected and self._lost_at is not None:
-            self.metrics.reconnects.labels(side="ingres").inc()
-            self._publish_gap(self._lost_at, registered_at, self._lost_reason)
-        elif not reconnected and self._restart_gap_from is not None:
-            # Ingres kept nothing for us while no bridge was registered.
-            self._publish_gap(self._restart_gap_from, registered_at, RESTART_REASON)
-            self._restart_gap_from = None
-        self._lost_at = None
-
-    def on_session_unavailable(self, reason: str) -> None:
-        """An attempt to open a session failed: /readyz names why until one succeeds."""
-        self._set_ready("ingres", False, reason)
-
-    def on_session_down(self, lost_at: datetime, reason: str) -> None:
-        """The session is gone: not ready until it is back; the gap starts where catching did."""
-        self._set_ready("ingres", False, str(reason))
-        self._stop_recording_alive()
+    def flush_backlog(self) -> None:
+        """Commit what the backlog holds to the spool."""
         if self._backlog is not None:
-            self._backlog.flush()  # what was caught is spooled before the gap is recorded
-        caught_until = self._ledger.session_down()
-        if self._lost_at is None:
-            self._lost_at = min(caught_until or lost_at, lost_at)
-            self._lost_reason = str(reason)
+            self._backlog.flush()
 
-    # -- how far catching got (spool meta) ----------------------------------------
-
-    def on_proof(self, moment: datetime) -> None:
-        """The session proved that nothing raised before `moment` is still on its way."""
-        self._ledger.proved(moment)
-
-    async def _record_alive(self) -> None:
-        """While a session is up: every few seconds, record until when all is caught."""
-        assert self._backlog is not None
-        while True:
-            await asyncio.sleep(ALIVE_INTERVAL)
-            self._backlog.flush()  # the events counted as caught must be committed first
-            self._ledger.record()
-
-    def _stop_recording_alive(self) -> None:
-        if self._alive_task is not None:
-            self._alive_task.cancel()
-            self._alive_task = None
-
-    def _publish_gap(self, lost_from: datetime, lost_until: datetime, reason: str) -> None:
+    def publish_gap(
+        self, lane: _Lane, lost_from: datetime, lost_until: datetime, reason: str
+    ) -> None:
+        """Publish (or, as a standby, hold) the gap marker of a window `lane` missed."""
         assert self._publisher is not None
         marker = GapMarker(
-            database=self._database,
+            database=lane.database,
             lost_from=lost_from,
             lost_until=lost_until,
             reason=reason,
@@ -611,7 +690,7 @@ class Bridge:
             if reported_at is not None and marker.lost_until.timestamp() <= reported_at:
                 log.info("gap from %s to %s was covered by the previous active bridge",
                          marker.lost_from.isoformat(), marker.lost_until.isoformat())
-                self._ledger.gap_reported(marker.lost_from)
+                self._ledger_of(marker.database).gap_reported(marker.lost_from)
             else:
                 self._send_gap_marker(marker)
 
@@ -623,7 +702,7 @@ class Bridge:
         task = asyncio.create_task(self._send_gap(marker))
         self._gap_tasks.add(task)
         task.add_done_callback(self._gap_tasks.discard)
-        self.metrics.gap_markers.inc()
+        self.metrics.gap_markers.labels(database=marker.database).inc()
 
     async def _send_gap(self, marker: GapMarker) -> None:
         assert self._publisher is not None
@@ -633,7 +712,10 @@ class Bridge:
             # Kept open in the spool: the next start reports this window again.
             log.error("gap marker from %s not confirmed: %s", marker.lost_from.isoformat(), exc)
             return
-        self._ledger.gap_reported(marker.lost_from)
+        self._ledger_of(marker.database).gap_reported(marker.lost_from)
+
+    def _ledger_of(self, database: str) -> CatchLedger:
+        return next(lane.ledger for lane in self._lanes if lane.database == database)
 
 
 class Signals:

@@ -11,19 +11,36 @@ import dataclasses
 import json
 import sys
 
-from bridge.app import StartupError, catcher_config, ingres_targets, publisher_config
+from bridge.app import StartupError, catcher_configs, ingres_targets, publisher_config
+from bridge.catcher import CatcherConfig
 from bridge.exits import checks_status
 from bridge.metrics import Metrics
 from bridge.openapi import OpenAPIError, OpenAPIUnavailableError, Session
 from bridge.publisher import ExchangeMissingError, Publisher, PublisherError
-from bridge.settings import Settings
+from bridge.settings import Settings, database_of
 from bridge.tls import TlsConfigError
 
 
 def _check_ingres(settings: Settings) -> str | None:
-    """Connect, register every configured event, close: None when all went well."""
+    """Connect to each database, register every configured event, close: None when all went well.
+
+    With several databases, each problem is named by its database.
+    """
     try:
-        config = catcher_config(settings)
+        configs = catcher_configs(settings)
+    except StartupError as exc:
+        return str(exc)
+    problems = []
+    for config in configs:
+        problem = _check_database(settings, config)
+        if problem is not None:
+            database = database_of(config.target)
+            problems.append(problem if len(configs) == 1 else f"{database}: {problem}")
+    return "; ".join(problems) or None
+
+
+def _check_database(settings: Settings, config: CatcherConfig) -> str | None:
+    try:
         session = Session(config.target, config.user, config.password, timeout_s=15.0)
         try:
             session.open()
@@ -32,7 +49,7 @@ def _check_ingres(settings: Settings) -> str | None:
                 session.register(name)
         finally:
             session.close()
-    except (StartupError, OpenAPIUnavailableError, OpenAPIError) as exc:
+    except (OpenAPIUnavailableError, OpenAPIError) as exc:
         return str(exc)
     return None
 

@@ -37,8 +37,10 @@ class CatchLedger:
     spool nothing is remembered across runs.
     """
 
-    def __init__(self, spool: Spool | None) -> None:
+    def __init__(self, spool: Spool | None, scope: str = "") -> None:
+        """Keep the ledger in `spool`; `scope` (a database) keeps several apart in one spool."""
         self._spool = spool
+        self._suffix = f"@{scope}" if scope else ""
         self._caught_until: datetime | None = None  # None: no session up
         self._open_gaps: list[datetime] = []  # gap starts whose marker is unconfirmed
 
@@ -93,7 +95,7 @@ class CatchLedger:
         if self._spool is None or self._spool.closed:
             return None
         try:
-            value = self._spool.get_meta(key)
+            value = self._spool.get_meta(key + self._suffix)
             return datetime.fromisoformat(value) if value else None
         except (SpoolError, ValueError) as exc:
             log.warning("cannot read %s from the spool: %s", key, exc)
@@ -103,7 +105,7 @@ class CatchLedger:
         if self._spool is None or self._spool.closed:
             return
         try:
-            self._spool.set_meta(key, "" if moment is None else moment.isoformat())
+            self._spool.set_meta(key + self._suffix, "" if moment is None else moment.isoformat())
         except SpoolError as exc:
             # Only the next gap marker's precision depends on it: never stop for it.
             log.warning("cannot record %s in the spool: %s", key, exc)

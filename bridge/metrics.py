@@ -38,7 +38,8 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.events_caught = Counter(
-            "dbevent_bridge_events_caught", "DBEvents caught from Ingres.", registry=r
+            "dbevent_bridge_events_caught", "DBEvents caught from Ingres, by database.",
+            ["database"], registry=r,
         )
         self.events_published = Counter(
             "dbevent_bridge_events_published", "Publishes sent to RabbitMQ (retries included).",
@@ -76,17 +77,19 @@ class Metrics:
             registry=r,
         )
         self.gap_markers = Counter(
-            "dbevent_bridge_gap_markers", "Gap markers published after an Ingres outage.",
+            "dbevent_bridge_gap_markers",
+            "Gap markers published after an Ingres outage, by database.", ["database"],
             registry=r,
         )
         self.last_event_timestamp = Gauge(
             "dbevent_bridge_last_event_timestamp_seconds",
-            "Unix time at which the last DBEvent was caught (0 before the first).", registry=r,
+            "Unix time at which the last DBEvent of a database was caught.", ["database"],
+            registry=r,
         )
         self.ready = Gauge(
             "dbevent_bridge_ready",
-            "1 while a side is ready (ingres: session registered; amqp: connected), else 0.",
-            ["side"], registry=r,
+            "1 while a side is ready (ingres: the database's session registered; amqp: "
+            "connected), else 0.", ["side", "database"], registry=r,
         )
         self.ha_active = Gauge(
             "dbevent_bridge_ha_active",

@@ -88,6 +88,7 @@ __all__ = [
     "TlsSettings",
     "add_cli_options",
     "config_file_from_args",
+    "database_of",
     "env_name",
     "leaf_fields",
     "load_settings",
@@ -105,7 +106,9 @@ SECRETS_DIR_ENV = "BRIDGE_SECRETS_DIR"
 _CREDENTIALS_PART = re.compile(r"\[[^\],]*,[^\]]*\]")
 
 # Settings whose input must never be echoed in an error message.
-_SECRET_PATHS = frozenset({("ingres", "password"), ("ingres", "target"), ("amqp", "url")})
+_SECRET_PATHS = frozenset(
+    {("ingres", "password"), ("ingres", "target"), ("ingres", "targets"), ("amqp", "url")}
+)
 
 
 class SettingsError(Exception):
@@ -417,6 +420,47 @@ def _parse_events(value: object) -> list[str]:
     return events
 
 
+def database_of(target: str) -> str:
+    """The database a connection target names (`[vnode::]database[/server_class]`)."""
+    return target.rsplit("::", 1)[-1].split("/", 1)[0].strip()
+
+
+def _parse_targets(value: object) -> list[IngresTarget]:
+    """A JSON list of targets (or a list from TOML), each checked like ingres.target.
+
+    Each must name a database of its own: the database labels metrics, gap
+    markers and routing keys. Messages show targets masked only.
+    """
+    if isinstance(value, str):
+        if not value.strip():
+            return []
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(
+                'must be a JSON list of targets, e.g. ["node1::sales", "node2::stock"] '
+                "(value not shown: it may hold a password)"
+            ) from None
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(item, str | SecretStr) for item in value
+    ):
+        raise ValueError("must be a list of targets (strings)")
+    targets: list[IngresTarget] = []
+    seen: dict[str, str] = {}
+    for item in value:
+        text = item.get_secret_value() if isinstance(item, SecretStr) else item
+        target = _check_target(IngresTarget(text))
+        database = database_of(target.get_secret_value())
+        if database in seen:
+            raise ValueError(
+                f"{target.masked!r} and {seen[database]!r} both name database {database!r}; "
+                "each target needs a database of its own"
+            )
+        seen[database] = target.masked
+        targets.append(target)
+    return targets
+
+
 # --------------------------------------------------------------------------- routing templates
 
 
@@ -531,6 +575,12 @@ class IngresSettings(_Section):
         description="Connection target: database, vnode::database, or "
         "@host,tcp_ip,PORT[user,password]::database. Required to run.",
     )
+    targets: Annotated[list[IngresTarget], NoDecode] = Field(
+        default_factory=list,
+        description="Several databases in one process: a JSON list of targets, each as "
+        "ingres.target, each on a database of its own; the same user, password and events "
+        "for each. Instead of ingres.target.",
+    )
     user: Annotated[str | None, BeforeValidator(_empty_to_none)] = Field(
         default=None, description="User name for the connection (unless the target carries it)."
     )
@@ -569,6 +619,11 @@ class IngresSettings(_Section):
         "shutdown (seconds).",
     )
 
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _targets(cls, value: object) -> list[IngresTarget]:
+        return _parse_targets(value)
+
     @field_validator("events", mode="before")
     @classmethod
     def _events(cls, value: object) -> list[str]:
@@ -590,8 +645,17 @@ class IngresSettings(_Section):
         self._check_credentials()
         return self
 
+    def all_targets(self) -> list[IngresTarget]:
+        """The databases to catch from: `targets`, or the one `target` (none: not runnable)."""
+        return list(self.targets) or ([] if self.target is None else [self.target])
+
     def _check_credentials(self) -> None:
-        in_target = self.target is not None and self.target.has_credentials
+        if self.target is not None and self.targets:
+            raise _FieldError(
+                "targets", "is set together with ingres.target; give one database as "
+                "BRIDGE_INGRES__TARGET or several as BRIDGE_INGRES__TARGETS, not both",
+            )
+        in_target = any(target.has_credentials for target in self.all_targets())
         if in_target and (self.user is not None or self.password is not None):
             raise _FieldError(
                 "user" if self.user is not None else "password",
@@ -931,8 +995,8 @@ class Settings(BaseSettings):
             )
 
     def require_target(self) -> None:
-        """Raise SettingsError unless an Ingres target is configured."""
-        if self.ingres.target is None:
+        """Raise SettingsError unless an Ingres target (or several) is configured."""
+        if not self.ingres.all_targets():
             raise SettingsError(
                 [
                     _problem(

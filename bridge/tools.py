@@ -15,7 +15,7 @@ from datetime import datetime
 from types import FrameType
 from typing import Any, TextIO
 
-from bridge.app import catcher_config, cloudevents_sources, ingres_targets
+from bridge.app import catcher_config, catcher_configs, cloudevents_sources, ingres_targets
 from bridge.catcher import Catcher
 from bridge.event import CaughtEvent, EventIdentities
 from bridge.exits import ExitStatus
@@ -71,6 +71,7 @@ class _Printer:
         self._routing = RoutingKeyBuilder(settings.amqp.routing_key)
         self._out = out
         self._done = done
+        self._lock = threading.Lock()
         self.error: BaseException | None = None
 
     def event_caught(self, event: CaughtEvent) -> None:
@@ -84,8 +85,9 @@ class _Printer:
             "message_id": outgoing.properties.message_id,
             "body": json.loads(outgoing.body),
         }
-        self._out.write(json.dumps(line, ensure_ascii=False) + "\n")
-        self._out.flush()
+        with self._lock:  # one catcher thread per database writes here
+            self._out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            self._out.flush()
 
     def session_up(self, registered_at: datetime, reconnected: bool) -> None:
         what = "caught again" if reconnected else "catching"
@@ -116,13 +118,17 @@ def run_tail(settings: Settings, out: TextIO = sys.stdout) -> int:
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     printer = _Printer(settings, out, done)
-    catcher = Catcher(catcher_config(settings), printer, EventIdentities())
+    # One catcher per database, as under `run`; they share the printer.
+    catchers = [Catcher(config, printer, EventIdentities()) for config in catcher_configs(settings)]
     try:
-        catcher.start()
+        for catcher in catchers:
+            catcher.start()
         done.wait()
     finally:
-        catcher.stop()
-        catcher.join(10.0)
+        for catcher in catchers:
+            catcher.stop()
+        for catcher in catchers:
+            catcher.join(10.0)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if printer.error is not None:

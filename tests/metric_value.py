@@ -6,12 +6,17 @@ from bridge.metrics import Metrics
 
 
 def metric_value(metrics: Metrics, name: str, **labels: str) -> float:
-    """The current value of one exported sample, e.g. `metric_value(m, "events_caught")`.
+    """The sum of the exported samples whose labels include `labels`, e.g. `events_caught`.
 
     `name` is the attribute name; counters are read from their `_total` sample.
-    A labelled metric needs its labels. Missing samples read as 0.
+    Without labels, a labelled metric is summed over all its series (every
+    database's events_caught, say). Missing samples read as 0.
     """
     metric = getattr(metrics, name)
     sample = metric._name + ("_total" if metric._type == "counter" else "")
-    found = metrics.registry.get_sample_value(sample, labels)
-    return 0.0 if found is None else found
+    return sum(
+        found.value
+        for family in metrics.registry.collect()
+        for found in family.samples
+        if found.name == sample and labels.items() <= found.labels.items()
+    )

@@ -9,10 +9,11 @@ from typing import cast
 
 import pytest
 
-from bridge.app import Bridge, _LoopSink, cloudevents_sources, database_of, source_of
+from bridge.app import _Lane, _LoopSink, cloudevents_sources, source_of
 from bridge.backlog import Backlog
 from bridge.event import CaughtEvent
 from bridge.metrics import Metrics
+from bridge.settings import database_of
 from tests.polling import eventually
 
 
@@ -43,7 +44,7 @@ def test_sources_by_database() -> None:
 
 
 class _Recorder:
-    """Stands in for the Bridge behind a _LoopSink: records what reaches the loop, in order."""
+    """Stands in for the lane (database) behind a _LoopSink: records what reaches the loop, in order."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, object]] = []
@@ -57,7 +58,7 @@ class _Recorder:
 
 def _sink(recorder: _Recorder) -> _LoopSink:
     backlog = Backlog(Metrics(), None)
-    return _LoopSink(cast(Bridge, recorder), asyncio.get_running_loop(), backlog)
+    return _LoopSink(cast(_Lane, recorder), asyncio.get_running_loop(), backlog)
 
 
 def _event(name: str) -> CaughtEvent:

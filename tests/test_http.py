@@ -139,14 +139,14 @@ async def test_metrics_exposition_moves_with_counters(
         assert response.status == 200
         assert response.content_type == "text/plain"
         before = await response.text()
-    assert "dbevent_bridge_events_caught_total 0.0" in before
-    metrics.events_caught.inc(3)
+    assert "dbevent_bridge_events_caught_total{" not in before  # no database seen yet
+    metrics.events_caught.labels(database="sales").inc(3)
     metrics.events_dropped.labels(reason="bad_routing_key").inc()
     metrics.spool_depth.set(7)
     metrics.raise_to_confirm.observe(0.02)
     status, after = await _get(client, "/metrics")
     assert status == 200
-    assert "dbevent_bridge_events_caught_total 3.0" in after
+    assert 'dbevent_bridge_events_caught_total{database="sales"} 3.0' in after
     assert 'dbevent_bridge_events_dropped_total{reason="bad_routing_key"} 1.0' in after
     assert "dbevent_bridge_spool_depth 7.0" in after
     assert 'dbevent_bridge_raise_to_confirm_seconds_bucket{le="0.025"} 1.0' in after
@@ -164,7 +164,7 @@ async def test_nothing_secret_in_any_response(
     crashed = asyncio.create_task(_crash(), name="publisher")
     await asyncio.gather(crashed, return_exceptions=True)
     health.watch_tasks([crashed])
-    metrics.events_caught.inc()
+    metrics.events_caught.labels(database="sales").inc()
     for path in ("/healthz", "/readyz", "/metrics"):
         status, text = await _get(client, path)
         assert status in (200, 503), path

@@ -26,7 +26,10 @@ def _exported_names() -> set[str]:
     metrics = Metrics()
     # Labelled metrics export nothing until a label value exists.
     metrics.reconnects.labels(side="ingres")
-    metrics.ready.labels(side="amqp")
+    metrics.ready.labels(side="amqp", database="")
+    metrics.events_caught.labels(database="sales")
+    metrics.gap_markers.labels(database="sales")
+    metrics.last_event_timestamp.labels(database="sales")
     text = generate_latest(metrics.registry).decode()
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines()
             if line and not line.startswith("#")}

@@ -958,3 +958,42 @@ def test_message_format(monkeypatch: pytest.MonkeyPatch) -> None:
     assert problems_of() == [
         "BRIDGE_AMQP__FORMAT (amqp.format): must be one of json, cloudevents; got 'avro'"
     ]
+
+
+def test_several_targets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_INGRES__TARGETS",
+                       f'["a::sales", "@b,tcp_ip,II[bridge,{PASSWORD}]::stock"]')
+    settings = load_settings()
+    assert [t.get_secret_value() for t in settings.ingres.all_targets()] == [
+        "a::sales", f"@b,tcp_ip,II[bridge,{PASSWORD}]::stock"]
+    assert settings.masked_dict()["ingres"]["targets"] == [
+        "a::sales", "@b,tcp_ip,II[bridge,***]::stock"]
+    settings.require_target()
+
+
+@pytest.mark.parametrize(
+    ("targets", "problem"),
+    [
+        ('["a::sales", "b::sales"]',
+         "'b::sales' and 'a::sales' both name database 'sales'; each target needs a database "
+         "of its own"),
+        (f'["a::sales", "b[u,{PASSWORD}', "must be a JSON list of targets"),
+        ('["a::"]', "needs a database name"),
+    ],
+)
+def test_bad_targets(monkeypatch: pytest.MonkeyPatch, targets: str, problem: str) -> None:
+    monkeypatch.setenv("BRIDGE_INGRES__TARGETS", targets)
+    problems = problems_of()
+    assert len(problems) == 1
+    assert problems[0].startswith("BRIDGE_INGRES__TARGETS (ingres.targets): ")
+    assert problem in problems[0]
+    assert PASSWORD not in problems[0]
+
+
+def test_target_and_targets_are_exclusive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_INGRES__TARGET", "a::sales")
+    monkeypatch.setenv("BRIDGE_INGRES__TARGETS", '["b::stock"]')
+    assert problems_of() == [
+        "BRIDGE_INGRES__TARGETS (ingres.targets): is set together with ingres.target; give one "
+        "database as BRIDGE_INGRES__TARGET or several as BRIDGE_INGRES__TARGETS, not both"
+    ]

@@ -108,8 +108,13 @@ class BridgeProcess:
         return samples
 
     def counter(self, name: str) -> float:
-        """One counter of /metrics by its short name (`events_caught` → its _total)."""
-        return self.metrics().get(f"dbevent_bridge_{name}_total", 0.0)
+        """One counter of /metrics by its short name (`events_caught` → its _total).
+
+        Summed over its label values (every database's `events_caught`).
+        """
+        base = f"dbevent_bridge_{name}_total"
+        return sum(value for sample, value in self.metrics().items()
+                   if sample == base or sample.startswith(base + "{"))
 
     def readiness(self) -> tuple[int, str]:
         """The /readyz status and body (which side is not ready, and why)."""

@@ -122,8 +122,7 @@ async def _caught_while_away(bridge: BridgeProcess, policy: str, count: int) -> 
 
     async def done() -> bool:
         nonlocal caught, steady_since
-        now = (await asyncio.to_thread(bridge.metrics)).get(
-            "dbevent_bridge_events_caught_total", 0.0)
+        now = await asyncio.to_thread(bridge.counter, "events_caught")
         if now != caught:
             caught, steady_since = now, time.monotonic()
         # block: intake counts as paused once the figure stood still for 3 s.

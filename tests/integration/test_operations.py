@@ -50,10 +50,11 @@ async def test_probes_and_metrics_follow_events_and_an_ingres_outage(
             assert await eventually(
                 lambda: metric_value(bridge.metrics, "events_confirmed") == 25, 30)
             metrics = (await get("/metrics"))[1]
-            assert _value(metrics, "dbevent_bridge_events_caught_total") == 25
+            assert _value(metrics, 'dbevent_bridge_events_caught_total{database="demodb"}') == 25
             assert _value(metrics, "dbevent_bridge_events_confirmed_total") == 25
-            assert _value(metrics, 'dbevent_bridge_ready{side="ingres"}') == 1
-            assert _value(metrics, "dbevent_bridge_last_event_timestamp_seconds") > 0
+            assert _value(metrics, 'dbevent_bridge_ready{database="demodb",side="ingres"}') == 1
+            assert _value(
+                metrics, 'dbevent_bridge_last_event_timestamp_seconds{database="demodb"}') > 0
 
             sim.refuse(1.0)
             sim.drop_sessions()
@@ -66,7 +67,7 @@ async def test_probes_and_metrics_follow_events_and_an_ingres_outage(
             assert await eventually(lambda: metric_value(bridge.metrics, "gap_markers") == 1, 30)
             metrics = (await get("/metrics"))[1]
             assert _value(metrics, 'dbevent_bridge_reconnects_total{side="ingres"}') == 1
-            assert _value(metrics, "dbevent_bridge_gap_markers_total") == 1
+            assert _value(metrics, 'dbevent_bridge_gap_markers_total{database="demodb"}') == 1
             gap = await receive(subscriber, 1)
             assert gap[0].type == "dbevent-bridge.gap"
     finally:
