@@ -44,7 +44,7 @@ def test_sources_by_database() -> None:
 
 
 class _Recorder:
-    """Stands in for the lane (database) behind a _LoopSink: records what reaches the loop, in order."""
+    """Stands in for the lane behind a _LoopSink: records what reaches the loop, in order."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, object]] = []
