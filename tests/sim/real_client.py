@@ -69,3 +69,22 @@ def check_read_without_catch(report: dict[str, Any]) -> None:
     assert caught["status"] == 0, caught
     assert bytes.fromhex(caught["text"]) == b"seen", caught
     assert report["disconnect"] == 0, report
+
+
+def check_abort_pending(report: dict[str, Any]) -> None:
+    """What both libraries must report for the `abort_pending` scenario.
+
+    IIapi_abort fails the waiting getEvent at once (the connection's pending
+    call is called back with E_AP0001: aip/apisqlc.c, action CBAB) and itself
+    completes later, inside IIapi_wait, once the disconnect is done. So the
+    library writes into a pending operation's parameter block during or after
+    the abort: the block must still be alive (bridge.openapi.Session._start).
+    """
+    assert report["get_event_done_in_abort"], report
+    assert report["get_event_status_in_abort"] == 5, report  # FAILURE
+    assert [(e["code"], e["sqlstate"]) for e in report["get_event_errors_in_abort"]] == [
+        (0xC90001, "08006")
+    ], report
+    assert not report["abort_done_in_abort"], "IIapi_abort completed without IIapi_wait"
+    assert report["order"] == ["get_event", "abort"], report
+    assert report["abort"] == 0, report

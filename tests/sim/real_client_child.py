@@ -355,7 +355,54 @@ def read_without_catch(target: str, host: str, port: int, event: str) -> Json:
         terminate(env)
 
 
+def abort_pending(target: str) -> Json:
+    """IIapi_abort while an IIapi_getEvent waits: when each completes, and how.
+
+    Records, in order, every completion seen: right after IIapi_abort returns
+    (before any IIapi_wait), then wait by wait until the abort has completed.
+    """
+    env = initialize()
+    try:
+        session, report = _connect(env, target)
+        if session is None:
+            return {"connect": report}
+        gv = py.IIAPI_GETEVENTPARM()
+        gv.gv_connHandle = session.conn
+        gv.gv_timeout = -1
+        py.IIapi_getEvent(gv)
+        ab = py.IIAPI_ABORTPARM()
+        ab.ab_connHandle = session.conn
+        py.IIapi_abort(ab)
+        out: Json = {
+            "get_event_done_in_abort": bool(gv.gv_genParm.gp_completed),
+            "get_event_status_in_abort": int(gv.gv_genParm.gp_status),
+            "get_event_errors_in_abort": _errors(errors(gv.gv_genParm.gp_errorHandle)),
+            "abort_done_in_abort": bool(ab.ab_genParm.gp_completed),
+        }
+        order: list[str] = []
+        wt = py.IIAPI_WAITPARM()
+        wt.wt_timeout = 1000
+        deadline = time.monotonic() + 30
+        while not ab.ab_genParm.gp_completed and time.monotonic() < deadline:
+            py.IIapi_wait(wt)
+            if gv.gv_genParm.gp_completed and "get_event" not in order:
+                order.append("get_event")
+            if ab.ab_genParm.gp_completed:
+                order.append("abort")
+        out["order"] = order
+        out["get_event"] = {
+            "status": int(gv.gv_genParm.gp_status),
+            "errors": _errors(errors(gv.gv_genParm.gp_errorHandle)),
+        }
+        out["abort"] = int(ab.ab_genParm.gp_status)
+        out["abort_errors"] = _errors(errors(ab.ab_genParm.gp_errorHandle))
+        return out
+    finally:
+        terminate(env)
+
+
 SCENARIOS: dict[str, Callable[..., Json]] = {
+    "abort_pending": abort_pending,
     "read_without_catch": read_without_catch,
     "idle_push": idle_push,
     "event_inside_result": event_inside_result,

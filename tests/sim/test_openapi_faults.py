@@ -16,6 +16,8 @@ import pytest
 
 from bridge.sim.server import ServerThread
 from tests.sim import _openapi_helpers as h
+from tests.sim import real_client_child
+from tests.sim.real_client import check_abort_pending
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -223,3 +225,10 @@ async def test_pyngres_asyncio_catches_an_event(server: ServerThread, env: int) 
     dc.dc_connHandle = cp.co_connHandle
     await pya.IIapi_disconnect(dc)
     assert dc.dc_genParm.gp_status == py.IIAPI_ST_SUCCESS
+
+
+def test_abort_fails_the_waiting_get_event_at_once_and_completes_in_a_wait(
+    server: ServerThread,
+) -> None:
+    """As the real library (tests/sim/test_gca_real_client.py runs the same scenario)."""
+    check_abort_pending(real_client_child.abort_pending(server.target()))
