@@ -111,6 +111,11 @@ CMD ["run"]
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG SOURCE=unknown
+# The same facts, readable inside the container. Also what keeps the labels
+# true under buildah 1.28: it caches a LABEL on its unexpanded text (a new
+# REVISION alone would get the old label), a RUN on the argument values.
+RUN printf '%s\n' "version=${VERSION}" "revision=${REVISION}" "source=${SOURCE}" \
+    > /usr/local/lib/dbevent-bridge/build-info
 LABEL org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.source="${SOURCE}"
