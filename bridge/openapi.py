@@ -78,9 +78,10 @@ _VCH_BUFFER = _EVENT_TEXT_MAX + 2
 _WAIT_SLICE_MS = 1000
 
 
-# Parameter blocks of operations that outlived their session: neither completed
-# nor let go of by IIapi_releaseEnv (see Session._start). The library may still
-# write to them, so they are never freed; a few per such session at most.
+# What sessions whose abort never completed left to the library (see
+# Session._abandon_environment): the environment handle and the parameter blocks
+# of the operations still pending, which the library may write to at any later
+# IIapi_wait, so they are never freed. One entry per such session.
 _ABANDONED: list[tuple[Any, ...]] = []
 
 
@@ -298,15 +299,30 @@ class Session:
             self._tran = None
             self._event_handle = None
             self._catch_armed = False
-            self._release_environment()
+            self._forget_completed()
             if self._in_flight:
-                log.warning(
-                    "%d OpenAPI operation(s) still pending after the session closed; their "
-                    "parameter blocks are kept for the life of the process",
-                    len(self._in_flight), extra={"side": "ingres"},
-                )
-                _ABANDONED.extend(self._in_flight.values())
-                self._in_flight.clear()
+                self._abandon_environment()
+            else:
+                self._release_environment()
+
+    def _abandon_environment(self) -> None:
+        """Leave a connection whose abort never completed to the library, for good.
+
+        Releasing its environment would free the library's connection handle
+        while GCA still holds requests for it: the next IIapi_wait (the next
+        session's) then dispatches their completion into freed memory, a
+        SIGSEGV with Actian's library (tests/integration/test_openapi.py). Kept
+        instead, with the parameter blocks still pending, the library completes
+        them harmlessly whenever the connection finally moves or fails.
+        """
+        log.warning(
+            "the Ingres connection did not close (%d operation(s) still pending): it is left to "
+            "the client library, its environment unreleased, for the life of the process",
+            len(self._in_flight), extra={"side": "ingres"},
+        )
+        _ABANDONED.append((self._env, *self._in_flight.values()))
+        self._in_flight.clear()
+        self._env = None
 
     def _close_politely(self) -> None:
         py = self._py
@@ -379,13 +395,6 @@ class Session:
             release = py.IIAPI_RELENVPARM()
             release.re_envHandle = self._env
             py.IIapi_releaseEnv(release)
-            if release.re_status in (ST_SUCCESS, ST_WARNING):
-                # IIapi_releaseEnv drops each connection still open with a
-                # synchronous GCA_DISASSOC, its state set so that nothing the
-                # abort causes is dispatched, then deletes every handle under the
-                # environment without a callback (aip/apiinit.c, apimisc.c
-                # IIapi_termAPI): no parameter block is written to after it.
-                self._in_flight.clear()
             py.IIapi_terminate(py.IIAPI_TERMPARM())
             self._env = None
 
@@ -609,7 +618,8 @@ class Session:
         the abort itself (aip/apisqlc.c, action PEND). Freeing the block
         earlier lets the library write into, and call a callback from, freed
         memory. So every block stays in `_in_flight` until the library marks it
-        completed, or until IIapi_releaseEnv let go of it.
+        completed; a session closed with blocks still pending keeps them for
+        good (`_abandon_environment`).
         """
         self._in_flight[ctypes.addressof(gen)] = (gen, parm, *buffers)
         call(parm)

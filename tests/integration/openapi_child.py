@@ -49,7 +49,44 @@ def half_open() -> Json:
         return {
             "timed_out": timed_out,
             "close_s": round(time.monotonic() - began, 2),
-            "abandoned": len(openapi._ABANDONED),  # blocks the library never let go of
+            "abandoned": len(openapi._ABANDONED),  # sessions whose abort never completed
+            "garbage": len(garbage),
+        }
+
+
+def half_open_for_good() -> Json:
+    """As `half_open`, but the connection stays dead while the session closes.
+
+    The real library's abort then never completes; a new session afterwards
+    must work, although its IIapi_wait dispatches whatever the old connection
+    left behind once the proxy forwards again.
+    """
+    with ServerThread() as sim, TcpProxy("127.0.0.1", sim.port) as proxy:
+        sim.create_event("ingres", "ev")
+        session = Session(sim.target().replace(f",{sim.port}", f",{proxy.port}"), timeout_s=2.0)
+        session.open()
+        session.register("ev")
+        proxy.pause()
+        try:
+            session.probe(0.3)
+            timed_out = False
+        except SessionTimeoutError:
+            timed_out = True
+        gc.collect()
+        garbage = [bytearray(200) for _ in range(1000)]
+        session.close()
+        proxy.resume()
+        after = Session(sim.target(), timeout_s=10.0)
+        after.open()
+        after.register("ev")
+        sim.raise_event("ingres", "ev", b"after")
+        event = after.next_event(5000)
+        after.probe(5.0)
+        after.close()
+        return {
+            "timed_out": timed_out,
+            "abandoned": len(openapi._ABANDONED),
+            "caught_after": event.text.decode() if event and event.text else None,
             "garbage": len(garbage),
         }
 
@@ -78,6 +115,7 @@ def raised_between_registrations() -> Json:
 
 SCENARIOS: dict[str, Callable[[], Json]] = {
     "half_open": half_open,
+    "half_open_for_good": half_open_for_good,
     "raised_between_registrations": raised_between_registrations,
 }
 

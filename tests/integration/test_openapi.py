@@ -54,7 +54,16 @@ def test_a_timed_out_probe_leaves_no_freed_block_to_the_library(ii_system: str) 
     simulator's when IIapi_abort is called): their blocks must still be alive."""
     report = _run("half_open", ii_system)
     assert report["timed_out"] is True
-    assert report["abandoned"] == 0, "the library completed every operation, or released it"
+    assert report["abandoned"] == 0, "the connection moved again: the abort completed"
+
+
+def test_a_session_that_never_answers_again_is_left_to_the_library(ii_system: str) -> None:
+    """The real library's abort of a connection that stays half-open never
+    completes; releasing its environment then crashed the next session's first
+    IIapi_wait (SIGSEGV, Actian Client 1.5). The next session must catch."""
+    report = _run("half_open_for_good", ii_system)
+    assert report["timed_out"] is True
+    assert report["caught_after"] == "after", report
 
 
 def test_an_event_raised_between_two_registrations_is_caught(ii_system: str) -> None:
