@@ -17,9 +17,10 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from contextlib import suppress
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -252,11 +253,12 @@ class _LoopSink:
     def session_proved(self, moment: datetime) -> None:
         self._report(self._lane.on_proof, moment)
 
-    def session_up(self, registered_at: datetime, reconnected: bool) -> None:
-        self._report(self._lane.on_session_up, registered_at, reconnected)
+    def session_up(self, catching_from: datetime, registered_by: datetime,
+                   reconnected: bool) -> None:
+        self._report(self._lane.on_session_up, catching_from, registered_by, reconnected)
 
-    def session_down(self, lost_at: datetime, reason: str) -> None:
-        self._report(self._lane.on_session_down, lost_at, reason)
+    def session_down(self, reason: str) -> None:
+        self._report(self._lane.on_session_down, reason)
 
     def session_unavailable(self, reason: str) -> None:
         self._report(self._lane.on_session_unavailable, reason)
@@ -313,18 +315,24 @@ class _Lane:
         self.bridge.accept(events, self.database)
         self.ledger.caught(events)
 
-    def on_session_up(self, registered_at: datetime, reconnected: bool) -> None:
-        """A session registered every event; publish a gap marker after an outage or a restart."""
+    def on_session_up(
+        self, catching_from: datetime, registered_by: datetime, reconnected: bool
+    ) -> None:
+        """A session registered every event; publish a gap marker after an outage or a restart.
+
+        The window ends at `registered_by` and starts where the ledger says:
+        both DBMS time, the clock of the events' `raised_at` (CatcherSink).
+        """
         self.bridge.set_ready(self.component, True, "", self.database)
-        self.ledger.session_up(registered_at)
+        self.ledger.session_up(catching_from)
         if self._alive_task is None:
             self._alive_task = asyncio.create_task(self._record_alive(), name="alive")
         if reconnected and self._lost_at is not None:
             self.bridge.metrics.reconnects.labels(side="ingres").inc()
-            self.bridge.publish_gap(self, self._lost_at, registered_at, self._lost_reason)
+            self.bridge.publish_gap(self, self._lost_at, registered_by, self._lost_reason)
         elif not reconnected and self.restart_gap_from is not None:
             # Ingres kept nothing for us while no bridge was registered.
-            self.bridge.publish_gap(self, self.restart_gap_from, registered_at, RESTART_REASON)
+            self.bridge.publish_gap(self, self.restart_gap_from, registered_by, RESTART_REASON)
             self.restart_gap_from = None
         self._lost_at = None
 
@@ -332,18 +340,19 @@ class _Lane:
         """An attempt to open a session failed: /readyz names why until one succeeds."""
         self.bridge.set_ready(self.component, False, reason, self.database)
 
-    def on_session_down(self, lost_at: datetime, reason: str) -> None:
+    def on_session_down(self, reason: str) -> None:
         """The session is gone: not ready until it is back; the gap starts where catching did."""
         self.bridge.set_ready(self.component, False, str(reason), self.database)
         self.stop_recording_alive()
         self.bridge.flush_backlog()  # what was caught is spooled before the gap is recorded
         caught_until = self.ledger.session_down()
-        if self._lost_at is None:
-            self._lost_at = min(caught_until or lost_at, lost_at)
+        # None only without a session up, which never reports a loss.
+        if self._lost_at is None and caught_until is not None:
+            self._lost_at = caught_until
             self._lost_reason = str(reason)
 
     def on_proof(self, moment: datetime) -> None:
-        """The session proved that nothing raised before `moment` is still on its way."""
+        """The DBMS answered a probe at `moment`, and what reached the session before is caught."""
         self.ledger.proved(moment)
 
     def on_failed(self, error: BaseException) -> None:
@@ -384,7 +393,9 @@ class Bridge:
         self._gap_tasks: set[asyncio.Task[None]] = set()
         self._pair: Pair | None = None  # active/standby mode only
         self._lease_task: asyncio.Task[None] | None = None
-        self._held_gaps: list[GapMarker] = []  # a standby's own gaps, until it takes over
+        # A standby's own gaps until it takes over, each with this host's time
+        # (time.time()) when it ended, to compare with progress reports' times.
+        self._held_gaps: list[tuple[GapMarker, float]] = []
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -395,6 +406,7 @@ class Bridge:
         configs = catcher_configs(self.settings)
         self._open_backlog()
         several = len(configs) > 1
+        delay_bound = timedelta(seconds=self.settings.ingres.delivery_delay_max)
         self.health = Health([
             *(f"ingres:{database_of(c.target)}" if several else "ingres" for c in configs),
             "amqp",
@@ -403,7 +415,8 @@ class Bridge:
             # The first database keeps the ledger's unscoped keys, so a spool
             # written while it was the only one still tells where its gap starts.
             _Lane(self, config, f"ingres:{database_of(config.target)}" if several else "ingres",
-                  CatchLedger(self._spool, database_of(config.target) if i else ""))
+                  CatchLedger(self._spool, delay_bound,
+                              database_of(config.target) if i else ""))
             for i, config in enumerate(configs)
         ]
         if (address := self.settings.http.address) is not None:
@@ -672,7 +685,7 @@ class Bridge:
             log.warning("standby: DBEvents raised between %s and %s were not caught here (%s); "
                         "the active bridge covers them", lost_from.isoformat(),
                         lost_until.isoformat(), reason, extra={"ha_role": "standby"})
-            self._held_gaps.append(marker)
+            self._held_gaps.append((marker, time.time()))
             return
         self._send_gap_marker(marker)
 
@@ -686,8 +699,9 @@ class Bridge:
         assert self._pair is not None
         reported_at = self._pair.lease.last_progress_at
         held, self._held_gaps = self._held_gaps, []
-        for marker in held:
-            if reported_at is not None and marker.lost_until.timestamp() <= reported_at:
+        for marker, ended_at in held:
+            # This host's clock on both sides: the marker's bounds are DBMS time.
+            if reported_at is not None and ended_at <= reported_at:
                 log.info("gap from %s to %s was covered by the previous active bridge",
                          marker.lost_from.isoformat(), marker.lost_until.isoformat())
                 self._ledger_of(marker.database).gap_reported(marker.lost_from)

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Final, Protocol
 
 import tenacity
@@ -57,17 +57,25 @@ class CatcherSink(Protocol):
     def event_caught(self, event: CaughtEvent) -> None:
         """A DBEvent was caught (hand it to the event loop, do not block)."""
 
-    def session_up(self, registered_at: datetime, reconnected: bool) -> None:
-        """A session is connected and every event is registered."""
+    def session_up(self, catching_from: datetime, registered_by: datetime,
+                   reconnected: bool) -> None:
+        """A session is connected and every event is registered.
 
-    def session_down(self, lost_at: datetime, reason: str) -> None:
+        Both instants are DBMS time, the clock that stamps events: every event
+        raised from `catching_from` on reaches this session while it lives;
+        every event raised from `registered_by` on was raised after it had
+        registered them all (what an earlier window lost was raised before).
+        """
+
+    def session_down(self, reason: str) -> None:
         """The session was lost; events raised from now on are not caught."""
 
     def session_unavailable(self, reason: str) -> None:
         """An attempt to open and register a session failed; the catcher retries."""
 
     def session_proved(self, moment: datetime) -> None:
-        """Every event raised before `moment` has been caught (reported after them)."""
+        """The DBMS answered a probe at `moment` (DBMS time); reported after the events
+        caught before the answer, so none that reached the session before it is missing."""
 
     def catcher_failed(self, error: BaseException) -> None:
         """The catcher gave up (a startup error, or a bug): the bridge must stop."""
@@ -134,6 +142,15 @@ class _ReconnectWait(tenacity.wait.wait_base):
         return delay + random.uniform(0, self._low)
 
 
+@dataclass(frozen=True, slots=True)
+class _Registered:
+    """A session with every event registered, and when, in DBMS time (see `session_up`)."""
+
+    session: Session
+    catching_from: datetime
+    registered_by: datetime
+
+
 class Catcher:
     """Runs the Ingres session on its own thread; see the module docstring."""
 
@@ -191,9 +208,10 @@ class Catcher:
         reconnected = False
         try:
             while not self._stop.is_set():
-                session = self._connect_with_backoff(reconnected)
-                if session is None:
+                registered = self._connect_with_backoff(reconnected)
+                if registered is None:
                     return
+                session = registered.session
                 try:
                     self._catch_until_lost(session)
                 finally:
@@ -209,7 +227,7 @@ class Catcher:
             self._started.set()
             self._sink.catcher_failed(exc)
 
-    def _connect_with_backoff(self, reconnected: bool) -> Session | None:
+    def _connect_with_backoff(self, reconnected: bool) -> _Registered | None:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(OpenAPIError),
             wait=_ReconnectWait(self._config.reconnect_min_s, self._config.reconnect_max_s),
@@ -219,12 +237,12 @@ class Catcher:
             reraise=True,
         )
         try:
-            session: Session = retrying(self._open_and_register)
+            registered: _Registered = retrying(self._open_and_register)
         except OpenAPIError:
             return None  # stopped while retrying
-        self._sink.session_up(datetime.now(UTC), reconnected)
+        self._sink.session_up(registered.catching_from, registered.registered_by, reconnected)
         self._started.set()
-        return session
+        return registered
 
     def _interruptible_sleep(self, seconds: float) -> None:
         # A stop request interrupts the backoff at once.
@@ -268,13 +286,26 @@ class Catcher:
                 f"giving up after {self._unexplained} failures in a row: {explain(exc)}"
             ) from exc
 
-    def _open_and_register(self) -> Session:
+    def _open_and_register(self) -> _Registered:
+        """Connect and register every event, reading the DBMS clock before and after.
+
+        The reading before is where this session's catching starts (an event
+        raised later is stamped no earlier); the one after, rounded down to the
+        second, plus a second, is later than the moment the last REGISTER took
+        effect, so it ends the window that the previous session left.
+        """
         try:
-            session = _open_session(self._config)
+            return self._registered(_open_session(self._config))
+        except RegistrationError:
+            raise  # retried with back-off whatever it says: the event may be created any time
         except OpenAPIError as exc:
             self._judge(exc)
             raise
+
+    def _registered(self, session: Session) -> _Registered:
+        timeout_s = self._config.operation_timeout_s
         try:
+            catching_from = session.probe(timeout_s)
             for name in self._config.events:
                 try:
                     session.register(name)
@@ -282,6 +313,7 @@ class Catcher:
                     if exc.connection_lost:
                         raise
                     raise RegistrationError(name, exc) from exc
+            registered_by = session.probe(timeout_s) + timedelta(seconds=1)
         except BaseException:
             session.close()
             raise
@@ -289,19 +321,20 @@ class Catcher:
             "registered %d DBEvent(s) through OpenAPI version %d: %s", len(self._config.events),
             API_VERSION, ", ".join(self._config.events), extra={"side": "ingres"},
         )
-        return session
+        return _Registered(session, catching_from, registered_by)
 
     def _catch_until_lost(self, session: Session) -> None:
         """Catch until the session fails or a stop is asked for.
 
-        An answered idle probe proves more than liveness: the DBMS writes a
-        session's events to the connection before the probe's answer, so once
-        the next wait for events comes back empty, every event raised before the
-        probe was sent has been caught. That instant is reported (after those
-        events), so that a later gap marker starts no earlier than it must.
+        An answered idle probe proves more than liveness: the DBMS writes the
+        events queued for a session to the connection before the probe's answer,
+        so once the next wait for events comes back empty, every event queued
+        before the answer has been caught. The answer's DBMS time is reported
+        then (after those events); the ledger allows for events that the
+        server's event thread had not queued yet (`ingres.delivery_delay_max`).
         """
         last_activity = time.monotonic()
-        probe_sent: datetime | None = None
+        answered: datetime | None = None
         timeout_ms = self._config.get_event_timeout_ms
         while not self._stop.is_set():
             try:
@@ -311,18 +344,16 @@ class Catcher:
                     last_activity = time.monotonic()
                     self._sink.event_caught(_to_caught(raw, self._identities))
                     continue
-                if probe_sent is not None:
-                    self._sink.session_proved(probe_sent)
-                    probe_sent = None
+                if answered is not None:
+                    self._sink.session_proved(answered)
+                    answered = None
                 if time.monotonic() - last_activity >= self._config.idle_probe_s:
-                    sent = datetime.now(UTC)
                     # A half-open session fails or times out here.
-                    session.probe(self._config.probe_timeout_s)
-                    probe_sent = sent
+                    answered = session.probe(self._config.probe_timeout_s)
                     last_activity = time.monotonic()
             except OpenAPIError as exc:
                 log.error("Ingres session lost: %s", exc, extra={"side": "ingres"})
-                self._sink.session_down(datetime.now(UTC), str(exc))
+                self._sink.session_down(str(exc))
                 self._judge(exc)
                 return
 

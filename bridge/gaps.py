@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import suppress
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
 from bridge.event import CaughtEvent
@@ -27,19 +27,26 @@ _GAP_FROM_KEY: Final = "unreported_gap_from"
 class CatchLedger:
     """Until when every raised DBEvent is known to be caught, kept in the spool's meta.
 
-    Evidence only, no timing assumption: events of one session arrive in the
-    order they were raised, so once the caught events are committed, nothing
-    raised before the last one's `raised_at` can be missing; a registration
-    or an answered probe proves the same for its own time. The latest such
-    instant is the earliest a loss can start: a gap marker starts there (also
-    after a crash, from the spool). When the session is idle, that instant
-    advances with the idle probes (`ingres.idle_probe_interval`). Without a
-    spool nothing is remembered across runs.
+    Every instant here is DBMS time, the clock that stamps `raised_at`, never
+    this host's: a gap window is compared with event times, and the two clocks
+    may differ by any amount.
+
+    What counts as proof. The DBMS time read before a session registered:
+    every event raised later reaches that session while it lives. A caught
+    event's `raised_at`, and the DBMS time of an answered probe, once what
+    reached the session before is committed: a SHARE event reaches the session
+    through the server's event thread (sce.c), some time after its stamp, so
+    events stamped up to `delay_bound` earlier may still be on their way; the
+    proof is that instant less the bound, rounded down to the whole second
+    (events are stamped in whole seconds). The latest proof is the earliest a
+    loss can start: a gap marker starts there (also after a crash, from the
+    spool). Without a spool nothing is remembered across runs.
     """
 
-    def __init__(self, spool: Spool | None, scope: str = "") -> None:
+    def __init__(self, spool: Spool | None, delay_bound: timedelta, scope: str = "") -> None:
         """Keep the ledger in `spool`; `scope` (a database) keeps several apart in one spool."""
         self._spool = spool
+        self._delay_bound = delay_bound
         self._suffix = f"@{scope}" if scope else ""
         self._caught_until: datetime | None = None  # None: no session up
         self._open_gaps: list[datetime] = []  # gap starts whose marker is unconfirmed
@@ -51,15 +58,16 @@ class CatchLedger:
             self._open_gap(found)
         return found
 
-    def session_up(self, registered_at: datetime) -> None:
-        """A session registered: from here on, events are caught."""
-        self._caught_until = registered_at
-        self._write(_ALIVE_KEY, registered_at)
+    def session_up(self, catching_from: datetime) -> None:
+        """A session registered: events raised from `catching_from` (DBMS time) on are caught."""
+        self._caught_until = catching_from
+        self._write(_ALIVE_KEY, catching_from)
 
     def proved(self, moment: datetime) -> None:
-        """Nothing raised before `moment` is missing (events handed over, or a probe)."""
+        """What reached the session before `moment` (DBMS time) is handed over."""
         if self._caught_until is not None:
-            self._caught_until = max(self._caught_until, moment)
+            proof = (moment - self._delay_bound).replace(microsecond=0)
+            self._caught_until = max(self._caught_until, proof)
 
     def caught(self, events: list[CaughtEvent]) -> None:
         """Events were handed to the backlog (committed before the next `record`)."""

@@ -78,7 +78,8 @@ PRIORITY = 0
 class GapMarker:
     """Events of `database` raised between `lost_from` and `lost_until` may be lost.
 
-    Both times are aware datetimes (converted to UTC in the message). `reason`
+    Both times are aware datetimes in the DBMS's clock, as `raised_at` is
+    (converted to UTC in the message; bridge.gaps). `reason`
     is a short human-readable explanation (e.g. "ingres connection lost").
     """
 

@@ -73,6 +73,9 @@ def error_name(code: int) -> str:
 _EVENT_TEXT_MAX = 256
 _VCH_BUFFER = _EVENT_TEXT_MAX + 2
 
+# The DBMS's clock, POSIX seconds as text (adu_dbmsinfo; the ADK_BINTIM query constant).
+_DBMS_TIME_QUERY = "select dbmsinfo('_bintim')"
+
 # How long one IIapi_wait may block. Bounded so that a wedged connection is
 # noticed by the caller's deadline rather than hanging the thread for ever.
 _WAIT_SLICE_MS = 1000
@@ -414,26 +417,30 @@ class Session:
         finally:
             self._close_statement(stmt)
 
-    def probe(self, timeout_s: float) -> None:
-        """Prove the session answers (`SELECT 1`) within `timeout_s` in all.
+    def probe(self, timeout_s: float) -> datetime:
+        """Prove the session answers within `timeout_s` in all; return the DBMS clock.
 
         Its own deadline, shorter than the session's operation timeout: a
         half-open session must be found in seconds, while a connect to a busy
-        server may legitimately take longer.
+        server may legitimately take longer. The answer is the DBMS's time in
+        whole seconds, rounded down (`dbmsinfo('_bintim')`, fixed per
+        transaction, and every statement here is one): the clock that stamps
+        events, so that gap windows never mix it with this host's clock.
         """
         py = self._py
         deadline = time.monotonic() + timeout_s
-        query = self._start_query("select 1", deadline)
+        query = self._start_query(_DBMS_TIME_QUERY, deadline)
         stmt = query.qy_stmtHandle
         try:
             descr = py.IIAPI_GETDESCRPARM()
             descr.gd_stmtHandle = stmt
             self._start(py.IIapi_getDescriptor, descr, descr.gd_genParm)
-            self._complete("select 1: descriptor", descr.gd_genParm, deadline)
-            # Sized by the descriptor: a real server answers INTEGER2 (length 2).
-            value = ctypes.create_string_buffer(8)
+            self._complete("dbms time: descriptor", descr.gd_genParm, deadline)
+            # Read now: the descriptor is the API's memory, gone with the statement.
+            varchar = int(descr.gd_descriptor[0].ds_dataType) == py.IIAPI_VCH_TYPE
+            value = ctypes.create_string_buffer(int(descr.gd_descriptor[0].ds_length))
             data = (py.IIAPI_DATAVALUE * 1)()
-            data[0].dv_length = min(int(descr.gd_descriptor[0].ds_length), len(value))
+            data[0].dv_length = len(value)
             data[0].dv_value = ctypes.addressof(value)
             cols = py.IIAPI_GETCOLPARM()
             cols.gc_stmtHandle = stmt
@@ -441,9 +448,17 @@ class Session:
             cols.gc_columnCount = 1
             cols.gc_columnData = data
             self._start(py.IIapi_getColumns, cols, cols.gc_genParm, data, value)
-            self._complete("select 1: columns", cols.gc_genParm, deadline)
+            self._complete("dbms time: columns", cols.gc_genParm, deadline)
         finally:
             self._close_statement(stmt, deadline)
+        raw = value.raw
+        if varchar:
+            (length,) = struct.unpack_from("=H", raw)
+            raw = raw[2 : 2 + length]
+        text = raw.decode("ascii", "replace").strip(" \0")
+        if not text.isdigit():
+            raise OpenAPIError(f"{_DBMS_TIME_QUERY}: unexpected answer {text!r}", ST_FAILURE, [])
+        return datetime.fromtimestamp(int(text), UTC)
 
     def _start_query(self, sql: str | bytes, deadline: float | None = None) -> Any:
         py = self._py

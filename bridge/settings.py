@@ -613,6 +613,12 @@ class IngresSettings(_Section):
         description="How long one Ingres operation (connect, register, idle probe) may take "
         "before the session is treated as lost and reopened (seconds).",
     )
+    delivery_delay_max: PositiveDuration = Field(
+        default=5.0,
+        description="Longest the DBMS may take to hand a raised event to this session (its "
+        "event thread queues SHARE events some time after stamping them); a gap marker starts "
+        "this much before the last event caught or the last idle probe answered (seconds).",
+    )
     get_event_timeout: PositiveDuration = Field(
         default=0.5,
         description="How long one IIapi_getEvent waits before returning to check for "

@@ -89,13 +89,14 @@ class _Printer:
             self._out.write(json.dumps(line, ensure_ascii=False) + "\n")
             self._out.flush()
 
-    def session_up(self, registered_at: datetime, reconnected: bool) -> None:
+    def session_up(self, catching_from: datetime, registered_by: datetime,
+                   reconnected: bool) -> None:
         what = "caught again" if reconnected else "catching"
-        print(f"dbevent-bridge tail: {what} since {format_timestamp(registered_at)}",
+        print(f"dbevent-bridge tail: {what} since {format_timestamp(catching_from)} (DBMS time)",
               file=sys.stderr, flush=True)
 
-    def session_down(self, lost_at: datetime, reason: str) -> None:
-        print(f"dbevent-bridge tail: session lost at {format_timestamp(lost_at)} ({reason}); "
+    def session_down(self, reason: str) -> None:
+        print(f"dbevent-bridge tail: session lost ({reason}); "
               "events raised until it is back are not caught", file=sys.stderr, flush=True)
 
     def session_unavailable(self, reason: str) -> None:

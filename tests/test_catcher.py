@@ -11,7 +11,7 @@ import logging
 import random
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -30,6 +30,8 @@ from bridge.openapi import ApiError, OpenAPIError, SessionTimeoutError
 from tests.polling import wait_until
 
 RAISED = datetime(2026, 11, 25, 8, 0, 0, tzinfo=UTC)
+# The scripted DBMS clock: its n-th reading (probe) is DBMS_T0 + n seconds.
+DBMS_T0 = datetime(2026, 11, 25, 9, 0, 0, tzinfo=UTC)
 # As the real client reports them (codes: see bridge/ingres_errors.py).
 UNREACHABLE = OpenAPIError(
     "connect", 5, [ApiError(1, "08004", 0x1FE05, "Unable to make outgoing connection.")])
@@ -107,10 +109,12 @@ class ScriptedSession:
             raise item
         return item
 
-    def probe(self, timeout_s: float) -> None:
+    def probe(self, timeout_s: float) -> datetime:
         self.probes += 1
-        if self.probe_error is not None:
+        # The two readings around the registration answer; idle probes may fail.
+        if self.probe_error is not None and self.probes > 2:
             raise self.probe_error
+        return DBMS_T0 + timedelta(seconds=self.probes)
 
     def close(self) -> None:
         self.closed.set()
@@ -122,6 +126,7 @@ class RecordingSink:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.failed: BaseException | None = None
+        self.up_at: list[tuple[datetime, datetime]] = []  # session_up's DBMS times
         self._lock = threading.Lock()
 
     def _add(self, kind: str, value: Any) -> None:
@@ -139,10 +144,13 @@ class RecordingSink:
     def event_caught(self, event: CaughtEvent) -> None:
         self._add("caught", event)
 
-    def session_up(self, registered_at: datetime, reconnected: bool) -> None:
+    def session_up(self, catching_from: datetime, registered_by: datetime,
+                   reconnected: bool) -> None:
         self._add("up", reconnected)
+        with self._lock:
+            self.up_at.append((catching_from, registered_by))
 
-    def session_down(self, lost_at: datetime, reason: str) -> None:
+    def session_down(self, reason: str) -> None:
         self._add("down", reason)
 
     def session_unavailable(self, reason: str) -> None:
@@ -217,7 +225,6 @@ def test_an_idle_session_is_probed_and_the_probe_proves_what_came_before(
     config = CatcherConfig(target="demodb", user=None, password=None, events=["a"],
                            get_event_timeout_ms=10, idle_probe_s=0.05)
     catcher = Catcher(config, sink, EventIdentities())
-    before = datetime.now(UTC)
     catcher.start()
     try:
         assert wait_until(lambda: len(sink.of("proved")) >= 2, 10)
@@ -227,8 +234,10 @@ def test_an_idle_session_is_probed_and_the_probe_proves_what_came_before(
     assert session.probes >= 2
     kinds = sink.kinds()
     assert kinds.index("caught") < kinds.index("proved")  # reported after the events
+    # DBMS time, read around the registration and by each answered probe.
+    assert sink.up_at == [(DBMS_T0 + timedelta(seconds=1), DBMS_T0 + timedelta(seconds=3))]
     proofs = sink.of("proved")
-    assert before <= proofs[0] <= proofs[1] <= datetime.now(UTC)
+    assert proofs[:2] == [DBMS_T0 + timedelta(seconds=3), DBMS_T0 + timedelta(seconds=4)]
     assert session.closed.is_set()
 
 

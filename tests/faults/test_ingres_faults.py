@@ -9,24 +9,29 @@ raised after it registered again.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from bridge.app import _Lane
 from bridge.settings import IngresSettings
 from bridge.sim.server import ServerThread
 from tests.faults.conftest import (
     REREGISTERED_WITHIN_S,
     Fault,
     Raiser,
+    RaiseRecord,
     Subscriber,
     Tally,
     bound_queue,
     check_gap_windows,
     fault_settings,
     reconnect_delays,
+    registrations,
     seed,
     start_bridge,
     verdict,
@@ -60,8 +65,9 @@ def _after_last_gap(tally: Tally, raiser: Raiser) -> list[int]:
 )
 async def test_sessions_dropped_and_dbms_restarted(
     drops: int, restarts: int, duration: float, amqp_url: str, sim: ServerThread,
-    unique_name: str, isolated_env: Path,
+    unique_name: str, isolated_env: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="bridge.catcher")
     rng = random.Random(run_seed := seed())
     settings = fault_settings(isolated_env, amqp_url, sim.target(), unique_name,
                               ingres=_DEFAULT_RECONNECT)
@@ -91,7 +97,7 @@ async def test_sessions_dropped_and_dbms_restarted(
                             and t.accounted(raiser.records), within=60)
         finally:
             await bridge_.shutdown()
-    reconnect_s = reconnect_delays(sub.tally.gaps, back_up)
+    reconnect_s = reconnect_delays(registrations(caplog.records), back_up)
     result = verdict(
         "ingres drops/restarts", raiser.records, sub.tally, seed=run_seed, faults=len(faults),
         caught=int(metric_value(bridge_.metrics, "events_caught")),
@@ -115,6 +121,7 @@ async def test_sessions_dropped_and_dbms_restarted(
 )
 async def test_reregistered_within_a_second_of_a_long_outage(
     outage: float, amqp_url: str, sim: ServerThread, unique_name: str, isolated_env: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A DBMS down longer than the first back-off steps: the bridge is back within 1 s anyway.
 
@@ -122,6 +129,7 @@ async def test_reregistered_within_a_second_of_a_long_outage(
     4 s ...) would come back up to a whole step late; refused connects are
     retried quickly instead.
     """
+    caplog.set_level(logging.INFO, logger="bridge.catcher")
     settings = fault_settings(isolated_env, amqp_url, sim.target(), unique_name,
                               ingres=_DEFAULT_RECONNECT)
     async with bound_queue(amqp_url, unique_name) as queue, Subscriber(queue) as sub:
@@ -137,7 +145,7 @@ async def test_reregistered_within_a_second_of_a_long_outage(
             await bridge_.shutdown()
     assert reported, "no gap marker after the outage"
     assert arrived, "the events raised after the outage did not all arrive"
-    (delay,) = reconnect_delays(sub.tally.gaps, [back_up])
+    (delay,) = reconnect_delays(registrations(caplog.records), [back_up])
     print(f"[long outage] down {outage:.0f} s, re-registered {delay} s after the DBMS was back")
     assert delay is not None, "never re-registered"
     assert delay <= REREGISTERED_WITHIN_S
@@ -187,3 +195,70 @@ async def test_half_open_session_is_noticed_by_the_idle_probe(
     result.check()
     assert all(r.seq in sub.tally.message_ids for r in before.records + after.records)
     assert not _after_last_gap(sub.tally, after)
+
+
+# The event thread's delay in the test: under ingres.delivery_delay_max (5 s by
+# default), long enough for idle probes to be answered while events wait.
+_EVENT_THREAD_DELAY_S = 3.0
+
+
+@pytest.mark.parametrize("offset", [
+    pytest.param(0.0, id="same-clock"),
+    pytest.param(-300.0, id="dbms-5min-behind"),
+    pytest.param(300.0, id="dbms-5min-ahead"),
+])
+async def test_gap_window_covers_events_still_in_the_event_thread_in_dbms_time(
+    offset: float, amqp_url: str, sim: ServerThread, unique_name: str, isolated_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SHARE events still queued in the DBMS's event thread when the session drops are lost.
+
+    The gap marker must cover them in the DBMS clock, which stamps `raised_at`,
+    however far this host's clock is from it, and although idle probes were
+    answered after they were raised (an answered probe does not prove that
+    the event thread had delivered them).
+    """
+    answered: list[datetime] = []
+    proof = _Lane.on_proof
+
+    def record(self: _Lane, moment: datetime) -> None:
+        answered.append(moment)
+        proof(self, moment)
+
+    monkeypatch.setattr(_Lane, "on_proof", record)
+    sim.set_clock_offset(offset)
+    settings = fault_settings(isolated_env, amqp_url, sim.target(), unique_name,
+                              ingres={"idle_probe_interval": 0.2, "get_event_timeout": 0.1})
+    async with bound_queue(amqp_url, unique_name) as queue, Subscriber(queue) as sub:
+        bridge_ = await start_bridge(settings)
+        try:
+            sim.set_delay(_EVENT_THREAD_DELAY_S * 1000)
+            burst = Raiser(sim, count=20).start()
+            await burst.wait()
+            raised_dbms = max(r.after for r in burst.records) + offset
+            probed = await eventually(
+                lambda: any(m.timestamp() > raised_dbms for m in answered), within=30)
+            pending = sim.stats()["events_pending"]
+            await asyncio.to_thread(sim.drop_sessions)
+            sim.set_delay(0)
+            await sub.until(lambda t: len(t.gaps) >= 1, within=30)
+            after = Raiser(sim, count=20, first=1000).start()
+            await after.wait()
+            await sub.until(lambda t: sum(s >= 1000 for s in t.message_ids) >= 20, within=30)
+        finally:
+            await bridge_.shutdown()
+    assert probed, "no idle probe was answered while the burst waited in the event thread"
+    assert pending == len(burst.records), "the burst was delivered before the drop"
+    # The raiser timed its raises with this host's clock: in DBMS time they are `offset` later.
+    in_dbms_time = [RaiseRecord(r.seq, r.before + offset, r.after + offset, r.targets)
+                    for r in burst.records + after.records]
+    result = verdict(f"event thread delay, DBMS clock {offset:+.0f} s", in_dbms_time, sub.tally,
+                     gap=[(g.lost_from, g.lost_until) for g in sub.tally.gaps])
+    result.check()
+    assert result.in_gaps == len(burst.records), "the burst was lost and the gap covers it"
+    (gap,) = sub.tally.gaps
+    # What the window excuses: no wider than the delivery bound, the delay, the
+    # whole-second clock and the reconnect allow.
+    assert gap.lost_until - gap.lost_from <= (
+        IngresSettings().delivery_delay_max + _EVENT_THREAD_DELAY_S + 2 + 10)
+    assert all(r.seq in sub.tally.message_ids for r in after.records)

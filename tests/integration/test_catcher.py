@@ -26,10 +26,11 @@ class _Sink:
     def event_caught(self, event: CaughtEvent) -> None:
         pass
 
-    def session_up(self, registered_at: datetime, reconnected: bool) -> None:
+    def session_up(self, catching_from: datetime, registered_by: datetime,
+                   reconnected: bool) -> None:
         pass
 
-    def session_down(self, lost_at: datetime, reason: str) -> None:
+    def session_down(self, reason: str) -> None:
         pass
 
     def session_unavailable(self, reason: str) -> None:

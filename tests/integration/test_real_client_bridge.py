@@ -30,6 +30,7 @@ from tests.faults.conftest import (
     Subscriber,
     bound_queue,
     reconnect_delays,
+    registrations_in_log,
     seed,
     verdict,
 )
@@ -149,7 +150,8 @@ async def test_sessions_dropped_and_dbms_restarted(
             )
             caught = real_bridge.counter("events_caught")
             status = await asyncio.to_thread(real_bridge.terminate)
-    reconnect_s = reconnect_delays(sub.tally.gaps, back_up)
+    logged = real_bridge.log.read_text(errors="replace")
+    reconnect_s = reconnect_delays(registrations_in_log(logged), back_up)
     result = verdict(
         "real client: ingres drops/restarts", raiser.records, sub.tally, seed=run_seed,
         faults=len(faults), caught=int(caught), settled=settled, reconnect_after_back_s=reconnect_s,
