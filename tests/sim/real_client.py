@@ -88,3 +88,16 @@ def check_abort_pending(report: dict[str, Any]) -> None:
     assert not report["abort_done_in_abort"], "IIapi_abort completed without IIapi_wait"
     assert report["order"] == ["get_event", "abort"], report
     assert report["abort"] == 0, report
+
+
+def check_release_open_env(report: dict[str, Any]) -> None:
+    """What both libraries must report for the `release_open_env` scenario.
+
+    IIapi_releaseEnv drops a connection still open, with WARNING, and calls
+    back nothing it had pending (aip/apiinit.c); the API works afterwards.
+    """
+    assert report["release"] == 2, report  # WARNING
+    assert not report["get_event_called_back"], report
+    assert report["connect_again"] == 0, report
+    assert report["select_again"] == 0, report
+    assert report["disconnect"] == 0, report

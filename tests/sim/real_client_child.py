@@ -401,7 +401,40 @@ def abort_pending(target: str) -> Json:
         terminate(env)
 
 
+def release_open_env(target: str) -> Json:
+    """IIapi_releaseEnv while a connection is open and a getEvent waits on it; then anew."""
+    env = initialize()
+    session, report = _connect(env, target)
+    if session is None:
+        terminate(env)
+        return {"connect": report}
+    gv = py.IIAPI_GETEVENTPARM()  # kept referenced: the library may still own it
+    gv.gv_connHandle = session.conn
+    gv.gv_timeout = -1
+    py.IIapi_getEvent(gv)
+    rp = py.IIAPI_RELENVPARM()
+    rp.re_envHandle = env
+    py.IIapi_releaseEnv(rp)
+    out: Json = {"release": int(rp.re_status)}
+    wt = py.IIAPI_WAITPARM()
+    wt.wt_timeout = 0
+    py.IIapi_wait(wt)
+    out["get_event_called_back"] = bool(gv.gv_genParm.gp_completed)
+    terminate(None)  # the environment is gone already
+    again = initialize()
+    try:
+        session, report = _connect(again, target)
+        out["connect_again"] = report["status"]
+        if session is not None:
+            out["select_again"] = _query(session, "select 1", fetch=True)["status"]
+            out.update(_disconnect(session, None))
+    finally:
+        terminate(again)
+    return out
+
+
 SCENARIOS: dict[str, Callable[..., Json]] = {
+    "release_open_env": release_open_env,
     "abort_pending": abort_pending,
     "read_without_catch": read_without_catch,
     "idle_push": idle_push,

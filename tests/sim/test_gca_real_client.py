@@ -25,7 +25,12 @@ from bridge.sim import control, gcc, wire
 from bridge.sim.gcasession import GcaChannel, GcaConnection
 from bridge.sim.server import Database, Session
 from bridge.sim.sql import IngresError
-from tests.sim.real_client import check_abort_pending, check_read_without_catch, run_scenario
+from tests.sim.real_client import (
+    check_abort_pending,
+    check_read_without_catch,
+    check_release_open_env,
+    run_scenario,
+)
 
 pytestmark = pytest.mark.real_client
 
@@ -419,3 +424,12 @@ def test_abort_fails_the_waiting_get_event_at_once_and_completes_in_a_wait(
     report = run_scenario(real_ii_system, tmp_path, "abort_pending",
                           target=f"@127.0.0.1,tcp_ip,{port}::demodb")  # fmt: skip
     check_abort_pending(report)
+
+
+def test_releasing_an_environment_drops_its_open_connection_with_a_warning(
+    real_ii_system: Path, tmp_path: Path, port: int
+) -> None:
+    """tests/sim/test_openapi_faults.py asserts the same of the simulator's library."""
+    report = run_scenario(real_ii_system, tmp_path, "release_open_env",
+                          target=f"@127.0.0.1,tcp_ip,{port}::demodb")  # fmt: skip
+    check_release_open_env(report)

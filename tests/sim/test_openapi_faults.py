@@ -17,7 +17,7 @@ import pytest
 from bridge.sim.server import ServerThread
 from tests.sim import _openapi_helpers as h
 from tests.sim import real_client_child
-from tests.sim.real_client import check_abort_pending
+from tests.sim.real_client import check_abort_pending, check_release_open_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -232,3 +232,10 @@ def test_abort_fails_the_waiting_get_event_at_once_and_completes_in_a_wait(
 ) -> None:
     """As the real library (tests/sim/test_gca_real_client.py runs the same scenario)."""
     check_abort_pending(real_client_child.abort_pending(server.target()))
+
+
+def test_releasing_an_environment_drops_its_open_connection_with_a_warning(
+    server: ServerThread,
+) -> None:
+    """As the real library (tests/sim/test_gca_real_client.py runs the same scenario)."""
+    check_release_open_env(real_client_child.release_open_env(server.target()))

@@ -146,6 +146,34 @@ EXPORT void IIapi_terminate(IIAPI_TERMPARM *p)
     pthread_mutex_unlock(&g_lock);
 }
 
+/* As IIapi_releaseEnv in aip/apiinit.c: each connection still open under the
+ * environment is dropped (IIapi_abortGCA: no goodbye) and deleted with every
+ * handle under it, and nothing it had pending is ever called back. Returns
+ * how many were dropped. */
+static int drop_connections(env_t *e)
+{
+    clist_t cl = {0};
+    int dropped = 0;
+    size_t n;
+    hdr_t **all = reg_all(&n);
+    for (size_t i = n; i-- > 0;) {
+        all = reg_all(&n);
+        if (i >= n || all[i]->kind != K_CONN || ((conn_t *)all[i])->env != e) continue;
+        conn_t *c = (conn_t *)all[i];
+        memset(&c->rd, 0, sizeof c->rd);
+        for (evh_t *h = c->evhs; h; h = h->next) h->parm = NULL;
+        conn_free(c, &cl);
+        dropped++;
+        i = n;
+    }
+    for (comp_t *c = cl.head; c;) {
+        comp_t *x = c->next;
+        free(c);
+        c = x;
+    }
+    return dropped;
+}
+
 EXPORT void IIapi_releaseEnv(IIAPI_RELENVPARM *p)
 {
     if (!p) return;
@@ -153,10 +181,11 @@ EXPORT void IIapi_releaseEnv(IIAPI_RELENVPARM *p)
     env_t *e = p->re_envHandle;
     if (!g_init) p->re_status = IIAPI_ST_NOT_INITIALIZED;
     else if (!reg_has(e, K_ENV) || e->is_default) p->re_status = IIAPI_ST_INVALID_HANDLE;
-    else if (e->nconns > 0) p->re_status = IIAPI_ST_FAILURE; /* connections still open */
     else {
+        /* WARNING when connections had to be dropped, as the real library. */
+        int dropped = e->nconns > 0 ? drop_connections(e) : 0;
         hfree(&e->h);
-        p->re_status = IIAPI_ST_SUCCESS;
+        p->re_status = dropped ? IIAPI_ST_WARNING : IIAPI_ST_SUCCESS;
     }
     pthread_mutex_unlock(&g_lock);
 }
