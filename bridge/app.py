@@ -39,7 +39,14 @@ from bridge.masking import without_credentials
 from bridge.message import GapMarker
 from bridge.metrics import Metrics
 from bridge.publisher import Publisher, PublisherConfig, PublisherError, PublisherStartupError
-from bridge.settings import AmqpSettings, Settings, database_of, env_name
+from bridge.settings import (
+    AmqpSettings,
+    IngresTarget,
+    Settings,
+    database_of,
+    env_name,
+    parse_event_name,
+)
 from bridge.spool import Spool
 from bridge.tls import build_ssl_context
 
@@ -74,7 +81,7 @@ def catcher_configs(settings: Settings) -> list[CatcherConfig]:
     targets = ingres_targets(settings)
     if not targets:
         raise StartupError("no Ingres target: set BRIDGE_INGRES__TARGET (ingres.target)")
-    return [_catcher_config(settings, target) for target in targets]
+    return [_catcher_config(settings, target) for target in settings.ingres.all_targets()]
 
 
 def catcher_config(settings: Settings) -> CatcherConfig:
@@ -82,13 +89,14 @@ def catcher_config(settings: Settings) -> CatcherConfig:
     return catcher_configs(settings)[0]
 
 
-def _catcher_config(settings: Settings, target: str) -> CatcherConfig:
+def _catcher_config(settings: Settings, target: IngresTarget) -> CatcherConfig:
     ingres = settings.ingres
+    own = ingres.database(target)  # its own user, password and events, else the section's
     return CatcherConfig(
-        target=target,
-        user=ingres.user,
-        password=ingres.password.get_secret_value() if ingres.password else None,
-        events=[name.sql for name in ingres.event_names()],
+        target=target.get_secret_value(),
+        user=own.user,
+        password=own.password.get_secret_value() if own.password else None,
+        events=[parse_event_name(name).sql for name in own.events or []],
         get_event_timeout_ms=int(ingres.get_event_timeout * 1000),
         idle_probe_s=ingres.idle_probe_interval,
         probe_timeout_s=ingres.probe_timeout,

@@ -565,6 +565,43 @@ class _Section(BaseModel):
     )
 
 
+class DatabaseSettings(_Section):
+    """What differs for one database of ingres.targets: its credentials and its events.
+
+    Unset values come from the ingres section (user, password, events).
+    """
+
+    user: Annotated[str | None, BeforeValidator(_empty_to_none)] = Field(
+        default=None, description="User name for this database's connection."
+    )
+    password: Annotated[SecretStr | None, BeforeValidator(_empty_to_none)] = Field(
+        default=None, description="Password for this database's user."
+    )
+    events: Annotated[list[str] | None, NoDecode] = Field(
+        default=None, description="DBEvents to register in this database, as ingres.events."
+    )
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _events(cls, value: object) -> list[str] | None:
+        return None if value is None else _parse_events(value)
+
+
+def _json_object(value: object) -> object:
+    """A JSON object given as text (the environment, the command line) is decoded."""
+    if isinstance(value, str):
+        if not value.strip():
+            return {}
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(
+                'must be a JSON object, e.g. {"stock": {"user": "reader", "events": ["low"]}} '
+                "(value not shown: it may hold a password)"
+            ) from None
+    return value
+
+
 class IngresSettings(_Section):
     """Where to catch DBEvents, which ones, and how to keep the session alive."""
 
@@ -580,6 +617,14 @@ class IngresSettings(_Section):
         description="Several databases in one process: a JSON list of targets, each as "
         "ingres.target, each on a database of its own; the same user, password and events "
         "for each. Instead of ingres.target.",
+    )
+    databases: Annotated[
+        dict[str, DatabaseSettings], NoDecode, BeforeValidator(_json_object)
+    ] = Field(
+        default_factory=dict,
+        description="Per-database user, password and events for ingres.targets, by database "
+        "name (a TOML table per database, or a JSON object); unset values come from this "
+        "section.",
     )
     user: Annotated[str | None, BeforeValidator(_empty_to_none)] = Field(
         default=None, description="User name for the connection (unless the target carries it)."
@@ -651,6 +696,16 @@ class IngresSettings(_Section):
         self._check_credentials()
         return self
 
+    def database(self, target: IngresTarget) -> DatabaseSettings:
+        """The effective user, password and events of one target's database."""
+        own = self.databases.get(database_of(target.get_secret_value()), DatabaseSettings())
+        if own.user is not None or own.password is not None:
+            user, password = own.user, own.password
+        else:
+            user, password = self.user, self.password
+        events = own.events if own.events is not None else self.events
+        return DatabaseSettings(user=user, password=password, events=events)
+
     def all_targets(self) -> list[IngresTarget]:
         """The databases to catch from: `targets`, or the one `target` (none: not runnable)."""
         return list(self.targets) or ([] if self.target is None else [self.target])
@@ -661,6 +716,15 @@ class IngresSettings(_Section):
                 "targets", "is set together with ingres.target; give one database as "
                 "BRIDGE_INGRES__TARGET or several as BRIDGE_INGRES__TARGETS, not both",
             )
+        known = {database_of(t.get_secret_value()) for t in self.all_targets()}
+        for name, own in self.databases.items():
+            if name not in known:
+                raise _FieldError(
+                    f"databases.{name}", f"no target names database {name!r}; "
+                    f"the targets name: {', '.join(sorted(known)) or 'none'}",
+                )
+            if own.password is not None and own.user is None:
+                raise _FieldError(f"databases.{name}.password", "is set but user is not")
         in_target = any(target.has_credentials for target in self.all_targets())
         if in_target and (self.user is not None or self.password is not None):
             raise _FieldError(
@@ -984,12 +1048,15 @@ class Settings(BaseSettings):
         return _build(plan, overrides)
 
     def require_events(self) -> None:
-        """Raise SettingsError unless at least one event is configured (`run` needs one).
+        """Raise SettingsError unless every database has an event to catch (`run` needs one).
 
         `check-config` and `demo` may work without events, so this is not a
         validator: the command that needs events calls it.
         """
-        if not self.ingres.events:
+        targets = self.ingres.all_targets()
+        if not self.ingres.events and (
+            not targets or any(not self.ingres.database(t).events for t in targets)
+        ):
             raise SettingsError(
                 [
                     _problem(

@@ -997,3 +997,45 @@ def test_target_and_targets_are_exclusive(monkeypatch: pytest.MonkeyPatch) -> No
         "BRIDGE_INGRES__TARGETS (ingres.targets): is set together with ingres.target; give one "
         "database as BRIDGE_INGRES__TARGET or several as BRIDGE_INGRES__TARGETS, not both"
     ]
+
+
+def test_per_database_sections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_INGRES__TARGETS", '["a::sales", "b::stock"]')
+    monkeypatch.setenv("BRIDGE_INGRES__DATABASES__STOCK__PASSWORD", PASSWORD)
+    config = write_toml(tmp_path, """
+[ingres]
+user = "bridge"
+events = ["order_created"]
+
+[ingres.databases.stock]
+user = "stockreader"
+events = ["low_stock", "ingres.price_changed"]
+""")
+    settings = load_settings(config_file=config)
+    sales, stock = (settings.ingres.database(t) for t in settings.ingres.all_targets())
+    assert (sales.user, sales.password, sales.events) == ("bridge", None, ["order_created"])
+    assert stock.user == "stockreader"
+    assert stock.password is not None
+    assert stock.password.get_secret_value() == PASSWORD
+    assert stock.events == ["low_stock", "ingres.price_changed"]
+    assert settings.masked_dict()["ingres"]["databases"]["stock"]["password"] == "***"
+    settings.require_runnable()
+
+
+def test_per_database_section_for_an_unknown_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_INGRES__TARGETS", '["a::sales"]')
+    monkeypatch.setenv("BRIDGE_INGRES__DATABASES", '{"stok": {"events": ["x"]}}')
+    assert problems_of() == [
+        "BRIDGE_INGRES__DATABASES__STOK (ingres.databases.stok): no target names database "
+        "'stok'; the targets name: sales"
+    ]
+
+
+def test_every_database_needs_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_INGRES__TARGETS", '["a::sales", "b::stock"]')
+    monkeypatch.setenv("BRIDGE_INGRES__DATABASES", '{"stock": {"events": ["low_stock"]}}')
+    with pytest.raises(SettingsError, match="BRIDGE_INGRES__EVENTS"):
+        load_settings().require_runnable()
+    monkeypatch.setenv("BRIDGE_INGRES__DATABASES",
+                       '{"stock": {"events": ["low_stock"]}, "sales": {"events": ["o"]}}')
+    load_settings().require_runnable()

@@ -12,6 +12,7 @@ import aio_pika
 import pytest
 
 from bridge.app import Bridge
+from bridge.openapi import Session
 from bridge.settings import Settings, load_settings
 from bridge.sim.server import ServerThread
 from tests.integration.conftest import Raised, body_of, raise_all, receive
@@ -51,6 +52,15 @@ def _settings(
         "http": {"listen": "off"},
         "shutdown": {"drain_timeout": 10},
     })
+
+
+def _raise_once(target: str, statement: str) -> None:
+    session = Session(target)
+    session.open()
+    try:
+        session.execute(statement)
+    finally:
+        session.close()
 
 
 def _events(prefix: str, count: int) -> list[Raised]:
@@ -156,3 +166,27 @@ async def test_a_database_whose_catcher_gives_up_leaves_the_others_running(
             await waiting
             await bridge.shutdown()
     assert len(messages) == 5
+
+
+async def test_a_database_section_gives_its_own_events(
+    amqp_url: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    sales: ServerThread, subscriber: aio_pika.abc.AbstractQueue,
+) -> None:
+    """stock has only low_stock: registering the section's order_created there would fail."""
+    with ServerThread() as stock:
+        stock.create_event("ingres", "low_stock", database="stock")
+        monkeypatch.setenv("BRIDGE_INGRES__DATABASES__STOCK__EVENTS", "low_stock")
+        settings = _settings(amqp_url, unique_name, tmp_path,
+                             [sales.target(database="sales"), stock.target(database="stock")],
+                             monkeypatch)
+        bridge = Bridge(settings)
+        await bridge.start()
+        try:
+            assert await asyncio.to_thread(bridge.wait_registered, 30.0)
+            assert await eventually(lambda: bridge.health.ready()[0], 30)
+            await asyncio.to_thread(_raise_once, stock.target(database="stock"),
+                                    "raise dbevent low_stock 'sku 7'")
+            messages = await receive(subscriber, 1, within=15)
+        finally:
+            await bridge.shutdown()
+    assert [m.routing_key for m in messages] == ["stock.ingres.low_stock"]
