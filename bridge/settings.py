@@ -107,7 +107,8 @@ _CREDENTIALS_PART = re.compile(r"\[[^\],]*,[^\]]*\]")
 
 # Settings whose input must never be echoed in an error message.
 _SECRET_PATHS = frozenset(
-    {("ingres", "password"), ("ingres", "target"), ("ingres", "targets"), ("amqp", "url")}
+    {("ingres", "password"), ("ingres", "target"), ("ingres", "targets"),
+     ("ingres", "databases"), ("amqp", "url")}
 )
 
 
@@ -1116,16 +1117,41 @@ def _problem(path: tuple[str, ...], message: str) -> str:
     return f"{env_name(path)} ({'.'.join(path)}): {message}"
 
 
+def _section_type(annotation: object) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _keyed_type(annotation: object) -> type[BaseModel] | None:
+    """The section model of a table of sections by name (ingres.databases), else None."""
+    return _section_type(get_args(annotation)[1]) if get_origin(annotation) is dict else None
+
+
 def _model_at(path: tuple[str, ...]) -> type[BaseModel] | None:
-    """The section model found at `path` below Settings, or None if `path` is no section."""
-    model: type[BaseModel] = Settings
+    """The section model found at `path` below Settings, or None if `path` is no section.
+
+    In a table of sections by name (ingres.databases), a name leads to its section.
+    """
+    model: type[BaseModel] | None = Settings
+    keyed: type[BaseModel] | None = None  # the next part is a name in such a table
     for part in path:
-        field = model.model_fields.get(part)
+        if keyed is not None:
+            model, keyed = keyed, None
+            continue
+        field = model.model_fields.get(part) if model is not None else None
         annotation = field.annotation if field is not None else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        keyed, model = _keyed_type(annotation), _section_type(annotation)
+        if model is None and keyed is None:
             return None
-        model = annotation
-    return model
+    return None if keyed is not None else model
+
+
+def _keyed_sections(path: tuple[str, ...]) -> type[BaseModel] | None:
+    """The model of the values when `path` is a table of sections by name (ingres.databases)."""
+    parent = _model_at(path[:-1]) if path else None
+    field = parent.model_fields.get(path[-1]) if parent is not None else None
+    return _keyed_type(field.annotation) if field is not None else None
 
 
 def _setting_path(loc: tuple[int | str, ...]) -> tuple[str, ...]:
@@ -1133,6 +1159,9 @@ def _setting_path(loc: tuple[int | str, ...]) -> tuple[str, ...]:
     path: list[str] = []
     for part in loc:
         if not isinstance(part, str):
+            continue
+        if _keyed_sections(tuple(path)) is not None:
+            path.append(part)  # a section's name, e.g. a database's
             continue
         model = _model_at(tuple(path))
         if model is None:

@@ -1039,3 +1039,12 @@ def test_every_database_needs_events(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BRIDGE_INGRES__DATABASES",
                        '{"stock": {"events": ["low_stock"]}, "sales": {"events": ["o"]}}')
     load_settings().require_runnable()
+
+
+def test_unknown_key_in_a_database_section(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_INGRES__TARGETS", '["a::sales"]')
+    monkeypatch.setenv("BRIDGE_INGRES__DATABASES__SALES__EVNTS", "x")
+    assert problems_of() == [
+        "BRIDGE_INGRES__DATABASES__SALES__EVNTS (ingres.databases.sales.evnts): unknown "
+        "setting; known here: user, password, events"
+    ]
