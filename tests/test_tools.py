@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -17,6 +16,7 @@ import pytest
 from bridge.settings import parse_event_name
 from bridge.sim.server import ServerThread
 from bridge.tools import raise_statement
+from tests.polling import wait_until
 
 # No broker answers here: none of these commands needs one.
 NO_BROKER = "amqp://guest:guest@127.0.0.1:1/"
@@ -172,12 +172,14 @@ def test_spool_stats_while_the_bridge_runs(
         for i in range(3):
             ok(["raise", "order_created", f"order {i}"], env, tmp_path)
         # The broker is away: the events wait in the spool, which stats reads.
-        deadline = time.monotonic() + 60
-        while True:
-            stats = json.loads(ok(["spool", "stats"], env, tmp_path))
-            if stats["events"] == 3 or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        seen: list[dict[str, Any]] = []
+
+        def spooled() -> bool:
+            seen.append(json.loads(ok(["spool", "stats"], env, tmp_path)))
+            return bool(seen[-1]["events"] == 3)
+
+        wait_until(spooled, 60, every=0.1)
+        stats = seen[-1]
         assert run.poll() is None
     finally:
         run.send_signal(signal.SIGTERM)
