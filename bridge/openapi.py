@@ -80,6 +80,13 @@ _DBMS_TIME_QUERY = "select dbmsinfo('_bintim')"
 # noticed by the caller's deadline rather than hanging the thread for ever.
 _WAIT_SLICE_MS = 1000
 
+# How long closing waits for IIapi_abort. Actian's library completes an abort
+# only once the peer answers (aip/apisqlc.c), which a half-open peer never
+# does; every second waited is a second with no session registered. Past this
+# bound the connection is left to the library (`_abandon_environment`), which
+# is safe, and the caller reconnects at once.
+_ABORT_WAIT_S = 1.0
+
 
 # What sessions whose abort never completed left to the library (see
 # Session._abandon_environment): the environment handle and the parameter blocks
@@ -358,7 +365,8 @@ class Session:
         parm = self._py.IIAPI_ABORTPARM()
         parm.ab_connHandle = self._conn
         self._start(self._py.IIapi_abort, parm, parm.ab_genParm)
-        self._complete_ignoring_errors(parm.ab_genParm)
+        deadline = time.monotonic() + min(self._timeout_s, _ABORT_WAIT_S)
+        self._complete_ignoring_errors(parm.ab_genParm, deadline)
 
     def initialize(self) -> None:
         """Initialise the OpenAPI at `API_VERSION` and set the event-time format (once)."""

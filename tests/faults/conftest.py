@@ -433,6 +433,10 @@ def seed() -> int:
 # Issue 11: registered again within 1 s of the DBMS accepting connections,
 # whatever the outage length, with the default reconnect settings.
 REREGISTERED_WITHIN_S = 1.0
+# Once a half-open session is noticed, it is replaced within the abort's bound
+# (1 s, bridge/openapi.py: the half-open peer never answers the abort) plus the
+# re-registration figure, not after ingres.operation_timeout.
+HALF_OPEN_REPLACED_WITHIN_S = 1.0 + REREGISTERED_WITHIN_S
 
 
 def registrations(records: list[logging.LogRecord]) -> list[float]:
@@ -441,13 +445,29 @@ def registrations(records: list[logging.LogRecord]) -> list[float]:
             if r.name == "bridge.catcher" and r.getMessage().startswith("registered ")]
 
 
+def session_losses(records: list[logging.LogRecord]) -> list[float]:
+    """When the catcher logged "Ingres session lost" (caplog), this host's clock."""
+    return [r.created for r in records
+            if r.name == "bridge.catcher" and r.getMessage().startswith("Ingres session lost")]
+
+
 _REGISTERED_LINE = re.compile(r"^(\S+Z) +INFO +bridge\.catcher: registered ", re.MULTILINE)
+_LOST_LINE = re.compile(r"^(\S+Z) +ERROR +bridge\.catcher: Ingres session lost", re.MULTILINE)
 
 
 def registrations_in_log(text: str) -> list[float]:
     """When a bridge process logged "registered" (console log format), this host's clock."""
+    return _times_in_log(_REGISTERED_LINE, text)
+
+
+def session_losses_in_log(text: str) -> list[float]:
+    """When a bridge process logged "Ingres session lost" (console format), this host's clock."""
+    return _times_in_log(_LOST_LINE, text)
+
+
+def _times_in_log(line: re.Pattern[str], text: str) -> list[float]:
     return [datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp()
-            for m in _REGISTERED_LINE.finditer(text)]
+            for m in line.finditer(text)]
 
 
 def reconnect_delays(registered: list[float], back_up: list[float]) -> list[float | None]:

@@ -9,6 +9,8 @@ thread-safe and returns once the proxy has acted.
   as a network failure or a broker crash looks to the client.
 * `pause()` stops forwarding in both directions without closing anything:
   a half-open connection, which only a timeout or a probe can notice.
+* `freeze()` does that for good to the connections carried now only: new
+  connections flow, as when one session went half-open and the DBMS did not.
 * `refusing = True` makes new connections fail at once (accepted, then
   aborted) until set back to False.
 """
@@ -53,6 +55,8 @@ class TcpProxy:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
         self._flowing: asyncio.Event | None = None
+        self._frozen: set[_Link] = set()
+        self._thawed: asyncio.Event | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="tcp-proxy", daemon=True)
 
@@ -74,6 +78,7 @@ class TcpProxy:
     async def _start(self) -> None:
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self._thawed = asyncio.Event()
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self._port = self._server.sockets[0].getsockname()[1]
 
@@ -93,6 +98,8 @@ class TcpProxy:
         # Wake paused pumps and abort every link: the handlers end by themselves
         # (cancelling a stream handler makes asyncio log an error).
         await self._set_flowing(True)
+        assert self._thawed is not None
+        self._thawed.set()
         for link in list(self._links):
             link.abort()
         if self._tasks:
@@ -135,6 +142,18 @@ class TcpProxy:
         """Forward again after `pause`."""
         self._call(self._set_flowing(True))
 
+    def freeze(self) -> int:
+        """Stop forwarding on the connections carried now, for good; returns how many.
+
+        Unlike `pause`, new connections flow: the DBMS is fine and only the
+        frozen sessions are half-open, so a client can replace them at once.
+        """
+        return self._call(self._freeze())
+
+    async def _freeze(self) -> int:
+        self._frozen.update(self._links)
+        return len(self._links)
+
     async def _set_flowing(self, flowing: bool) -> None:
         assert self._flowing is not None
         if flowing:
@@ -163,27 +182,39 @@ class TcpProxy:
             link = _Link(writer, up_writer)
             self._links.add(link)
             try:
-                await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+                await asyncio.gather(
+                    self._pump(link, reader, up_writer), self._pump(link, up_reader, writer)
+                )
             finally:
                 self._links.discard(link)
+                self._frozen.discard(link)
                 link.abort()
         finally:
             if task is not None:
                 self._tasks.discard(task)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self, link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         """Copy one direction until EOF or an error; ends the link either way."""
-        assert self._flowing is not None
         try:
             while True:
-                await self._flowing.wait()  # paused: read nothing, so TCP backs up
+                await self._hold(link)  # paused: read nothing, so TCP backs up
                 data = await reader.read(_CHUNK)
                 if not data:
                     break
-                await self._flowing.wait()  # a pause while reading holds this chunk too
+                await self._hold(link)  # a pause while reading holds this chunk too
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
             pass
         finally:
             writer.transport.abort()
+
+    async def _hold(self, link: _Link) -> None:
+        """Return once `link` may forward: the proxy flows and the link is not frozen."""
+        assert self._flowing is not None
+        assert self._thawed is not None
+        await self._flowing.wait()
+        if link in self._frozen:
+            await self._thawed.wait()  # frozen for good; only stop() ends it

@@ -21,6 +21,7 @@ from bridge.app import _Lane
 from bridge.settings import IngresSettings
 from bridge.sim.server import ServerThread
 from tests.faults.conftest import (
+    HALF_OPEN_REPLACED_WITHIN_S,
     REREGISTERED_WITHIN_S,
     Fault,
     Raiser,
@@ -33,6 +34,7 @@ from tests.faults.conftest import (
     reconnect_delays,
     registrations,
     seed,
+    session_losses,
     start_bridge,
     verdict,
 )
@@ -157,12 +159,14 @@ HALF_OPEN_NOTICED_WITHIN_S = 5.0
 
 async def test_half_open_session_is_noticed_by_the_idle_probe(
     amqp_url: str, sim: ServerThread, unique_name: str, isolated_env: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The DBMS stops answering without closing: the probe times out and the bridge reconnects.
 
     The probe settings are the defaults (idle_probe_interval, probe_timeout,
     get_event_timeout): the figure asserted is the one a user gets.
     """
+    caplog.set_level(logging.INFO, logger="bridge.catcher")
     with TcpProxy("127.0.0.1", sim.port) as proxy:
         target = sim.target().replace(f",{sim.port}[", f",{proxy.port}[")
         defaults = IngresSettings()
@@ -174,12 +178,13 @@ async def test_half_open_session_is_noticed_by_the_idle_probe(
                 before = Raiser(sim, count=50).start()
                 await before.wait()
                 await sub.until(lambda t: t.distinct >= 50, within=30)
-                proxy.pause()  # half-open: nothing flows, nothing closes
+                frozen_at = time.time()
+                assert proxy.freeze() == 1  # half-open for good: nothing flows, nothing closes
                 during = Raiser(sim, count=20, pace=0.01, first=1000).start()
-                began = time.monotonic()
-                noticed = await eventually(lambda: not bridge_.health.ready()[0], within=30)
-                noticed_after = round(time.monotonic() - began, 2)
-                proxy.resume()
+                # Timed by the catcher's log lines: the session may be replaced
+                # faster than polling /readyz would ever see it not ready.
+                replaced = await eventually(lambda: len(registrations(caplog.records)) >= 2,
+                                            within=60)
                 await during.wait()
                 reported = await sub.until(lambda t: len(t.gaps) >= 1, within=30)
                 after = Raiser(sim, count=50, first=2000).start()
@@ -187,11 +192,16 @@ async def test_half_open_session_is_noticed_by_the_idle_probe(
                 await sub.until(lambda t: sum(s >= 2000 for s in t.message_ids) >= 50, within=30)
             finally:
                 await bridge_.shutdown()
-    assert noticed, "the half-open session was never noticed"
+    assert replaced, "the half-open session was never replaced"
+    (lost_at,) = session_losses(caplog.records)
+    noticed_after = round(lost_at - frozen_at, 2)
+    replaced_after = round(registrations(caplog.records)[1] - lost_at, 2)
     assert noticed_after <= HALF_OPEN_NOTICED_WITHIN_S, noticed_after
+    assert replaced_after <= HALF_OPEN_REPLACED_WITHIN_S, replaced_after
     assert reported, "no gap marker after the half-open session"
     records = before.records + during.records + after.records
-    result = verdict("half-open", records, sub.tally, noticed_after_s=noticed_after)
+    result = verdict("half-open", records, sub.tally, noticed_after_s=noticed_after,
+                     replaced_after_s=replaced_after)
     result.check()
     assert all(r.seq in sub.tally.message_ids for r in before.records + after.records)
     assert not _after_last_gap(sub.tally, after)
