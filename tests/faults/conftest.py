@@ -285,8 +285,10 @@ GAP_TAIL_S = 1.0
 class Fault:
     """One fault as the test caused it: when it began, and by when the bridge was back.
 
-    `struck` is when the test knew the fault had taken effect (the kill or
-    the drop call returned); `recovered` an upper bound on the re-registration
+    `struck` is when the fault had taken effect: the kill reaped, or the
+    simulator dropping the sessions (its own log line, on its own loop, so no
+    thread hop of a busy machine widens it: a session registered again right
+    after the drop must not be excused); `recovered` an upper bound on the re-registration
     (time.time()): the moment the test saw the bridge ready, or the DBMS back
     plus the promised re-registration delay.
     """
@@ -449,6 +451,18 @@ def session_losses(records: list[logging.LogRecord]) -> list[float]:
     """When the catcher logged "Ingres session lost" (caplog), this host's clock."""
     return [r.created for r in records
             if r.name == "bridge.catcher" and r.getMessage().startswith("Ingres session lost")]
+
+
+def sessions_dropped(records: list[logging.LogRecord]) -> list[float]:
+    """When the simulator dropped every session for a fault (caplog at INFO), this host's clock.
+
+    Logged by the simulator's loop at the moment it aborts the sessions, the
+    same loop that serves the raises: a raise that began later cannot have
+    reached a session that the fault dropped.
+    """
+    return [r.created for r in records
+            if r.name == "bridge.sim" and r.getMessage().startswith("fault: ")
+            and r.getMessage().endswith(" session(s) dropped")]
 
 
 _REGISTERED_LINE = re.compile(r"^(\S+Z) +INFO +bridge\.catcher: registered ", re.MULTILINE)
