@@ -38,6 +38,28 @@ async def eventually(
         await asyncio.sleep(every)
 
 
+async def while_progressing(
+    condition: Callable[[], bool], progress: Callable[[], float], stall: float,
+    *, every: float = EVERY,
+) -> bool:
+    """True as soon as `condition()` holds; False once `progress()` stood still `stall` seconds.
+
+    For working through a pile (events delivered, rows drained): how long that
+    takes depends on how busy the machine is, so a fixed total is either flaky
+    under load or needlessly long; what must never happen is that the work
+    stops. The test's own timeout mark still bounds the whole.
+    """
+    last, since = progress(), time.monotonic()
+    while not condition():
+        now = progress()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= stall:
+            return condition()
+        await asyncio.sleep(every)
+    return True
+
+
 def wait_until(condition: Callable[[], bool], within: float, *, every: float = EVERY) -> bool:
     """`eventually` for threads and synchronous tests."""
     deadline = time.monotonic() + within

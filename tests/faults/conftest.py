@@ -38,7 +38,7 @@ from bridge.app import ALIVE_INTERVAL, Bridge
 from bridge.settings import IngresSettings, Settings, load_settings
 from bridge.sim.server import ServerThread
 from tests.integration.conftest import bridge_overrides, sim
-from tests.polling import eventually
+from tests.polling import eventually, while_progressing
 from tests.rabbitnode import rabbit_node
 
 __all__ = ["rabbit_node", "sim"]
@@ -220,6 +220,22 @@ class Subscriber:
             return condition(self.tally)
 
         return await eventually(holds, within)
+
+    async def until_progressing(
+        self, condition: Callable[[Tally], bool], stall: float
+    ) -> bool:
+        """Wait until `condition(tally)` holds (True), or no new event arrived for `stall` s.
+
+        For a pile of events whose delivery takes as long as a loaded machine
+        needs: fails only when delivery stops, not when it is slow.
+        """
+
+        def holds() -> bool:
+            if self._task is not None and self._task.done():
+                self._task.result()  # the consumer died: say why
+            return condition(self.tally)
+
+        return await while_progressing(holds, lambda: self.tally.distinct, stall)
 
     async def drain(self, within: float = 30.0) -> None:
         """Return once everything the queue held before this call has been consumed.

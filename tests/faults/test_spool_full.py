@@ -34,6 +34,11 @@ pytestmark = pytest.mark.amqp
 POLICIES = ("drop_newest", "drop_oldest", "block")
 MAX_EVENTS = 100  # in memory
 FLUSH_MAX = 256  # the backlog's pending batch, committed once per loop iteration
+# Once the broker is back, delivery may pause for the publisher's reconnect
+# back-off (amqp.reconnect_backoff_max, 10 s) plus a publish timeout (2 s
+# here); longer than that with nothing arriving, delivery has stalled. How long
+# the whole pile takes is the machine's business (the test's timeout bounds it).
+DELIVERY_STALL_S = 30.0
 
 
 def _proxied(amqp_url: str, proxy: TcpProxy) -> str:
@@ -89,13 +94,16 @@ async def test_spool_full_with_the_broker_away_applies_the_policy(
                 caught_while_away = int(metric_value(bridge.metrics, "events_caught"))
                 dropped = _dropped(bridge)
                 proxy.refusing = False  # the broker is back
-                await sub.until(lambda t: t.distinct + _dropped(bridge) >= count, within=90)
+                delivered = await sub.until_progressing(
+                    lambda t: t.distinct + _dropped(bridge) >= count, DELIVERY_STALL_S)
             finally:
                 stop.set()
                 peak = await sampler
                 await bridge.shutdown()
     received = sorted(sub.tally.message_ids)
     lost = count - len(received) - dropped
+    assert delivered, (f"delivery stalled: nothing arrived for {DELIVERY_STALL_S:.0f} s "
+                       f"with {len(received)} of {count - dropped} delivered")
     print(f"[spool full, {policy}] sent={count} caught while away={caught_while_away} "
           f"dropped={dropped} delivered={len(received)} duplicates={sub.tally.duplicates} "
           f"lost={lost} peak events in memory={peak}")
@@ -161,7 +169,10 @@ async def test_spool_full_200k_events_bounded_rss(
                 await raiser.wait()
                 dropped = _dropped_in(await asyncio.to_thread(bridge.metrics))
                 proxy.refusing = False
-                await sub.until(lambda t: t.distinct + dropped >= count, within=240)
+                back = time.monotonic()
+                delivered = await sub.until_progressing(
+                    lambda t: t.distinct + dropped >= count, DELIVERY_STALL_S)
+                delivery_s = time.monotonic() - back
                 status = await asyncio.to_thread(bridge.terminate)
             finally:
                 bridge.close()
@@ -169,7 +180,9 @@ async def test_spool_full_200k_events_bounded_rss(
     print(f"[spool full 200k, {policy}] sent={count} caught while away={caught_while_away} "
           f"dropped={dropped} delivered={sub.tally.distinct} duplicates={sub.tally.duplicates} "
           f"lost={lost} rss baseline={baseline_kib // 1024} MiB "
-          f"peak={bridge.peak_rss_kib // 1024} MiB")
+          f"peak={bridge.peak_rss_kib // 1024} MiB delivered in {delivery_s:.0f} s")
+    assert delivered, (f"delivery stalled: nothing arrived for {DELIVERY_STALL_S:.0f} s with "
+                       f"{sub.tally.distinct} of {count - dropped} delivered\n{bridge.tail()}")
     assert status == 0, bridge.tail()
     assert lost == 0
     assert bridge.peak_rss_kib < 400 * 1024, "memory is bounded"
