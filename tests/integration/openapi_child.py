@@ -74,7 +74,9 @@ def half_open_for_good() -> Json:
             timed_out = True
         gc.collect()
         garbage = [bytearray(200) for _ in range(1000)]
+        began = time.monotonic()
         session.close()
+        close_s = round(time.monotonic() - began, 2)
         proxy.resume()
         after = Session(sim.target(), timeout_s=10.0)
         after.open()
@@ -85,6 +87,7 @@ def half_open_for_good() -> Json:
         after.close()
         return {
             "timed_out": timed_out,
+            "close_s": close_s,
             "abandoned": len(openapi._ABANDONED),
             "caught_after": event.text.decode() if event and event.text else None,
             "garbage": len(garbage),

@@ -562,7 +562,7 @@ EXPORT void IIapi_setConnectParam(IIAPI_SETCONPRMPARM *p)
 /* disconnect / abort */
 
 /* Fails what is pending on a connection that is going away. */
-static void fail_pending(conn_t *c, clist_t *cl)
+void fail_pending(conn_t *c, clist_t *cl)
 {
     if (c->rd.kind != OP_NONE) {
         hdr_t *t = c->rd.st ? &c->rd.st->h : &c->h;
@@ -615,9 +615,26 @@ EXPORT void IIapi_abort(IIAPI_ABORTPARM *p)
         complete(&cl, &p->ab_genParm, IIAPI_ST_INVALID_HANDLE, NULL);
         goto out;
     }
-    fail_pending(c, &cl);
-    defer(&p->ab_genParm, IIAPI_ST_SUCCESS, NULL);
-    conn_free(c, &cl); /* closes the socket without a BYE */
+    if (c->st != CS_OPEN || c->fd < 0 || c->abort_gp) {
+        fail_pending(c, &cl);
+        defer(&p->ab_genParm, IIAPI_ST_SUCCESS, NULL);
+        conn_free(c, &cl); /* closes the socket without a BYE */
+        goto out;
+    }
+    /* As Actian's library (aip/apisqlc.c: ABORT in CONN or DBEV goes to DISC
+     * through GCA_DISASSOC): a waiting getEvent fails at once (CBAB); every
+     * other pending operation fails, and the abort completes, only once the
+     * disconnect does (PEND, CBOK), which needs the peer: here, once the
+     * server closes after the BYE. A half-open peer never does, so the abort
+     * and what it left pending stay pending. */
+    if (c->rd.kind == OP_GETEVENT) {
+        err_local(&c->h, E_AP0001_CONNECTION_ABORTED, "08006", MSG_AP0001);
+        end_read(c, &cl, IIAPI_ST_FAILURE, &c->h);
+    }
+    c->rpos = c->rlen = 0; /* replies no longer read */
+    conn_send(c, 'B', NULL, 0);
+    c->abort_gp = &p->ab_genParm;
+    c->abort_owner = pthread_self();
     END;
 }
 

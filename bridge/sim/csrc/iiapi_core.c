@@ -922,6 +922,18 @@ void evh_free(evh_t *e, clist_t *cl)
     hfree(&e->h);
 }
 
+/* The peer closed a connection being aborted: what was pending fails with
+ * E_AP0001, then the abort completes (aip/apisqlc.c: PEND, DELH, CBOK). */
+void conn_aborted(conn_t *c, clist_t *cl)
+{
+    IIAPI_GENPARM *gp = c->abort_gp;
+    c->abort_gp = NULL;
+    c->rpos = c->rlen = 0; /* what arrived meanwhile is ignored, as Actian's library does */
+    fail_pending(c, cl);
+    complete(cl, gp, IIAPI_ST_SUCCESS, NULL);
+    conn_free(c, cl);
+}
+
 /* Frees the connection and everything under it (the caller has completed
  * or failed whatever was pending). Deferred while another thread polls. */
 void conn_free(conn_t *c, clist_t *cl)

@@ -117,6 +117,10 @@ typedef struct conn {
     evcb_t *cbq;
     int pollers;
     int doomed;
+    /* An IIapi_abort waiting for the peer to close (see IIapi_abort), and
+     * the thread whose IIapi_wait completes it; NULL when none. */
+    IIAPI_GENPARM *abort_gp;
+    pthread_t abort_owner;
     char addr[300]; /* host:port, for messages */
 } conn_t;
 
@@ -182,6 +186,8 @@ void conn_process(conn_t *c, clist_t *cl);
 void conn_lost(conn_t *c, clist_t *cl);
 void conn_failed(conn_t *c, II_LONG code, const char *msg);
 void conn_free(conn_t *c, clist_t *cl);
+void conn_aborted(conn_t *c, clist_t *cl);
+void fail_pending(conn_t *c, clist_t *cl);
 void start_read(conn_t *c, enum opkind kind, IIAPI_GENPARM *gp, void *parm, stmt_t *st,
                 long long deadline);
 void end_read(conn_t *c, clist_t *cl, IIAPI_STATUS st, hdr_t *eh);

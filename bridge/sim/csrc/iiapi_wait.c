@@ -36,7 +36,9 @@ static int mine(conn_t **out, int max)
     for (size_t i = 0; i < n && k < max; i++) {
         if (all[i]->kind != K_CONN) continue;
         conn_t *c = (conn_t *)all[i];
-        if (c->rd.kind == OP_NONE || !pthread_equal(c->rd.owner, self)) continue;
+        int reads = c->rd.kind != OP_NONE && pthread_equal(c->rd.owner, self);
+        int aborts = c->abort_gp && pthread_equal(c->abort_owner, self);
+        if (!reads && !aborts) continue;
         out[k++] = c;
     }
     return k;
@@ -109,6 +111,15 @@ static int poll_round(conn_t **cs, int n, int timeout, clist_t *cl)
         if (rc <= 0 || pf[i].revents == 0) continue;
         if (c->st == CS_CONNECTING) {
             finish_tcp_connect(c, cl);
+            continue;
+        }
+        if (c->abort_gp) { /* only the peer's close matters now */
+            if (conn_read(c) < 0) {
+                conn_aborted(c, cl);
+                cs[i] = NULL; /* freed, or left to the thread still polling it */
+            } else {
+                c->rpos = c->rlen = 0;
+            }
             continue;
         }
         if (conn_read(c) < 0) {
