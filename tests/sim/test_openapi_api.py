@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pyngres as py
 import pytest
 
 from bridge.sim.server import ServerThread, SimServer
 from tests.sim import _openapi_helpers as h
+
+_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +52,24 @@ def _abort(conn: int) -> None:
     assert h.wait(ab.ab_genParm) == py.IIAPI_ST_SUCCESS
 
 
+def _in_a_fresh_process(check: str) -> None:
+    """Run `check` (a function of this module) in a new process.
+
+    For checks of the library's process-wide initialization: an earlier test in
+    this process may have left it initialized for good (a connection whose abort
+    never completed keeps its environment, bridge/openapi.py `_abandon_environment`).
+    """
+    code = f"from tests.sim.test_openapi_api import {check}; {check}()"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=_ROOT, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def test_every_function_before_initialize_reports_not_initialized() -> None:
+    _in_a_fresh_process("_before_initialize")
+
+
+def _before_initialize() -> None:
     wt = py.IIAPI_WAITPARM()
     py.IIapi_wait(wt)
     assert wt.wt_status == py.IIAPI_ST_NOT_INITIALIZED
@@ -260,6 +282,10 @@ def test_error_info_of_no_handle_is_no_data(env: int) -> None:
 
 
 def test_nested_initialization_terminates_with_a_warning_first() -> None:
+    _in_a_fresh_process("_nested_initialization")
+
+
+def _nested_initialization() -> None:
     first, second = py.IIAPI_INITPARM(), py.IIAPI_INITPARM()
     for ip in (first, second):
         ip.in_version = 11
@@ -344,6 +370,10 @@ def test_format_data_defaults_to_us_format(env: int) -> None:
 def test_convert_data_uses_the_process_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("II_DATE_FORMAT", "SWEDEN")
     monkeypatch.setenv("II_TIMEZONE_NAME", "GMT2")
+    _in_a_fresh_process("_convert_data_with_the_process_defaults")  # read at initialization
+
+
+def _convert_data_with_the_process_defaults() -> None:
     with h.api():
         assert h.convert_date(h.ingresdate(DATE)) == (0, "2024-11-25 10:04:05".ljust(32))
 
