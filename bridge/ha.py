@@ -228,6 +228,8 @@ class Lease:
         self._instance = uuid.uuid4().hex
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self._first: aio_pika.abc.AbstractConnection | None = None
+        # The connection the reports are consumed on (start() sets it up on the first).
+        self._following: aio_pika.abc.AbstractConnection | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
         self.active = asyncio.Event()
         self.connected = False
@@ -236,8 +238,24 @@ class Lease:
         self.last_progress_at: float | None = None
 
     async def start(self) -> None:
-        """Open the first connection (PublisherStartupError, as the publisher's start)."""
-        self._first = await open_connection(self._config, "dbevent-bridge ha")
+        """Open the first connection and follow the reports on it (PublisherStartupError).
+
+        The bridge starts catching only after this. A report sent before this
+        bridge's report queue was bound never reaches it, and the events it
+        names would stay held here until a takeover published them again.
+        """
+        connection = await open_connection(self._config, "dbevent-bridge ha")
+        try:
+            await self._follow_reports(connection)
+        except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
+            with suppress(Exception):
+                await connection.close()
+            raise PublisherStartupError(
+                f"cannot follow the progress reports of HA group {self.group!r}: "
+                f"{describe_error(self._config, exc)}",
+                transient=not isinstance(exc, aiormq.exceptions.ChannelAccessRefused),
+            ) from exc
+        self._first = connection
 
     async def connection(self) -> aio_pika.abc.AbstractConnection:
         """The publisher's connection: the one holding the lease, else LeaseLostError."""
@@ -277,21 +295,10 @@ class Lease:
         closed = asyncio.Event()
         connection.close_callbacks.add(lambda *_: closed.set())
         self._connection = connection
-        self.connected = True
         try:
-            channel = await connection.channel()
-            self._exchange = await channel.declare_exchange(
-                PROGRESS_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
-            )
-            # Named per process and kept by the broker for _REPORTS_KEPT_S after
-            # this connection ends: a short disconnect misses no report (which
-            # would make the next takeover publish those events again).
-            reports = await channel.declare_queue(
-                f"{lease_queue(self.group)}.reports.{self._instance}",
-                arguments={"x-expires": int(_REPORTS_KEPT_S * 1000)},
-            )
-            await reports.bind(self._exchange, routing_key=self.group)
-            await reports.consume(self._on_report, no_ack=True)
+            if connection is not self._following:
+                await self._follow_reports(connection)
+            self.connected = True
             if not await self._granted(connection, closed):
                 return
             self._won()
@@ -304,6 +311,23 @@ class Lease:
             with suppress(Exception):
                 async with asyncio.timeout(5.0):
                     await connection.close()
+
+    async def _follow_reports(self, connection: aio_pika.abc.AbstractConnection) -> None:
+        """Consume the other bridges' progress reports on `connection`."""
+        channel = await connection.channel()
+        self._exchange = await channel.declare_exchange(
+            PROGRESS_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        # Named per process and kept by the broker for _REPORTS_KEPT_S after
+        # this connection ends: a short disconnect misses no report (which
+        # would make the next takeover publish those events again).
+        reports = await channel.declare_queue(
+            f"{lease_queue(self.group)}.reports.{self._instance}",
+            arguments={"x-expires": int(_REPORTS_KEPT_S * 1000)},
+        )
+        await reports.bind(self._exchange, routing_key=self.group)
+        await reports.consume(self._on_report, no_ack=True)
+        self._following = connection
 
     async def _granted(
         self, connection: aio_pika.abc.AbstractConnection, closed: asyncio.Event

@@ -117,13 +117,16 @@ async def test_the_active_cut_from_the_broker_stops_publishing_and_the_standby_t
                             tmp_path, tmp_path / "cut.log")
         other = BridgeProcess(_pair_env(tmp_path, "other", sim, amqp_url, unique_name),
                               tmp_path, tmp_path / "other.log")
+        raiser: Raiser | None = None
         async with bound_queue(amqp_url, unique_name) as queue, Subscriber(queue) as sub:
             try:
                 cut.start()
                 assert await _role_becomes(cut, "active", 60) is not None, cut.tail()
                 other.start()
                 await asyncio.to_thread(other.wait_ready)
-                raiser = Raiser(sim, duration=6.0, pace=0.001).start()
+                # Raising goes on until the cut bridge is seen catching after the
+                # takeover: a fixed duration could end first on a loaded machine.
+                raiser = Raiser(sim, pace=0.001).start()
                 # Events flow through the active bridge before its connection is cut.
                 assert await asyncio.to_thread(
                     wait_until, lambda: cut.counter("events_published") >= 200, 30), cut.tail()
@@ -137,13 +140,18 @@ async def test_the_active_cut_from_the_broker_stops_publishing_and_the_standby_t
                 await asyncio.sleep(1.0)
                 proxy.refusing = False  # it reconnects, and finds the lease taken
                 await asyncio.to_thread(cut.wait_ready)
-                await raiser.wait()
+                assert await asyncio.to_thread(
+                    wait_until, lambda: cut.counter("events_caught") > caught_at_takeover, 30,
+                ), cut.tail()
+                await asyncio.to_thread(raiser.stop)
                 arrived = await _all_arrived(sub, raiser, within=60)
                 published_at_end = cut.counter("events_published")
                 caught_at_end = cut.counter("events_caught")
                 role_at_end = cut.role()
                 statuses = [await asyncio.to_thread(b.terminate) for b in (other, cut)]
             finally:
+                if raiser is not None:
+                    await asyncio.to_thread(raiser.stop)
                 cut.close()
                 other.close()
     missing = _missing_while_registered(raiser, sub.tally)
