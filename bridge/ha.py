@@ -246,7 +246,9 @@ class Lease:
         """
         connection = await open_connection(self._config, "dbevent-bridge ha")
         try:
-            await self._follow_reports(connection)
+            # Bounded: catching must not wait long for a broker that stalls.
+            async with asyncio.timeout(self._config.connect_timeout):
+                await self._follow_reports(connection)
         except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
             with suppress(Exception):
                 await connection.close()
