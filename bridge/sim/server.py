@@ -223,12 +223,19 @@ class SimServer:
         log.info("dbmssim listening on %s:%d", self.host, self._port)
 
     async def _listen(self) -> None:
-        if self._listener is not None:
+        if self._listener is not None or self._stopping:
             return
-        self._listener = await asyncio.start_server(
+        listener = await asyncio.start_server(
             self._handle, self.host, self._port, reuse_address=True
         )
-        self._port = self._listener.sockets[0].getsockname()[1]
+        # start_server yields after binding: a stop() (or another _listen) that
+        # ran meanwhile would otherwise leave this listener open with no owner,
+        # a socket nobody closes (refuse(0) and the reopen timer listen in a task).
+        if self._stopping or self._listener is not None:
+            listener.close()
+            return
+        self._listener = listener
+        self._port = listener.sockets[0].getsockname()[1]
 
     def _close_listener(self) -> None:
         if self._listener is not None:

@@ -67,6 +67,18 @@ async def test_refuse_zero_ends_refusing(sim: SimServer) -> None:
     await client.close()
 
 
+async def test_stop_just_after_refusing_ends_leaves_no_listener() -> None:
+    """refuse(0) listens again in a task; a stop() before that task runs must win."""
+    server = SimServer()
+    await server.start()
+    server.refuse(3600)
+    server.refuse(0)
+    await server.stop()
+    assert not server.listening
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", server.port)
+
+
 async def test_restart_comes_back_on_the_same_port(sim: SimServer) -> None:
     port = sim.port
     client = await sim.session()
