@@ -44,10 +44,13 @@ class Check:
     ok: bool
     detail: str
     hint: str = ""
+    # A check that did not run (nothing to check) passes, but must not read as verified.
+    skipped: bool = False
 
     def line(self) -> str:
         """The check as one line of output."""
-        text = f"{'OK  ' if self.ok else 'FAIL'}  {self.name}: {self.detail}"
+        verdict = "SKIP" if self.skipped else "OK  " if self.ok else "FAIL"
+        text = f"{verdict}  {self.name}: {self.detail}"
         return text if self.ok or not self.hint else f"{text} — {self.hint}"
 
 
@@ -166,7 +169,7 @@ def _child(request: dict[str, Any]) -> int:
             if request["target"]:
                 _target_checks(session, request["events"], float(request["probe_timeout_s"]))
             else:
-                _emit(Check("connect", True, "skipped: no ingres.target set"))
+                _emit(Check("connect", True, "no ingres.target set", skipped=True))
     finally:
         session.close()
     return 0
