@@ -29,7 +29,7 @@ import pytest
 
 from bridge.sim.build import SOURCE_DIR, ensure_ii_system
 from tests.sim import _differential_calls as calls
-from tests.sim.test_gca_real_client import sim_serve
+from tests.sim.serve import sim_serve
 
 pytestmark = pytest.mark.real_client
 
@@ -84,7 +84,7 @@ def test_both_libraries_report_a_refusing_server_alike(
     """The DBMS simulator refuses; the real library hears it through the GCA front end."""
     users = tmp_path / "users.json"
     users.write_text('{"bob": "s3cret"}')
-    with sim_serve("--users", str(users), "--database", "demodb") as port:
+    with sim_serve("--users", str(users), "--database", "demodb") as (_, port):
         _assert_alike(real_ii_system, scenario, port)
 
 

@@ -8,10 +8,7 @@ Each scenario runs the real library in a child process (real_client_child.py).
 from __future__ import annotations
 
 import asyncio
-import re
 import struct
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +28,7 @@ from tests.sim.real_client import (
     check_release_open_env,
     run_scenario,
 )
+from tests.sim.serve import sim_serve
 
 pytestmark = pytest.mark.real_client
 
@@ -44,31 +42,9 @@ IIAPI_INT_TYPE = 30
 IIAPI_VCH_TYPE = 21
 
 
-@contextmanager
-def sim_serve(*args: str) -> Iterator[int]:
-    """`dbevent-bridge sim serve` (as `python -m bridge.sim serve`) and its port."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge.sim", "serve", "--listen", "127.0.0.1:0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-        assert match, line
-        yield int(match.group(1))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
-    with sim_serve() as p:
+    with sim_serve() as (_, p):
         yield p
 
 
@@ -187,7 +163,7 @@ def test_messages_longer_than_a_packet_both_ways(
 def guarded_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     users = tmp_path_factory.mktemp("users") / "users.json"
     users.write_text('{"alice": "correct horse battery", "bob": "s3cret"}')
-    with sim_serve("--users", str(users), "--database", "demodb") as p:
+    with sim_serve("--users", str(users), "--database", "demodb") as (_, p):
         yield p
 
 
@@ -387,7 +363,7 @@ def test_co_username_and_co_password_are_the_remote_login(
 def test_fault_controls_apply_to_the_real_client(real_ii_system: Path, tmp_path: Path) -> None:
     """`sim ctl delay` and `clock` act on real-client sessions as on ours: the
     event comes later and is stamped by the DBMS clock, an hour ahead here."""
-    with sim_serve() as p:
+    with sim_serve() as (_, p):
         control.clock("127.0.0.1", p, 3600.0)
         control.delay("127.0.0.1", p, 300.0)
         before = time.time()

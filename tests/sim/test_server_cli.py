@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
 import sys
 import types
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ import pytest
 from bridge.sim import cli
 from bridge.sim.server import ServerThread
 from bridge.sim.wire import SimClient
+from tests.sim.serve import sim_serve
 
 
 @pytest.fixture
@@ -25,33 +24,10 @@ def thread_server() -> Iterator[ServerThread]:
         yield st
 
 
-@contextmanager
-def _serve(*args: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """`python -m bridge.sim serve` in a subprocess, and the port it reports."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge.sim", "serve", "--listen", "127.0.0.1:0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-        assert match, line
-        yield proc, int(match.group(1))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
 async def test_serve_subprocess_prints_listening_and_exits_0_on_sigterm(tmp_path: Path) -> None:
     users = tmp_path / "users.json"
     users.write_text(json.dumps({"alice": "secret"}))
-    with _serve("--database", "demodb", "--dba", "alice", "--users", str(users)) as (proc, port):
+    with sim_serve("--database", "demodb", "--dba", "alice", "--users", str(users)) as (proc, port):
         client = await SimClient.connect("127.0.0.1", port, "alice", "secret", "demodb")
         result = await client.ok("select dbmsinfo('dba')")
         assert result.rows == [[b"alice"]]
@@ -61,7 +37,7 @@ async def test_serve_subprocess_prints_listening_and_exits_0_on_sigterm(tmp_path
 
 
 def test_serve_subprocess_exits_0_on_sigint() -> None:
-    with _serve() as (proc, _):
+    with sim_serve() as (proc, _):
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
 
