@@ -29,14 +29,13 @@ import stamina
 from bridge.address import format_host_port
 from bridge.backlog import Backlog
 from bridge.catcher import Catcher, CatcherConfig
-from bridge.event import CaughtEvent, EventIdentities
+from bridge.event import CaughtEvent, EventIdentities, GapMarker
 from bridge.exits import ExitStatus, forced_by, status_of
 from bridge.gaps import CatchLedger
 from bridge.ha import Pair
 from bridge.health import Health
 from bridge.http import HttpServer, start_http
 from bridge.masking import without_credentials
-from bridge.message import GapMarker
 from bridge.metrics import Metrics
 from bridge.publisher import Publisher, PublisherConfig, PublisherError, PublisherStartupError
 from bridge.settings import (

@@ -40,9 +40,9 @@ from collections import deque
 from enum import StrEnum
 from typing import Final
 
-from bridge.event import CaughtEvent
+from bridge.event import CaughtEvent, Item
 from bridge.metrics import Metrics
-from bridge.spool import Spool, SpoolError, event_size
+from bridge.spool import Spool, SpoolError, item_size
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class Backlog:
         if self._closed:
             self._drop(event, "shutdown", "the backlog is closed")
             return False
-        size = event_size(event)
+        size = item_size(event)
         if self._is_full(size) and not self._make_room(event, size):
             return False
         self._held += 1
@@ -223,7 +223,7 @@ class Backlog:
         else:
             return None
         self._held -= 1
-        self._held_bytes -= event_size(victim)
+        self._held_bytes -= item_size(victim)
         return victim
 
     def _drop(self, event: CaughtEvent, reason: str, why: str) -> None:
@@ -280,7 +280,7 @@ class Backlog:
         self._mem.extend(keep)
         for event in batch[len(keep):]:
             self._held -= 1
-            self._held_bytes -= event_size(event)
+            self._held_bytes -= item_size(event)
             self._drop(event, "spool_error", "the spool cannot be written")
 
     def _refill(self) -> None:
@@ -301,8 +301,8 @@ class Backlog:
 
     # --- output (publisher side) -----------------------------------------------------
 
-    async def get(self) -> CaughtEvent | None:
-        """The next event, in order; None once closed and everything was handed out."""
+    async def get(self) -> Item | None:
+        """The next item, in order; None once closed and everything was handed out."""
         while True:
             if not self._mem and self._spilled and not self._shut:
                 self._refill()
@@ -317,15 +317,15 @@ class Backlog:
             self._nonempty.clear()
             await self._nonempty.wait()
 
-    def confirmed(self, event: CaughtEvent) -> None:
-        """The broker confirmed `event` (calls come in order): forget it durably, soon."""
+    def confirmed(self, item: Item) -> None:
+        """The broker confirmed `item` (calls come in order): forget it durably, soon."""
         if self._shut:
             self._late_confirms(1)
             return
         self._held -= 1
-        self._held_bytes -= event_size(event)
+        self._held_bytes -= item_size(item)
         if self._spool is not None:
-            self._forget(event.message_id)
+            self._forget(item.message_id)
         self._after_change()
 
     def _late_confirms(self, count: int) -> None:
@@ -412,7 +412,7 @@ class Backlog:
 
     @property
     def bytes(self) -> int:
-        """The `event_size` total of the events counted by `depth`."""
+        """The `item_size` total of the events counted by `depth`."""
         return self._held_bytes
 
     @property

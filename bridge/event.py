@@ -1,4 +1,7 @@
-"""The one value that flows through the pipeline: a DBEvent the catcher caught."""
+"""What flows through the pipeline: the DBEvents the catcher caught, and gap markers.
+
+Both travel the same way, in one order: backlog, spool, publisher (`Item`).
+"""
 
 from __future__ import annotations
 
@@ -104,3 +107,24 @@ class CaughtEvent(DBEvent):
     # Monotonic clock reading (time.monotonic()) taken when the catch completed;
     # used for latency metrics only, never persisted meaningfully across restarts.
     caught_monotonic: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class GapMarker:
+    """Events of `database` raised between `lost_from` and `lost_until` may be lost.
+
+    Both times are aware datetimes in the DBMS's clock, as `raised_at` is
+    (converted to UTC in the message; bridge.gaps). `reason`
+    is a short human-readable explanation (e.g. "ingres connection lost").
+    """
+
+    database: str
+    lost_from: datetime
+    lost_until: datetime
+    reason: str
+    message_id: str = field(default_factory=new_message_id)
+
+
+# One item of the pipeline: the backlog, the spool and the publisher carry both
+# kinds in one order, so a gap marker is as durable as the events around it.
+Item = CaughtEvent | GapMarker

@@ -44,7 +44,7 @@ import aiormq.abc
 import aiormq.exceptions
 
 from bridge.backlog import Backlog
-from bridge.event import CaughtEvent
+from bridge.event import Item
 from bridge.metrics import Metrics
 from bridge.publisher import (
     Publisher,
@@ -104,8 +104,8 @@ class HaSource:
         self._backlog = backlog
         self._metrics = metrics
         self._held_max = held_max
-        self._held: dict[str, CaughtEvent] = {}  # taken, not confirmed; in catch order
-        self._replay: deque[CaughtEvent] = deque()
+        self._held: dict[str, Item] = {}  # taken, not confirmed; in catch order
+        self._replay: deque[Item] = deque()
         self._settled: dict[str, float] = {}  # confirmed by the active, not caught yet
         self._progress: list[str] = []
         self._active = False
@@ -119,7 +119,7 @@ class HaSource:
 
     # -- the publisher's side (active) -------------------------------------------------
 
-    async def get(self) -> CaughtEvent | None:
+    async def get(self) -> Item | None:
         """What the standby held first, in catch order; then the backlog's events."""
         if self._replay:
             return self._replay.popleft()
@@ -128,11 +128,11 @@ class HaSource:
             self._held[event.message_id] = event
         return event
 
-    def confirmed(self, event: CaughtEvent) -> None:
-        """The broker confirmed `event`: forget it, and report it to the standby."""
-        if self._held.pop(event.message_id, None) is not None:
-            self._backlog.confirmed(event)
-            self._progress.append(event.message_id)
+    def confirmed(self, item: Item) -> None:
+        """The broker confirmed `item`: forget it, and report it to the standby."""
+        if self._held.pop(item.message_id, None) is not None:
+            self._backlog.confirmed(item)
+            self._progress.append(item.message_id)
         self._gauge()
 
     def take_progress(self) -> list[str]:

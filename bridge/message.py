@@ -59,7 +59,7 @@ from typing import Any, Literal
 import aiormq
 import aiormq.abc
 
-from bridge.event import CaughtEvent, new_message_id
+from bridge.event import CaughtEvent, GapMarker
 
 APP_ID = "dbevent-bridge"
 CONTENT_TYPE = "application/json"
@@ -72,22 +72,6 @@ HEADER_NAME = "x-dbevent-name"
 PERSISTENT = 2  # AMQP delivery_mode of a persistent message
 # aio-pika puts priority 0 on the wire when none is given; the bridge always has.
 PRIORITY = 0
-
-
-@dataclass(frozen=True, slots=True)
-class GapMarker:
-    """Events of `database` raised between `lost_from` and `lost_until` may be lost.
-
-    Both times are aware datetimes in the DBMS's clock, as `raised_at` is
-    (converted to UTC in the message; bridge.gaps). `reason`
-    is a short human-readable explanation (e.g. "ingres connection lost").
-    """
-
-    database: str
-    lost_from: datetime
-    lost_until: datetime
-    reason: str
-    message_id: str = field(default_factory=new_message_id)
 
 
 def format_timestamp(moment: datetime) -> str:

@@ -2,11 +2,12 @@
 
 How it works
 ------------
-`Publisher.run(source)` pulls events from an `EventSource` in order and keeps
-up to `confirm_window` of them unconfirmed at once (pipelined confirms, not one
-round trip per event). It reports them back through `source.confirmed()` strictly
-in order: event N is reported only once every event before it is confirmed or
-dropped, so a spool can forget a prefix.
+`Publisher.run(source)` pulls items (caught events and gap markers, alike) from
+an `EventSource` in order and keeps up to `confirm_window` of them unconfirmed
+at once (pipelined confirms, not one round trip per event). It reports them
+back through `source.confirmed()` strictly in order: item N is reported only
+once every item before it is confirmed or dropped, so a spool can forget a
+prefix.
 
 Outcomes of one publish (mandatory=True, within `publish_timeout`):
 
@@ -82,10 +83,9 @@ from yarl import URL
 
 from bridge.amqp_batch import Confirmation, publish_batch
 from bridge.causes import causes
-from bridge.event import CaughtEvent
+from bridge.event import CaughtEvent, GapMarker, Item
 from bridge.masking import hide, mask_url
 from bridge.message import (
-    GapMarker,
     MessageFormat,
     Outgoing,
     check_encoding,
@@ -163,16 +163,20 @@ class _Connection(aio_pika.Connection):
 
 
 class EventSource(Protocol):
-    """Where the publisher takes events from: the backlog (`bridge.backlog.Backlog`)."""
+    """Where the publisher takes items from: the backlog (`bridge.backlog.Backlog`).
 
-    async def get(self) -> CaughtEvent | None:
-        """The next event, in order; None once the source is closed and drained."""
+    An item is a caught event or a gap marker (`bridge.event.Item`); both are
+    published in the order get() returns them, and confirmed alike.
+    """
+
+    async def get(self) -> Item | None:
+        """The next item, in order; None once the source is closed and drained."""
         ...
 
-    def confirmed(self, event: CaughtEvent) -> None:
-        """The broker confirmed `event` (or it was dropped by policy): forget it.
+    def confirmed(self, item: Item) -> None:
+        """The broker confirmed `item` (or it was dropped by policy): forget it.
 
-        Called in the order get() returned the events, exactly once per event.
+        Called in the order get() returned the items, exactly once per item.
         """
         ...
 
@@ -298,11 +302,11 @@ class _Session:
 class _ClosedSource:
     """The source of a drive that only publishes gap markers."""
 
-    async def get(self) -> CaughtEvent | None:
+    async def get(self) -> Item | None:
         return None
 
-    def confirmed(self, event: CaughtEvent) -> None:  # pragma: no cover - never called
-        raise AssertionError(f"unexpected event {event.message_id}")
+    def confirmed(self, item: Item) -> None:  # pragma: no cover - never called
+        raise AssertionError(f"unexpected item {item.message_id}")
 
 
 def describe_error(config: PublisherConfig, exc: BaseException) -> str:
@@ -478,17 +482,18 @@ class Publisher:
             await asyncio.gather(feeder, return_exceptions=True)
 
     async def _feed(self, source: EventSource) -> None:
-        """Take events from the source while the window has room."""
+        """Take items from the source while the window has room."""
         try:
             while True:
                 while len(self._pending) >= self._config.confirm_window:
                     self._space.clear()
                     await self._space.wait()
-                event = await source.get()
-                if event is None:
+                item = await source.get()
+                if item is None:
                     self._eof = True
                     return
-                self._append(self._event_entry(event))
+                self._append(self._event_entry(item) if isinstance(item, CaughtEvent)
+                             else self._gap_entry(item))
         finally:
             self._kick.set()
 
@@ -505,6 +510,10 @@ class Publisher:
             # over again after every restart, and nothing behind it would ever go.
             return self._dropped(event, "bad_event", repr(exc))
         return _Entry(event, key, message, _State.QUEUED)
+
+    def _gap_entry(self, marker: GapMarker) -> _Entry:
+        return _Entry(marker, self._config.gap_routing_key, self._format.gap(marker),
+                      _State.QUEUED)
 
     def _dropped(self, event: CaughtEvent, reason: str, why: str) -> _Entry:
         entry = _Entry(event, "", None, _State.DROPPED)
@@ -552,7 +561,7 @@ class Publisher:
         reported = False
         while self._pending and self._pending[0].state in _SETTLED:
             entry = self._pending.popleft()
-            if isinstance(entry.item, CaughtEvent):
+            if entry.done is None:  # publish_gap()'s markers are not the source's
                 assert self._source is not None
                 self._source.confirmed(entry.item)
             reported = True

@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
-from bridge.event import CaughtEvent
+from bridge.event import CaughtEvent, GapMarker, Item
 
 log = logging.getLogger("bridge.spool")
 
@@ -83,12 +83,16 @@ class SpoolError(Exception):
     """The spool cannot be opened or used; the message says which file and what to do."""
 
 
-def event_size(event: CaughtEvent) -> int:
-    """The bytes an event counts for against the spool's size limit (an estimate)."""
-    text = 0 if event.text is None else len(event.text)
+def item_size(item: Item) -> int:
+    """The bytes an event or gap marker counts for against the spool's size limit (an estimate)."""
+    if isinstance(item, GapMarker):
+        # lost_from is one more integer column; the reason stands in for a text.
+        return (_ROW_OVERHEAD + 8 + len(item.message_id) + len(item.database.encode())
+                + len(item.reason.encode()))
+    text = 0 if item.text is None else len(item.text)
     return (
-        _ROW_OVERHEAD + text + len(event.message_id) + len(event.database.encode())
-        + len(event.owner.encode()) + len(event.name.encode())
+        _ROW_OVERHEAD + text + len(item.message_id) + len(item.database.encode())
+        + len(item.owner.encode()) + len(item.name.encode())
     )
 
 
@@ -190,7 +194,7 @@ class Spool:
         first = self._last_seq + 1
         rows = [
             (first + i, e.message_id, e.database, e.owner, e.name, to_micros(e.raised_at),
-             e.text, event_size(e))
+             e.text, item_size(e))
             for i, e in enumerate(events)
         ]
         with self._transaction("append events to"):
@@ -265,7 +269,7 @@ class Spool:
     # Last, so that the name does not shadow the builtin in the annotations above.
     @property
     def bytes(self) -> int:
-        """Total `event_size` of the events in the spool (kept in memory)."""
+        """Total `item_size` of the events in the spool (kept in memory)."""
         return self._bytes
 
 
@@ -441,7 +445,7 @@ class SpoolStats:
 
     path: Path
     events: int
-    event_bytes: int  # the sum of `event_size`, as the size limit counts it
+    event_bytes: int  # the sum of `item_size`, as the size limit counts it
     file_bytes: int  # the file with its -wal, as the disk counts it
     oldest_raised_at: datetime | None
 

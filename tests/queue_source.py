@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from bridge.event import CaughtEvent
+from bridge.event import Item
 
 
 class QueueSource:
@@ -20,7 +20,7 @@ class QueueSource:
 
     def __init__(self, maxsize: int = 0) -> None:
         """An empty, open source."""
-        self._items: deque[CaughtEvent] = deque()
+        self._items: deque[Item] = deque()
         self._maxsize = maxsize
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
@@ -31,14 +31,14 @@ class QueueSource:
         """Events queued, not yet taken by get()."""
         return len(self._items)
 
-    async def put(self, event: CaughtEvent) -> None:
+    async def put(self, event: Item) -> None:
         """Queue `event`, waiting for room if the source is bounded and full."""
         while self._maxsize and len(self._items) >= self._maxsize:
             self._writable.clear()
             await self._writable.wait()
         self.put_nowait(event)
 
-    def put_nowait(self, event: CaughtEvent) -> None:
+    def put_nowait(self, event: Item) -> None:
         """Queue `event` now (ignores `maxsize`); RuntimeError once closed."""
         if self._closed:
             raise RuntimeError("QueueSource is closed")
@@ -50,7 +50,7 @@ class QueueSource:
         self._closed = True
         self._readable.set()
 
-    async def get(self) -> CaughtEvent | None:
+    async def get(self) -> Item | None:
         """The next event in order, or None when closed and drained."""
         while not self._items:
             if self._closed:
@@ -60,6 +60,6 @@ class QueueSource:
         self._writable.set()
         return self._items.popleft()
 
-    def confirmed(self, event: CaughtEvent) -> None:
+    def confirmed(self, event: Item) -> None:
         """Counts confirmations; an in-memory source has nothing to forget."""
         self.confirmed_count += 1

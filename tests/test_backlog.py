@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from bridge.backlog import Backlog, FullPolicy
-from bridge.event import CaughtEvent
+from bridge.event import CaughtEvent, Item
 from bridge.metrics import Metrics
-from bridge.spool import Spool, event_size
+from bridge.spool import Spool, item_size
 from tests.polling import eventually
 
 T0 = datetime(2024, 5, 17, 12, 0, 0, tzinfo=UTC)
@@ -25,7 +25,7 @@ def make_event(i: int) -> CaughtEvent:
                        b"t" * 10, message_id=f"id-{i:05d}")
 
 
-SIZE = event_size(make_event(0))  # Every make_event has the same size.
+SIZE = item_size(make_event(0))  # Every make_event has the same size.
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def dropped(metrics: Metrics, reason: str = "spool_full") -> float:
     return value or 0.0
 
 
-async def take(backlog: Backlog, count: int) -> list[CaughtEvent]:
+async def take(backlog: Backlog, count: int) -> list[Item]:
     return [e for e in [await asyncio.wait_for(backlog.get(), 5) for _ in range(count)]
             if e is not None]
 
@@ -75,15 +75,15 @@ async def test_confirmed_events_are_deleted_in_batches(metrics: Metrics, spool: 
     for event in events:
         backlog.put(event)
     got = await take(backlog, 10)
-    for event in got[:5]:
-        backlog.confirmed(event)
+    for item in got[:5]:
+        backlog.confirmed(item)
     assert spool.depth == 6  # Four deleted at once (delete_max), one buffered.
     assert await eventually(lambda: spool.depth == 5, 5)  # The timer flushed the buffered one.
     assert [e for _, e in spool.read(0, 100)] == events[5:]
     assert metrics.registry.get_sample_value("dbevent_bridge_spool_depth") == 5
     assert metrics.registry.get_sample_value("dbevent_bridge_spool_bytes") == 5 * SIZE
-    for event in got[5:]:
-        backlog.confirmed(event)
+    for item in got[5:]:
+        backlog.confirmed(item)
     assert backlog.depth == 0
     assert backlog.bytes == 0
     backlog.shutdown()  # Flushes the buffered deletes.
@@ -96,7 +96,7 @@ async def test_order_across_memory_spill_memory(metrics: Metrics, spool: Spool) 
     backlog = Backlog(metrics, spool, max_events=10, flush_max=8, refill_chunk=4)
     expected = [make_event(i) for i in range(200)]
     feed = iter(expected)
-    got: list[CaughtEvent] = []
+    got: list[Item] = []
     saw_spill = False
     for round_no in range(40):
         for _ in range(7 if round_no < 20 else 3):  # Fill faster than we drain, then slower.
@@ -111,8 +111,8 @@ async def test_order_across_memory_spill_memory(metrics: Metrics, spool: Spool) 
     assert saw_spill
     assert not backlog.spilled
     assert got == expected
-    for event in got:
-        backlog.confirmed(event)
+    for item in got:
+        backlog.confirmed(item)
     backlog.shutdown()
 
 
@@ -136,8 +136,8 @@ async def test_restart_yields_leftovers_first_with_their_ids(
     for event in old:
         first.put(event)
     got = await take(first, 8)
-    for event in got[:5]:  # Three more are in flight, unconfirmed, at "crash" time.
-        first.confirmed(event)
+    for item in got[:5]:  # Three more are in flight, unconfirmed, at "crash" time.
+        first.confirmed(item)
     first.shutdown()
 
     second = Backlog(Metrics(), Spool.open(spool_path), max_events=4, refill_chunk=3)
@@ -226,8 +226,8 @@ async def test_block_closes_the_gate_and_overshoot_is_bounded(
         waiter.start()
         got = await take(backlog, 6)
         assert not backlog.has_room
-        for event in got[:3]:
-            backlog.confirmed(event)
+        for item in got[:3]:
+            backlog.confirmed(item)
         await asyncio.to_thread(waiter.join, 5)
         await asyncio.sleep(0)
     assert waiter_saw == [True]
@@ -249,8 +249,8 @@ async def test_fill_warnings_are_not_repeated(metrics: Metrics, spool: Spool,
             backlog.confirmed(got.pop(0))
             backlog.put(make_event(i))
             got.extend(await take(backlog, 1))
-        for event in got:
-            backlog.confirmed(event)
+        for item in got:
+            backlog.confirmed(item)
     messages = [(r.levelno, r.getMessage()) for r in caplog.records]
     warnings = [m for level, m in messages if level == logging.WARNING]
     assert len(warnings) == 2
@@ -270,8 +270,8 @@ async def test_spool_off_keeps_order_and_bounds_memory(metrics: Metrics) -> None
     assert metrics.registry.get_sample_value("dbevent_bridge_queue_depth") == 5
     got = await take(backlog, 5)
     assert got == events[:5]
-    for event in got:
-        backlog.confirmed(event)
+    for item in got:
+        backlog.confirmed(item)
     assert backlog.depth == 0
     backlog.close()
     assert await backlog.get() is None

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bridge.backlog import Backlog
-from bridge.event import CaughtEvent
+from bridge.event import CaughtEvent, Item
 from bridge.ha import HaSource
 from bridge.metrics import Metrics
 from tests.metric_value import metric_value
@@ -28,9 +28,9 @@ class _CountingBacklog(Backlog):
         super().__init__(metrics, None, max_events=1000)
         self.confirms: list[str] = []
 
-    def confirmed(self, event: CaughtEvent) -> None:
-        self.confirms.append(event.message_id)
-        super().confirmed(event)
+    def confirmed(self, item: Item) -> None:
+        self.confirms.append(item.message_id)
+        super().confirmed(item)
 
 
 @pytest.fixture

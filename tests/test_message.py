@@ -11,9 +11,8 @@ import pytest
 from cloudevents.core.bindings import rabbitmq
 from cloudevents.core.v1.event import CloudEvent
 
-from bridge.event import CaughtEvent
+from bridge.event import CaughtEvent, GapMarker
 from bridge.message import (
-    GapMarker,
     MessageFormat,
     Outgoing,
     build_event_outgoing,

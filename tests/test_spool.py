@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from bridge.event import CaughtEvent
-from bridge.spool import Spool, SpoolError, event_size, read_stats
+from bridge.spool import Spool, SpoolError, item_size, read_stats
 
 T0 = datetime(2024, 5, 17, 12, 34, 56, 789012, tzinfo=UTC)
 
@@ -89,11 +89,11 @@ def test_delete_and_accounting(spool: Spool) -> None:
     events = [make_event(i) for i in range(10)]
     spool.append(events)
     assert spool.depth == 10
-    assert spool.bytes == sum(event_size(e) for e in events)
+    assert spool.bytes == sum(item_size(e) for e in events)
 
     spool.delete([e.message_id for e in events[:4]] + ["unknown-id"])
     assert spool.depth == 6
-    assert spool.bytes == sum(event_size(e) for e in events[4:])
+    assert spool.bytes == sum(item_size(e) for e in events[4:])
     assert [e for _, e in spool.read(0, 100)] == events[4:]
     spool.delete([])
     spool.delete([e.message_id for e in events[4:]])
@@ -119,7 +119,7 @@ def test_reopen_keeps_what_is_left(tmp_path: Path) -> None:
     spool.close()
 
     spool = Spool.open(path)
-    assert (spool.depth, spool.bytes) == (depth, size) == (10, sum(map(event_size, events[1::2])))
+    assert (spool.depth, spool.bytes) == (depth, size) == (10, sum(map(item_size, events[1::2])))
     assert [e for _, e in spool.read(0, 100)] == events[1::2]
     assert spool.get_meta("last_session_ok") == "2024-05-17T12:00:00.000001+00:00"
     assert spool.get_meta("never_set") is None
@@ -317,7 +317,7 @@ def check_kill(tmp_path: Path, seed: int) -> None:
     reported = run_and_kill(path, seed)
     spool = Spool.open(path)
     held = [event for _, event in spool.read(0, 1_000_000)]
-    assert (spool.depth, spool.bytes) == (len(held), sum(map(event_size, held)))
+    assert (spool.depth, spool.bytes) == (len(held), sum(map(item_size, held)))
     spool.close()
     # Every reported commit is there; at most one more committed before its report.
     candidates = [state_after(seed, reported), state_after(seed, reported + 1)]
@@ -392,7 +392,7 @@ def test_stats_read_while_the_spool_is_held(spool: Spool) -> None:
     spool.delete([events[0].message_id])  # the oldest raise time goes with it (i=5 is newest)
     stats = read_stats(spool.path)
     assert stats.events == 4 == spool.depth
-    assert stats.event_bytes == spool.bytes == sum(event_size(e) for e in events[1:])
+    assert stats.event_bytes == spool.bytes == sum(item_size(e) for e in events[1:])
     assert stats.oldest_raised_at == min(e.raised_at for e in events[1:])
     assert stats.file_bytes > 0
     spool.append([make_event(99)])  # the holder is unaffected by the reader

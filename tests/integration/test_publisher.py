@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import re
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,8 +15,8 @@ import aio_pika
 import aio_pika.abc
 import pytest
 
-from bridge.event import CaughtEvent
-from bridge.message import GapMarker, event_body, gap_body
+from bridge.event import CaughtEvent, GapMarker, Item
+from bridge.message import event_body, gap_body
 from bridge.metrics import Metrics
 from bridge.publisher import Publisher, PublisherConfig, PublisherStartupError
 from tests.polling import eventually
@@ -53,19 +53,22 @@ def _events(count: int, database: str = "salesdb") -> list[CaughtEvent]:
 class RecordingSource(QueueSource):
     """A QueueSource that remembers what was confirmed, and can act on a count."""
 
-    def __init__(self, events: list[CaughtEvent], close: bool = True) -> None:
+    def __init__(self, events: Sequence[Item], close: bool = True) -> None:
         super().__init__()
         for event in events:
             self.put_nowait(event)
         if close:
             self.close()
         self.confirmed_events: list[CaughtEvent] = []
+        self.confirmed_items: list[Item] = []
         self.on_confirm: Callable[[int], None] = lambda count: None
 
-    def confirmed(self, event: CaughtEvent) -> None:
+    def confirmed(self, event: Item) -> None:
         super().confirmed(event)
-        self.confirmed_events.append(event)
-        self.on_confirm(len(self.confirmed_events))
+        self.confirmed_items.append(event)
+        if isinstance(event, CaughtEvent):
+            self.confirmed_events.append(event)
+            self.on_confirm(len(self.confirmed_events))
 
 
 def _sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -257,6 +260,30 @@ async def test_gap_marker_published_in_line_with_events(
     assert gap.body == gap_body(marker)
     assert gap.headers == {"x-dbevent-database": "salesdb"}
     assert source.confirmed_events == before + after
+
+
+@pytest.mark.amqp
+async def test_gap_marker_from_the_source_published_and_confirmed_in_line(
+    amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
+) -> None:
+    collector = Collector()
+    await collector.bind(amqp_connection, exchange)
+    before, after = _events(3), _events(2)
+    marker = GapMarker("salesdb", T0, T0 + timedelta(seconds=90), "ingres connection lost")
+    items: list[Item] = [*before, marker, *after]
+    source = RecordingSource(items)
+    metrics = Metrics()
+    async with _publisher(_config(amqp_url, exchange), metrics) as publisher:
+        await publisher.run(source)
+        await collector.wait_for(6)
+    assert collector.ids() == [item.message_id for item in items]
+    assert source.confirmed_items == items  # one way in, one order
+    gap = collector.messages[3]
+    assert gap.routing_key == "dbevent-bridge.gap"
+    assert gap.type == "dbevent-bridge.gap"
+    assert gap.body == gap_body(marker)
+    assert gap.headers == {"x-dbevent-database": "salesdb"}
+    assert _sample(metrics, "events_published") == 6
 
 
 @pytest.mark.amqp
