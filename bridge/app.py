@@ -568,7 +568,7 @@ class Bridge:
         if self._failed.done():
             raise self._failed.result()
 
-    async def shutdown(self, force: asyncio.Event | None = None) -> None:
+    async def shutdown(self, force: asyncio.Event | None = None) -> None:  # noqa: C901, PLR0912 (shutdown is being split into logged phases (issue 14))
         """Stop intake, drain within the deadline, then cancel; leave the rest spooled.
 
         Once `force` is set, nothing more is waited for: the catcher thread is
@@ -782,7 +782,7 @@ async def run_service(settings: Settings) -> int:
             log.info("dbevent-bridge running",
                      extra={"started_at": datetime.now(UTC).isoformat()})
             await bridge.wait(signals.stop)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (anything that stops the service becomes its exit status)
         log.error("dbevent-bridge stopped: %s", exc)
         status = status_of(exc)
     finally:

@@ -74,8 +74,11 @@ class CatcherSink(Protocol):
         """An attempt to open and register a session failed; the catcher retries."""
 
     def session_proved(self, moment: datetime) -> None:
-        """The DBMS answered a probe at `moment` (DBMS time); reported after the events
-        caught before the answer, so none that reached the session before it is missing."""
+        """The DBMS answered a probe at `moment` (DBMS time).
+
+        Reported after the events caught before the answer, so none that reached
+        the session before it is missing.
+        """
 
     def catcher_failed(self, error: BaseException) -> None:
         """The catcher gave up (a startup error, or a bug): the bridge must stop."""
@@ -139,7 +142,7 @@ class _ReconnectWait(tenacity.wait.wait_base):
             return _UNREACHABLE_RETRY_S
         delay: float = min(self._high, self._low * 2.0 ** min(self._answered, 32))
         self._answered += 1
-        return delay + random.uniform(0, self._low)
+        return delay + random.uniform(0, self._low)  # noqa: S311 (jitter, not cryptography)
 
 
 @dataclass(frozen=True, slots=True)

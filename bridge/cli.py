@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _dispatch(args, settings, event)
 
 
-def _dispatch(args: argparse.Namespace, settings: Settings, event: EventName | None) -> int:
+def _dispatch(args: argparse.Namespace, settings: Settings, event: EventName | None) -> int:  # noqa: PLR0911 (one return per command)
     if args.command == "run":
         from bridge.app import run_service
 

@@ -54,7 +54,7 @@ async def run_demo(settings: Settings) -> int:
     url = settings.amqp.url.get_secret_value()
     try:
         connection = await aio_pika.connect(url, timeout=10)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (any failure to reach the broker is explained the same way)
         print(_no_broker_help(settings.amqp.url_masked, exc))
         return 1
     from bridge.sim.server import ServerThread

@@ -1,4 +1,4 @@
-"""`dbevent-bridge doctor`: is the Ingres client installation usable by the bridge?
+"""`dbevent-bridge doctor`: whether the bridge can use the Ingres client installation.
 
 One line per check, each with a hint when it fails; exit 0 only when all hold.
 What an operator runs in the container after mounting their client.

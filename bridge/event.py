@@ -26,7 +26,7 @@ def new_message_id() -> str:
     return uuid.uuid4().hex
 
 
-def stable_message_id(
+def stable_message_id(  # noqa: PLR0917 (the fields that make an event's identity, in order)
     database: str, owner: str, name: str, raised_at: datetime, text: bytes | None, ordinal: int
 ) -> str:
     """The id of a DBEvent, derived from the event itself (see `EventIdentities`)."""

@@ -81,7 +81,7 @@ _RECONNECT_MAX_S: Final = 5.0
 
 
 class LeaseLostError(PublisherError):
-    """This bridge does not hold its group's lease (any more): it must not publish."""
+    """The bridge does not hold its group's lease (any more): it must not publish."""
 
 
 def lease_queue(group: str) -> str:
@@ -209,7 +209,7 @@ class HaSource:
 
 
 class Lease:
-    """This bridge's claim to publish for its group, and the connection that holds it.
+    """The bridge's claim to publish for its group, and the connection that holds it.
 
     `run()` keeps a connection to the broker, consumes the active's progress
     reports, and takes the lease when it is free; `active` is set while it is
@@ -421,7 +421,7 @@ class Pair:
     first) until it is lost, stand by again.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0917
         self, config: PublisherConfig, group: str, backlog: Backlog, metrics: Metrics,
         held_max: int, on_change: Callable[[bool], None],
     ) -> None:
@@ -443,9 +443,10 @@ class Pair:
             self.source.become_active()
             try:
                 await self.publisher.run(self.source)
-                return  # the backlog is closed and everything is confirmed
             except LeaseLostError as exc:
                 log.warning("stopped publishing: %s", exc, extra={"ha_role": "standby"})
+            else:
+                return  # the backlog is closed and everything is confirmed
             self.source.become_standby()
 
     def close(self) -> None:

@@ -123,7 +123,7 @@ _pyngres: ModuleType | None = None
 
 def load_pyngres() -> ModuleType:
     """Import pyngres once, after checking that it can load the OpenAPI library."""
-    global _pyngres
+    global _pyngres  # noqa: PLW0603 (one module-wide binding, loaded on first use)
     if _pyngres is None:
         check_ii_system()
         import pyngres

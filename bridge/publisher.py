@@ -504,7 +504,7 @@ class Publisher:
             return self._dropped(event, "routing_key_too_long", str(exc))
         try:
             message = self._format.event(event)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (a malformed event must not stop the publisher)
             # A malformed event (e.g. a naive raise time) is a bug upstream. Dropping
             # it loudly beats failing run(): the spool would hand the same event
             # over again after every restart, and nothing behind it would ever go.
@@ -739,7 +739,7 @@ class Publisher:
     async def _back_off(self) -> None:
         cfg = self._config
         delay = min(cfg.retry_wait_max, cfg.retry_wait_initial * 2**self._retry_streak)
-        delay *= random.uniform(0.8, 1.0)  # de-synchronise several bridges
+        delay *= random.uniform(0.8, 1.0)  # de-synchronise several bridges  # noqa: S311 (jitter, not cryptography)
         self._retry_streak += 1
         self._probing = True
         log.warning("broker refused or did not confirm %d message(s); publishing again in "

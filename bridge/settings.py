@@ -390,7 +390,7 @@ def _event_items(value: object) -> list[str]:
             raise ValueError("must be a list of names (strings)")
         return list(cast("list[str]", value))
     if not isinstance(value, str):
-        raise ValueError("must be a list of names, or names separated by commas")
+        raise ValueError("must be a list of names, or names separated by commas")  # noqa: TRY004 (pydantic turns ValueError, not TypeError, into a validation error)
     text = value.strip()
     if not text:
         return []
@@ -511,7 +511,7 @@ def _check_text_encoding(value: str) -> str:
         raise ValueError(f"{value!r} is not a usable text encoding") from None
 
 
-_ALL_INTERFACES = "0.0.0.0"
+_ALL_INTERFACES = "0.0.0.0"  # noqa: S104 (the documented way to listen on every interface)
 _LISTEN_OFF = frozenset({"", "off", "none", "false", "no", "disabled"})
 
 
@@ -522,7 +522,7 @@ def _parse_listen(value: object) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         value = f":{value}"
     if not isinstance(value, str):
-        raise ValueError(f"must be HOST:PORT or 'off'; got {value!r}")
+        raise ValueError(f"must be HOST:PORT or 'off'; got {value!r}")  # noqa: TRY004 (pydantic turns ValueError, not TypeError, into a validation error)
     text = value.strip()
     if text.lower() in _LISTEN_OFF:
         return None
@@ -978,7 +978,7 @@ class _EnvironmentSource(DotEnvSettingsSource):
     """
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
-        return EnvSettingsSource._load_env_vars(self)
+        return EnvSettingsSource._load_env_vars(self)  # noqa: SLF001 (the dotenv source's own loader, reused for the environment)
 
     def __call__(self) -> dict[str, Any]:
         data = super().__call__()
@@ -1021,7 +1021,7 @@ class Settings(BaseSettings):
         cls,
         settings_cls: type[BaseSettings],
         init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,  # noqa: ARG003 (pydantic-settings' signature)
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:

@@ -56,7 +56,7 @@ _MICROSECOND: Final = timedelta(microseconds=1)
 
 _SCHEMA: Final = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "CREATE TABLE events ("
+    ("CREATE TABLE events ("
     " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
     " message_id TEXT NOT NULL UNIQUE,"
     " database TEXT NOT NULL,"
@@ -64,7 +64,7 @@ _SCHEMA: Final = (
     " name TEXT NOT NULL,"
     " raised_at INTEGER NOT NULL,"  # microseconds since the Unix epoch, UTC
     " text BLOB,"  # NULL when the event carried no text
-    " size INTEGER NOT NULL)",
+    " size INTEGER NOT NULL)"),
     f"PRAGMA application_id = {APPLICATION_ID}",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
@@ -213,7 +213,7 @@ class Spool:
             for chunk in _chunks(message_ids, _DELETE_CHUNK):
                 marks = ",".join("?" * len(chunk))
                 cursor = self._conn.execute(
-                    f"DELETE FROM events WHERE message_id IN ({marks}) RETURNING size", chunk
+                    f"DELETE FROM events WHERE message_id IN ({marks}) RETURNING size", chunk  # noqa: S608 (only '?' placeholders are formatted in)
                 )
                 sizes = cursor.fetchall()
                 removed += len(sizes)
@@ -292,9 +292,10 @@ class _Transaction:
         if exc is None:
             try:
                 self._conn.execute("COMMIT")
-                return
             except sqlite3.Error as commit_exc:
                 exc = commit_exc
+            else:
+                return
         if self._conn.in_transaction:
             # The original error is the one worth reporting, not a failed rollback.
             with contextlib.suppress(sqlite3.Error):

@@ -51,7 +51,7 @@ class TlsConfigError(ValueError):
 def _readable(setting: str, path: StrPath) -> str:
     """`path` as a string after checking it can be opened, with an error that names the setting."""
     try:
-        with open(path, "rb") as handle:
+        with Path(path).open("rb") as handle:
             handle.read(1)
     except OSError as exc:
         raise TlsConfigError(f"{setting}: cannot read {path}: {exc.strerror or exc}") from exc

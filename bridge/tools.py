@@ -89,7 +89,7 @@ class _Printer:
             self._out.write(json.dumps(line, ensure_ascii=False) + "\n")
             self._out.flush()
 
-    def session_up(self, catching_from: datetime, registered_by: datetime,
+    def session_up(self, catching_from: datetime, registered_by: datetime,  # noqa: ARG002 (CatcherSink's signature)
                    reconnected: bool) -> None:
         what = "caught again" if reconnected else "catching"
         print(f"dbevent-bridge tail: {what} since {format_timestamp(catching_from)} (DBMS time)",

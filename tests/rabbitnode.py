@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -279,7 +279,7 @@ class RabbitNode:
         user: dict[str, Any] = {}
         if self._owner is not None:
             user = {"user": self._owner[0], "group": self._owner[1], "extra_groups": []}
-        with open(self._base / log_name, "ab") as out:
+        with (self._base / log_name).open("ab") as out:
             return subprocess.Popen(
                 argv, env=self._env(), cwd=self._base, stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **user,
@@ -429,7 +429,7 @@ class RabbitNode:
                 texts.append("\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
         return "\n".join(texts)
 
-    def __enter__(self) -> RabbitNode:
+    def __enter__(self) -> Self:
         """Start the node; it is closed on leaving the block, whatever happened."""
         try:
             self.start()

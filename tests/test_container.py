@@ -500,11 +500,11 @@ def test_rabbitmq_loads_the_mounted_definitions() -> None:
     mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in rabbitmq["volumes"] if ":ro" in v)
     conf_target = mounts["./config/rabbitmq/rabbitmq.conf"]
     assert conf_target.startswith("/etc/rabbitmq/conf.d/")  # keeps the image's 10-defaults.conf
-    settings = dict(
-        (k.strip(), v.strip()) for k, _, v in
+    settings = {
+        k.strip(): v.strip() for k, _, v in
         (ln.partition("=") for ln in RABBITMQ_CONF.read_text().splitlines())
         if k.strip() and not k.startswith("#")
-    )
+    }
     assert settings["load_definitions"] == mounts["./config/rabbitmq/definitions.json"]
     assert rabbitmq["image"].startswith("rabbitmq:3-management")
 
@@ -899,7 +899,7 @@ class _Health(http.server.BaseHTTPRequestHandler):
         self.send_response(self.status if self.path == "/healthz" else 404)
         self.end_headers()
 
-    def log_message(self, format: str, *args: Any) -> None:
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the name of the podman option)
         pass
 
 

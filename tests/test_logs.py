@@ -64,7 +64,7 @@ def test_extra_cannot_shadow_logrecord_attributes(stream: io.StringIO) -> None:
     # logging itself refuses `extra={"name": ...}`: event names go in as event_name.
     configure_logging("info", "json", stream)
     with pytest.raises(KeyError, match="name"):
-        logging.getLogger("t").info("x", extra={"name": "ev1"})
+        logging.getLogger("t").info("x", extra={"name": "ev1"})  # noqa: G101 (the clash is what this test checks)
 
 
 def test_json_carries_exception_text(stream: io.StringIO) -> None:
@@ -80,7 +80,7 @@ def test_json_carries_exception_text(stream: io.StringIO) -> None:
 
 def test_json_survives_values_json_does_not_know(stream: io.StringIO) -> None:
     configure_logging("info", "json", stream)
-    logging.getLogger("t").info("odd", extra={"when": datetime(2024, 5, 1), "blob": b"\x00"})
+    logging.getLogger("t").info("odd", extra={"when": datetime(2024, 5, 1), "blob": b"\x00"})  # noqa: DTZ001 (a naive time on purpose)
     [entry] = _lines(stream)
     assert entry["when"] == "2024-05-01 00:00:00"
     assert entry["blob"] == "b'\\x00'"

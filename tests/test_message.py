@@ -90,7 +90,7 @@ def test_timestamp_format(moment: datetime, text: str) -> None:
 
 def test_naive_timestamp_is_refused() -> None:
     with pytest.raises(ValueError, match="naive"):
-        format_timestamp(datetime(2026, 1, 1))
+        format_timestamp(datetime(2026, 1, 1))  # noqa: DTZ001 (a naive time on purpose)
 
 
 def test_headers_carry_raw_values() -> None:

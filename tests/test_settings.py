@@ -200,8 +200,8 @@ def test_dotenv_ignores_unprefixed_names_but_rejects_misspelt_bridge_names(
     assert load_settings().log.level == "INFO"
     (tmp_path / ".env").write_text("BRIDGE_LOG__LEVLE=debug\nBRIDGE_LOGLEVEL=debug\n")
     assert problems_of() == [
-        "BRIDGE_LOG__LEVLE (log.levle): unknown setting; did you mean log.level "
-        "(BRIDGE_LOG__LEVEL)?",
+        ("BRIDGE_LOG__LEVLE (log.levle): unknown setting; did you mean log.level "
+        "(BRIDGE_LOG__LEVEL)?"),
         "BRIDGE_LOGLEVEL (loglevel): unknown setting; did you mean log.level (BRIDGE_LOG__LEVEL)?",
     ]
 
@@ -215,10 +215,10 @@ def test_environment_rejects_misspelt_bridge_names_like_dotenv(
     monkeypatch.setenv("BRIDGE_AMQP__EXCHANGE_TYP", "fanout")
     assert sorted(problems_of()) == [
         "BRIDGE_AMQP_URL (amqp_url): unknown setting; did you mean amqp.url (BRIDGE_AMQP__URL)?",
-        "BRIDGE_AMQP__EXCHANGE_TYP (amqp.exchange_typ): unknown setting; did you mean "
-        "amqp.exchange_type (BRIDGE_AMQP__EXCHANGE_TYPE)?",
-        "BRIDGE_FOO (foo): unknown setting; known here: ingres, amqp, spool, queue, shutdown, "
-        "ha, http, log",
+        ("BRIDGE_AMQP__EXCHANGE_TYP (amqp.exchange_typ): unknown setting; did you mean "
+        "amqp.exchange_type (BRIDGE_AMQP__EXCHANGE_TYPE)?"),
+        ("BRIDGE_FOO (foo): unknown setting; known here: ingres, amqp, spool, queue, shutdown, "
+        "ha, http, log"),
     ]
 
 
@@ -233,8 +233,8 @@ def test_environment_only_bridge_variables_are_not_settings(
 def test_config_file_variable_in_dotenv_is_explained(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("BRIDGE_CONFIG_FILE=/etc/bridge.toml\n")
     assert problems_of() == [
-        "BRIDGE_CONFIG_FILE (config_file): is read from the process environment only, "
-        "not from .env; remove it there"
+        ("BRIDGE_CONFIG_FILE (config_file): is read from the process environment only, "
+        "not from .env; remove it there")
     ]
 
 
@@ -299,10 +299,10 @@ def test_empty_events_are_allowed_until_run_needs_them(monkeypatch: pytest.Monke
     with pytest.raises(SettingsError) as caught:
         settings.require_runnable()
     assert caught.value.problems == [
-        "BRIDGE_INGRES__TARGET (ingres.target): is required to run; "
-        "e.g. BRIDGE_INGRES__TARGET=myvnode::mydb",
-        "BRIDGE_INGRES__EVENTS (ingres.events): at least one event is required to run; "
-        "e.g. BRIDGE_INGRES__EVENTS=orders,dba.stock",
+        ("BRIDGE_INGRES__TARGET (ingres.target): is required to run; "
+        "e.g. BRIDGE_INGRES__TARGET=myvnode::mydb"),
+        ("BRIDGE_INGRES__EVENTS (ingres.events): at least one event is required to run; "
+        "e.g. BRIDGE_INGRES__EVENTS=orders,dba.stock"),
     ]
     monkeypatch.setenv("BRIDGE_INGRES__EVENTS", "orders")
     monkeypatch.setenv("BRIDGE_INGRES__TARGET", "db")
@@ -400,8 +400,8 @@ BAD_INPUTS = [
     (
         "BRIDGE_AMQP__EXCHANGE_TYPE",
         "fnout",
-        "BRIDGE_AMQP__EXCHANGE_TYPE (amqp.exchange_type): must be one of direct, fanout, "
-        "headers, topic; got 'fnout'",
+        ("BRIDGE_AMQP__EXCHANGE_TYPE (amqp.exchange_type): must be one of direct, fanout, "
+        "headers, topic; got 'fnout'"),
     ),
     (
         "BRIDGE_AMQP__URL",
@@ -426,40 +426,40 @@ BAD_INPUTS = [
     (
         "BRIDGE_AMQP__ROUTING_KEY",
         "{owner}.{table}",
-        "BRIDGE_AMQP__ROUTING_KEY (amqp.routing_key): routing key template '{owner}.{table}' "
-        "uses unknown placeholder {table}; allowed: {database}, {name}, {owner}",
+        ("BRIDGE_AMQP__ROUTING_KEY (amqp.routing_key): routing key template '{owner}.{table}' "
+        "uses unknown placeholder {table}; allowed: {database}, {name}, {owner}"),
     ),
     (
         "BRIDGE_AMQP__ROUTING_KEY",
         "{name!r}",
-        "BRIDGE_AMQP__ROUTING_KEY (amqp.routing_key): routing key template '{name!r}': "
-        "placeholder {name} must not have a format spec or conversion (':...' or '!...')",
+        ("BRIDGE_AMQP__ROUTING_KEY (amqp.routing_key): routing key template '{name!r}': "
+        "placeholder {name} must not have a format spec or conversion (':...' or '!...')"),
     ),
     (
         "BRIDGE_AMQP__ROUTING_KEY",
         "{owner.{name}",
-        "BRIDGE_AMQP__ROUTING_KEY (amqp.routing_key): unbalanced brace in '{owner.{name}': "
-        "placeholders are {owner}, {name}, {database}; write {{ or }} for a literal brace",
+        ("BRIDGE_AMQP__ROUTING_KEY (amqp.routing_key): unbalanced brace in '{owner.{name}': "
+        "placeholders are {owner}, {name}, {database}; write {{ or }} for a literal brace"),
     ),
     (
         "BRIDGE_AMQP__ROUTING_KEY",
         "db.}",
-        "BRIDGE_AMQP__ROUTING_KEY (amqp.routing_key): unbalanced brace in 'db.}': "
-        "placeholders are {owner}, {name}, {database}; write {{ or }} for a literal brace",
+        ("BRIDGE_AMQP__ROUTING_KEY (amqp.routing_key): unbalanced brace in 'db.}': "
+        "placeholders are {owner}, {name}, {database}; write {{ or }} for a literal brace"),
     ),
     (
         "BRIDGE_INGRES__EVENTS",
         "orders, 9lives",
-        "BRIDGE_INGRES__EVENTS (ingres.events): '9lives' is not a valid event name: a name "
+        ("BRIDGE_INGRES__EVENTS (ingres.events): '9lives' is not a valid event name: a name "
         "starts with a letter or _ and holds only letters, digits, _, #, @ and $ (put any "
-        "other name in double quotes)",
+        "other name in double quotes)"),
     ),
     (
         "BRIDGE_INGRES__EVENTS",
         "orders,stock-low",
-        "BRIDGE_INGRES__EVENTS (ingres.events): 'stock-low' is not a valid event name: a name "
+        ("BRIDGE_INGRES__EVENTS (ingres.events): 'stock-low' is not a valid event name: a name "
         "starts with a letter or _ and holds only letters, digits, _, #, @ and $ (put any "
-        "other name in double quotes)",
+        "other name in double quotes)"),
     ),
     (
         "BRIDGE_INGRES__EVENTS",
@@ -469,8 +469,8 @@ BAD_INPUTS = [
     (
         "BRIDGE_INGRES__EVENTS",
         "a.b.c",
-        "BRIDGE_INGRES__EVENTS (ingres.events): 'a.b.c' has too many dots: write name or "
-        "owner.name",
+        ("BRIDGE_INGRES__EVENTS (ingres.events): 'a.b.c' has too many dots: write name or "
+        "owner.name"),
     ),
     (
         "BRIDGE_INGRES__EVENTS",
@@ -485,8 +485,8 @@ BAD_INPUTS = [
     (
         "BRIDGE_INGRES__EVENTS",
         '["a", ',
-        "BRIDGE_INGRES__EVENTS (ingres.events): starts with '[' but is not a JSON list: "
-        "Expecting value: line 1 column 6 (char 5)",
+        ("BRIDGE_INGRES__EVENTS (ingres.events): starts with '[' but is not a JSON list: "
+        "Expecting value: line 1 column 6 (char 5)"),
     ),
     (
         "BRIDGE_INGRES__EVENTS",
@@ -501,26 +501,26 @@ BAD_INPUTS = [
     (
         "BRIDGE_AMQP__CONFIRM_WINDOW",
         "lots",
-        "BRIDGE_AMQP__CONFIRM_WINDOW (amqp.confirm_window): must be a valid integer, unable "
-        "to parse string as an integer; got 'lots'",
+        ("BRIDGE_AMQP__CONFIRM_WINDOW (amqp.confirm_window): must be a valid integer, unable "
+        "to parse string as an integer; got 'lots'"),
     ),
     (
         "BRIDGE_AMQP__PUBLISH_TIMEOUT",
         "0",
-        "BRIDGE_AMQP__PUBLISH_TIMEOUT (amqp.publish_timeout): must be a positive duration in "
-        "seconds, or with a unit (500ms, 2.5s, 2m, 1h); got '0'",
+        ("BRIDGE_AMQP__PUBLISH_TIMEOUT (amqp.publish_timeout): must be a positive duration in "
+        "seconds, or with a unit (500ms, 2.5s, 2m, 1h); got '0'"),
     ),
     (
         "BRIDGE_INGRES__GET_EVENT_TIMEOUT",
         "5 minutes",
-        "BRIDGE_INGRES__GET_EVENT_TIMEOUT (ingres.get_event_timeout): must be a positive "
-        "duration in seconds, or with a unit (500ms, 2.5s, 2m, 1h); got '5 minutes'",
+        ("BRIDGE_INGRES__GET_EVENT_TIMEOUT (ingres.get_event_timeout): must be a positive "
+        "duration in seconds, or with a unit (500ms, 2.5s, 2m, 1h); got '5 minutes'"),
     ),
     (
         "BRIDGE_AMQP__TEXT_ENCODING",
         "utf-9",
-        "BRIDGE_AMQP__TEXT_ENCODING (amqp.text_encoding): unknown text encoding 'utf-9'; use "
-        "a Python codec name such as utf-8, latin-1 or cp1252",
+        ("BRIDGE_AMQP__TEXT_ENCODING (amqp.text_encoding): unknown text encoding 'utf-9'; use "
+        "a Python codec name such as utf-8, latin-1 or cp1252"),
     ),
     (
         "BRIDGE_AMQP__TEXT_ENCODING",
@@ -530,8 +530,8 @@ BAD_INPUTS = [
     (
         "BRIDGE_LOG__LEVEL",
         "verbose",
-        "BRIDGE_LOG__LEVEL (log.level): must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL; "
-        "got 'verbose'",
+        ("BRIDGE_LOG__LEVEL (log.level): must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL; "
+        "got 'verbose'"),
     ),
     (
         "BRIDGE_LOG__FORMAT",
@@ -541,20 +541,20 @@ BAD_INPUTS = [
     (
         "BRIDGE_HTTP__LISTEN",
         "localhost",
-        "BRIDGE_HTTP__LISTEN (http.listen): must be HOST:PORT (e.g. 0.0.0.0:8080, [::]:8080, "
-        ":9100) or 'off'; got 'localhost'",
+        ("BRIDGE_HTTP__LISTEN (http.listen): must be HOST:PORT (e.g. 0.0.0.0:8080, [::]:8080, "
+        ":9100) or 'off'; got 'localhost'"),
     ),
     (
         "BRIDGE_HTTP__LISTEN",
         "0.0.0.0:70000",
-        "BRIDGE_HTTP__LISTEN (http.listen): must be HOST:PORT (e.g. 0.0.0.0:8080, [::]:8080, "
-        ":9100) or 'off'; got '0.0.0.0:70000'",
+        ("BRIDGE_HTTP__LISTEN (http.listen): must be HOST:PORT (e.g. 0.0.0.0:8080, [::]:8080, "
+        ":9100) or 'off'; got '0.0.0.0:70000'"),
     ),
     (
         "BRIDGE_SPOOL__MAX_BYTES",
         "12XB",
-        "BRIDGE_SPOOL__MAX_BYTES (spool.max_bytes): must be a size in bytes, or with a unit "
-        "(KB, MB, GB, TB: powers of 1000; KiB, MiB, GiB, TiB: powers of 1024); got '12XB'",
+        ("BRIDGE_SPOOL__MAX_BYTES (spool.max_bytes): must be a size in bytes, or with a unit "
+        "(KB, MB, GB, TB: powers of 1000; KiB, MiB, GiB, TiB: powers of 1024); got '12XB'"),
     ),
     (
         "BRIDGE_SPOOL__MAX_BYTES",
@@ -564,14 +564,14 @@ BAD_INPUTS = [
     (
         "BRIDGE_SPOOL__FULL_POLICY",
         "wait",
-        "BRIDGE_SPOOL__FULL_POLICY (spool.full_policy): must be one of block, drop_newest, "
-        "drop_oldest; got 'wait'",
+        ("BRIDGE_SPOOL__FULL_POLICY (spool.full_policy): must be one of block, drop_newest, "
+        "drop_oldest; got 'wait'"),
     ),
     (
         "BRIDGE_SPOOL__ENABLED",
         "maybe",
-        "BRIDGE_SPOOL__ENABLED (spool.enabled): must be true or false (also: yes/no, on/off, "
-        "1/0); got 'maybe'",
+        ("BRIDGE_SPOOL__ENABLED (spool.enabled): must be true or false (also: yes/no, on/off, "
+        "1/0); got 'maybe'"),
     ),
     (
         "BRIDGE_QUEUE__MAX_EVENTS",
@@ -581,9 +581,9 @@ BAD_INPUTS = [
     (
         "BRIDGE_AMQP__EXCHANGE",
         "amq.topic",
-        "BRIDGE_AMQP__EXCHANGE (amqp.exchange): names starting with 'amq.' are reserved by "
+        ("BRIDGE_AMQP__EXCHANGE (amqp.exchange): names starting with 'amq.' are reserved by "
         "the broker and cannot be declared; set BRIDGE_AMQP__DECLARE_EXCHANGE=false to "
-        "publish to an existing one",
+        "publish to an existing one"),
     ),
     (
         "BRIDGE_AMQP__EXCHANGE",
@@ -593,51 +593,52 @@ BAD_INPUTS = [
     (
         "BRIDGE_AMQP__TLS__CA_FILE",
         "/nonexistent/ca.pem",
-        "BRIDGE_AMQP__TLS__CA_FILE (amqp.tls.ca_file): '/nonexistent/ca.pem' is not a "
-        "readable file",
+        ("BRIDGE_AMQP__TLS__CA_FILE (amqp.tls.ca_file): '/nonexistent/ca.pem' is not a "
+        "readable file"),
     ),
     (
         "BRIDGE_AMQP__TLS__VERIFY_HOSTNAME",
         "false",
-        "BRIDGE_AMQP__TLS__VERIFY_HOSTNAME (amqp.tls.verify_hostname): applies to amqps:// "
-        "URLs only, and amqp.url is amqp://",
+        ("BRIDGE_AMQP__TLS__VERIFY_HOSTNAME (amqp.tls.verify_hostname): applies to amqps:// "
+        "URLs only, and amqp.url is amqp://"),
     ),
     (
         "BRIDGE_INGRES__TARGET",
         "  ",
-        "BRIDGE_INGRES__TARGET (ingres.target): must not be empty; e.g. mydb, myvnode::mydb "
-        "or @host,tcp_ip,II::mydb",
+        ("BRIDGE_INGRES__TARGET (ingres.target): must not be empty; e.g. mydb, myvnode::mydb "
+        "or @host,tcp_ip,II::mydb"),
     ),
     (
         "BRIDGE_INGRES__TARGET",
         "vnode::",
-        "BRIDGE_INGRES__TARGET (ingres.target): needs a database name (after '::' if a node "
-        "is given); got 'vnode::'",
+        ("BRIDGE_INGRES__TARGET (ingres.target): needs a database name (after '::' if a node "
+        "is given); got 'vnode::'"),
     ),
     (
         "BRIDGE_INGRES__TARGET",
         "@dbhost,II::db",
-        "BRIDGE_INGRES__TARGET (ingres.target): a dynamic node is written @host,protocol,port;"
-        " got '@dbhost,II::db'",
+        ("BRIDGE_INGRES__TARGET (ingres.target): a dynamic node is written @host,protocol,port;"
+        " got '@dbhost,II::db'"),
     ),
     (
         "BRIDGE_INGRES__TARGET",
         "@h,tcp_ip,II[user]::db",
-        "BRIDGE_INGRES__TARGET (ingres.target): credentials must be written [user,password] "
-        "(target not shown)",
+        ("BRIDGE_INGRES__TARGET (ingres.target): credentials must be written [user,password] "
+        "(target not shown)"),
     ),
     (
         "BRIDGE_INGRES__PASSWORD",
         "pw",
-        "BRIDGE_INGRES__PASSWORD (ingres.password): is set but BRIDGE_INGRES__USER "
-        "(ingres.user) is not",
+        ("BRIDGE_INGRES__PASSWORD (ingres.password): is set but BRIDGE_INGRES__USER "
+        "(ingres.user) is not"),
     ),
     (
         "BRIDGE_AMQP__TYPO",
         "1",
-        "BRIDGE_AMQP__TYPO (amqp.typo): unknown setting; known here: url, exchange, "
+        ("BRIDGE_AMQP__TYPO (amqp.typo): unknown setting; known here: url, exchange, "
         "exchange_type, declare_exchange, routing_key, gap_routing_key, confirm_window, "
-        "publish_timeout, reconnect_backoff_min, reconnect_backoff_max, text_encoding, format, tls",
+        "publish_timeout, reconnect_backoff_min, reconnect_backoff_max, text_encoding, format, "
+        "tls"),
     ),
 ]
 
@@ -668,8 +669,8 @@ def test_cross_field_problems_name_the_field(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("BRIDGE_INGRES__RECONNECT_BACKOFF_MIN", "2m")
     monkeypatch.setenv("BRIDGE_INGRES__RECONNECT_BACKOFF_MAX", "30")
     assert problems_of() == [
-        "BRIDGE_INGRES__RECONNECT_BACKOFF_MAX (ingres.reconnect_backoff_max): must not be "
-        "less than reconnect_backoff_min (120s); got 30s"
+        ("BRIDGE_INGRES__RECONNECT_BACKOFF_MAX (ingres.reconnect_backoff_max): must not be "
+        "less than reconnect_backoff_min (120s); got 30s")
     ]
 
 
@@ -678,8 +679,8 @@ def test_credentials_given_twice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BRIDGE_INGRES__USER", "bridge")
     problems = problems_of()
     assert problems == [
-        "BRIDGE_INGRES__USER (ingres.user): the target already carries [user,password]; "
-        "give the credentials only once"
+        ("BRIDGE_INGRES__USER (ingres.user): the target already carries [user,password]; "
+        "give the credentials only once")
     ]
 
 
@@ -718,12 +719,12 @@ def test_unknown_keys_in_toml_are_errors_with_suggestions(tmp_path: Path) -> Non
         '[amqp]\nexchnage = "x"\n[amqp.tls]\nca = "y"\n[log]\nlevel = "info"\n[metrics]\nx = 1\n',
     )
     assert problems_of(config_file=toml) == [
-        "BRIDGE_AMQP__TLS__CA (amqp.tls.ca): unknown setting; did you mean amqp.tls.ca_file "
-        "(BRIDGE_AMQP__TLS__CA_FILE)?",
-        "BRIDGE_AMQP__EXCHNAGE (amqp.exchnage): unknown setting; did you mean amqp.exchange "
-        "(BRIDGE_AMQP__EXCHANGE)?",
-        "BRIDGE_METRICS (metrics): unknown setting; known here: ingres, amqp, spool, queue, "
-        "shutdown, ha, http, log",
+        ("BRIDGE_AMQP__TLS__CA (amqp.tls.ca): unknown setting; did you mean amqp.tls.ca_file "
+        "(BRIDGE_AMQP__TLS__CA_FILE)?"),
+        ("BRIDGE_AMQP__EXCHNAGE (amqp.exchnage): unknown setting; did you mean amqp.exchange "
+        "(BRIDGE_AMQP__EXCHANGE)?"),
+        ("BRIDGE_METRICS (metrics): unknown setting; known here: ingres, amqp, spool, queue, "
+        "shutdown, ha, http, log"),
     ]
 
 
@@ -737,16 +738,16 @@ def test_wrong_toml_types(tmp_path: Path) -> None:
 
 def test_unknown_command_line_override() -> None:
     assert problems_of({"amqp": {"exchange_typ": "fanout"}}) == [
-        "BRIDGE_AMQP__EXCHANGE_TYP (amqp.exchange_typ): unknown setting; did you mean "
-        "amqp.exchange_type (BRIDGE_AMQP__EXCHANGE_TYPE)?"
+        ("BRIDGE_AMQP__EXCHANGE_TYP (amqp.exchange_typ): unknown setting; did you mean "
+        "amqp.exchange_type (BRIDGE_AMQP__EXCHANGE_TYPE)?")
     ]
 
 
 def test_section_as_bad_json(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BRIDGE_AMQP", "{not json")
     assert problems_of() == [
-        "BRIDGE_AMQP (amqp): is not valid JSON (in the environment); set each setting as "
-        "BRIDGE_AMQP__... instead"
+        ("BRIDGE_AMQP (amqp): is not valid JSON (in the environment); set each setting as "
+        "BRIDGE_AMQP__... instead")
     ]
 
 
@@ -892,8 +893,8 @@ def test_bad_option_value_names_the_setting() -> None:
     with pytest.raises(SettingsError) as caught:
         _settings_from(ns)
     assert caught.value.problems == [
-        "BRIDGE_AMQP__EXCHANGE_TYPE (amqp.exchange_type): must be one of direct, fanout, "
-        "headers, topic; got 'fnout'"
+        ("BRIDGE_AMQP__EXCHANGE_TYPE (amqp.exchange_type): must be one of direct, fanout, "
+        "headers, topic; got 'fnout'")
     ]
 
 
@@ -975,8 +976,8 @@ def test_several_targets(monkeypatch: pytest.MonkeyPatch) -> None:
     ("targets", "problem"),
     [
         ('["a::sales", "b::sales"]',
-         "'b::sales' and 'a::sales' both name database 'sales'; each target needs a database "
-         "of its own"),
+         ("'b::sales' and 'a::sales' both name database 'sales'; each target needs a database "
+         "of its own")),
         (f'["a::sales", "b[u,{PASSWORD}', "must be a JSON list of targets"),
         ('["a::"]', "needs a database name"),
     ],
@@ -994,8 +995,8 @@ def test_target_and_targets_are_exclusive(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("BRIDGE_INGRES__TARGET", "a::sales")
     monkeypatch.setenv("BRIDGE_INGRES__TARGETS", '["b::stock"]')
     assert problems_of() == [
-        "BRIDGE_INGRES__TARGETS (ingres.targets): is set together with ingres.target; give one "
-        "database as BRIDGE_INGRES__TARGET or several as BRIDGE_INGRES__TARGETS, not both"
+        ("BRIDGE_INGRES__TARGETS (ingres.targets): is set together with ingres.target; give one "
+        "database as BRIDGE_INGRES__TARGET or several as BRIDGE_INGRES__TARGETS, not both")
     ]
 
 
@@ -1026,8 +1027,8 @@ def test_per_database_section_for_an_unknown_database(monkeypatch: pytest.Monkey
     monkeypatch.setenv("BRIDGE_INGRES__TARGETS", '["a::sales"]')
     monkeypatch.setenv("BRIDGE_INGRES__DATABASES", '{"stok": {"events": ["x"]}}')
     assert problems_of() == [
-        "BRIDGE_INGRES__DATABASES__STOK (ingres.databases.stok): no target names database "
-        "'stok'; the targets name: sales"
+        ("BRIDGE_INGRES__DATABASES__STOK (ingres.databases.stok): no target names database "
+        "'stok'; the targets name: sales")
     ]
 
 
@@ -1045,6 +1046,6 @@ def test_unknown_key_in_a_database_section(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("BRIDGE_INGRES__TARGETS", '["a::sales"]')
     monkeypatch.setenv("BRIDGE_INGRES__DATABASES__SALES__EVNTS", "x")
     assert problems_of() == [
-        "BRIDGE_INGRES__DATABASES__SALES__EVNTS (ingres.databases.sales.evnts): unknown "
-        "setting; known here: user, password, events"
+        ("BRIDGE_INGRES__DATABASES__SALES__EVNTS (ingres.databases.sales.evnts): unknown "
+        "setting; known here: user, password, events")
     ]

@@ -1,5 +1,7 @@
-"""The Ingres OpenAPI simulator: a DBMS simulator process (`server`) that the
-simulated `libiiapi.1.so` (built from `csrc/`) talks to over TCP (PROTOCOL.md).
+"""The Ingres OpenAPI simulator.
+
+A DBMS simulator process (`server`) that the simulated `libiiapi.1.so` (built
+from `csrc/`) talks to over TCP (PROTOCOL.md).
 """
 
 from bridge.sim.server import ServerThread, SimServer

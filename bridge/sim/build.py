@@ -109,7 +109,7 @@ def _compile(compiler: str, target: Path) -> None:
                 f"$ {' '.join(command)}\n{done.stderr.strip()}"
             )
         tmp.chmod(0o755)
-        os.replace(tmp, target)  # atomic: readers see the old file or the new one
+        tmp.replace(target)  # atomic: readers see the old file or the new one
     except OSError as exc:
         raise BuildError(f"cannot run the C compiler {compiler}: {exc}") from exc
     finally:

@@ -166,8 +166,10 @@ def tdescr(columns: list[ColumnDesc], compressed: bool) -> bytes:
 
 
 def tuple_value(col: ColumnDesc, value: bytes | None, compressed: bool) -> bytes:
-    """One column of a row: VARCHAR as i2 length + bytes (padded unless compressed),
-    then the null indicator byte for a nullable column (adf.h ADF_NVL_BIT 0x01).
+    """One column of a row.
+
+    VARCHAR as i2 length + bytes (padded unless compressed), then the null
+    indicator byte for a nullable column (adf.h ADF_NVL_BIT 0x01).
     """
     if col.datatype == DB_VCH_TYPE:
         data = value or b""

@@ -1,6 +1,7 @@
-"""The network layers of Ingres's wire protocol, as the remote end of a GCC
-connection speaks them to Actian's client library (PROTOCOL.md, "Ingres's own
-protocol"): packet framing, the transport, session, presentation and
+"""The network layers of Ingres's wire protocol.
+
+As the remote end of a GCC connection speaks them to Actian's client library
+(PROTOCOL.md, "Ingres's own protocol"): packet framing, the transport, session, presentation and
 application layers, and the message units that carry GCA messages.
 
 Pure functions and small stateful buffers; no I/O. Header integers of the

@@ -1,5 +1,7 @@
-"""The DBMS simulator: an asyncio TCP server speaking PROTOCOL.md, to our own
-libiiapi.1.so and (through gcasession.py) to Actian's real client library.
+"""The DBMS simulator.
+
+An asyncio TCP server speaking PROTOCOL.md, to our own libiiapi.1.so and
+(through gcasession.py) to Actian's real client library.
 
 It models what an Ingres DBMS server does with DBEvents, as documented by
 Actian and as the Ingres source (fosslc/Ingres) implements it:
@@ -70,7 +72,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 from bridge.sim import gca, gcc, sql, wire
 from bridge.sim.gcasession import GcaConnection
@@ -88,8 +90,11 @@ EventKey = tuple[str, str]  # (owner, name)
 
 
 class Channel(Protocol):
-    """Where a session's frames go: the socket's StreamWriter for our own
-    protocol, a `gcasession.GcaChannel` translating them for the real client."""
+    """Where a session's frames go.
+
+    The socket's StreamWriter for our own protocol, a `gcasession.GcaChannel`
+    translating them for the real client.
+    """
 
     @property
     def transport(self) -> asyncio.WriteTransport:
@@ -135,7 +140,7 @@ class Session:
 
     __slots__ = ("closed", "database", "id", "registrations", "user", "warned", "writer")
 
-    def __init__(self, sid: int, user: str, database: Database, writer: Channel):
+    def __init__(self, sid: int, user: str, database: Database, writer: Channel) -> None:
         self.id = sid
         self.user = user
         self.database = database
@@ -265,7 +270,7 @@ class SimServer:
         self._pending.clear()
         log.info("dbmssim stopped")
 
-    async def __aenter__(self) -> SimServer:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -859,8 +864,9 @@ class ServerThread:
         self._thread.join(10)
         self._loop.close()
 
-    def __enter__(self) -> ServerThread:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

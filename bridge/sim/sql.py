@@ -55,8 +55,8 @@ CATALOG: dict[str, tuple[int, str, str]] = {
     "E_US088F": (
         _US | 0x088F,
         "42000",
-        "{0}: Schema '{1}' does not contain  \ndbevent '{2}' or you lack privileges on that "
-        "dbevent \nwhich are required in order to execute this statement.",
+        ("{0}: Schema '{1}' does not contain  \ndbevent '{2}' or you lack privileges on that "
+        "dbevent \nwhich are required in order to execute this statement."),
     ),
     "E_US09C4": (
         _US | 0x09C4,
@@ -73,8 +73,8 @@ CATALOG: dict[str, tuple[int, str, str]] = {
     "E_QE020C": (
         _QE | 0x020C,
         "42502",
-        "REGISTER DBEVENT: Dbevent '{0}.{1}' is already registered. "
-        "This new registration is ignored.",
+        ("REGISTER DBEVENT: Dbevent '{0}.{1}' is already registered. "
+        "This new registration is ignored."),
     ),
     "E_QE020D": (
         _QE | 0x020D,
@@ -87,32 +87,32 @@ CATALOG: dict[str, tuple[int, str, str]] = {
     "E_PS0551": (
         _PS | 0x0551,
         "01007",
-        "GRANT: '{0}' on '{1}' owned by '{2}' \nmust have been granted to you WITH GRANT "
-        "OPTION in order \nfor you to grant these privilege(s) to other users.",
+        ("GRANT: '{0}' on '{1}' owned by '{2}' \nmust have been granted to you WITH GRANT "
+        "OPTION in order \nfor you to grant these privilege(s) to other users."),
     ),
     "E_PS0563": (
         _PS | 0x0563,
         "01007",
-        "GRANT ALL [PRIVILEGES]: You may not grant any privileges on \ndbevent '{0}' owned "
-        "by '{1}' because \nyou possess no grantable privileges on it.",
+        ("GRANT ALL [PRIVILEGES]: You may not grant any privileges on \ndbevent '{0}' owned "
+        "by '{1}' because \nyou possess no grantable privileges on it."),
     ),
     "E_PS0D35": (
         _PS | 0x0D35,
         "42000",
-        "GRANT/REVOKE: Only REGISTER and RAISE privileges may be associated with \na "
-        "DBEVENT.  These privileges may not be associated with any other objects.",
+        ("GRANT/REVOKE: Only REGISTER and RAISE privileges may be associated with \na "
+        "DBEVENT.  These privileges may not be associated with any other objects."),
     ),
     "E_PS0D36": (
         _PS | 0x0D36,
         "42000",
-        "RAISE DBEVENT text identified by unquoted name '{0}' \noutside of database "
-        "procedure.  The text value must be a quoted string \nor database procedure variable.",
+        ("RAISE DBEVENT text identified by unquoted name '{0}' \noutside of database "
+        "procedure.  The text value must be a quoted string \nor database procedure variable."),
     ),
     "E_PS0D38": (
         _PS | 0x0D38,
         "42000",
-        "RAISE DBEVENT: Invalid word '{0}' in WITH clause \nof statement.  "
-        "Only [NO]SHARE is allowed.",
+        ("RAISE DBEVENT: Invalid word '{0}' in WITH clause \nof statement.  "
+        "Only [NO]SHARE is allowed."),
     ),
     "E_PS0D3B": (_PS | 0x0D3B, "42505", "{0}: Dbevent '{1}' does not exist."),
     "E_PS0D3C": (_PS | 0x0D3C, "42503", "{0}: you lack '{1}' on dbevent '{2}' owned by '{3}'."),

@@ -1,5 +1,7 @@
-"""Framing of the simulator's wire protocol (PROTOCOL.md), the ingresdate layout,
-and a small asyncio protocol client used by tests and tools.
+"""Framing of the simulator's wire protocol (PROTOCOL.md).
+
+Also the ingresdate layout, and a small asyncio protocol client used by tests
+and tools.
 
 Everything on the wire is big-endian; only the 12-byte ingresdate travels in
 the little-endian host layout the OpenAPI exposes (`IIAPI_DTE_TYPE`).
@@ -168,9 +170,8 @@ def header_frame(columns: list[Column]) -> bytes:
 
 def row_frame(values: list[bytes | None]) -> bytes:
     """ROW: per column u8 isnull and the value's bytes."""
-    parts = []
-    for value in values:
-        parts.append(b"\x01" + pack_str(b"") if value is None else b"\x00" + pack_str(value))
+    parts = [b"\x01" + pack_str(b"") if value is None else b"\x00" + pack_str(value)
+             for value in values]
     return frame(T_ROW, b"".join(parts))
 
 
@@ -189,7 +190,7 @@ def event_frame(name: str, owner: str, database: str, when: bytes, text: bytes |
         + pack_str(database.encode("utf-8", "surrogateescape"))
         + when
         + struct.pack(">B", int(has_text))
-        + pack_str(text if text else b""),
+        + pack_str(text or b""),
     )
 
 

@@ -736,15 +736,14 @@ def render(results: dict[str, Any]) -> str:
     if results.get("goals"):
         lines.append("-- goals (issue 15)" + (f"; reference {results['reference']}"
                                               if results.get("reference") else ""))
-        for g in results["goals"]:
-            lines.append(f"{'MET    ' if g['met'] else 'NOT MET'} {g['goal']}: {g['figure']}"
-                         f" {g['unit']} (bound {g['bound']})")
+        lines.extend(f"{'MET    ' if g['met'] else 'NOT MET'} {g['goal']}: {g['figure']}"
+                     f" {g['unit']} (bound {g['bound']})" for g in results["goals"])
     return "\n".join(lines)
 
 
 def _render_steady(st: dict[str, Any], row: str) -> list[str]:
-    lines = [f"-- steady {st['rate']:.0f} events/s for {st['seconds']:.0f} s: bridge raise ->"
-             " consumer; baseline: raw aio-pika publish -> consumer"]
+    lines = [(f"-- steady {st['rate']:.0f} events/s for {st['seconds']:.0f} s: bridge raise ->"
+             " consumer; baseline: raw aio-pika publish -> consumer")]
     others = [k for k in ("raw", "ref") if k in st]
     for other in others:
         if other == "ref":

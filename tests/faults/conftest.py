@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aio_pika
 import pytest
@@ -141,7 +141,7 @@ class Gap:
 
 
 def _epoch(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(text).timestamp()
 
 
 @dataclass
@@ -195,7 +195,7 @@ class Subscriber:
         self.tally = Tally()
         self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> Subscriber:
+    async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._consume())
         return self
 
@@ -496,7 +496,7 @@ def session_losses_in_log(text: str) -> list[float]:
 
 
 def _times_in_log(line: re.Pattern[str], text: str) -> list[float]:
-    return [datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp()
+    return [datetime.fromisoformat(m.group(1)).timestamp()
             for m in line.finditer(text)]
 
 

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 log = logging.getLogger("tests.faults.proxy")
 
@@ -105,8 +105,9 @@ class TcpProxy:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
 
-    def __enter__(self) -> TcpProxy:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -97,8 +97,8 @@ async def test_sigkill_of_the_active_loses_nothing_and_the_standby_takes_over(
     result = verdict("ha sigkill", raiser.records, sub.tally, seed=run_seed, kills=kills,
                      takeover_s=takeovers, missing_while_registered=len(missing))
     print(result.figures)
-    assert arrived, f"{len(missing)} event(s) raised while a bridge was registered never " \
-                    f"arrived, first: {missing[:10]}\n{pair['a'].tail()}\n{pair['b'].tail()}"
+    assert arrived, (f"{len(missing)} event(s) raised while a bridge was registered never "
+                     f"arrived, first: {missing[:10]}\n{pair['a'].tail()}\n{pair['b'].tail()}")
     assert result.duplicates_same_id, "a duplicate arrived under a different message_id"
     assert result.unregistered == 0, "some raise found no bridge registered at all"
     assert all(t is not None and t <= TAKEOVER_WITHIN_S for t in takeovers), takeovers

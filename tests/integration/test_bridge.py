@@ -57,7 +57,7 @@ def _check_message(
         assert "text_base64" not in body
     except UnicodeDecodeError:
         assert body["text"] is None
-    raised_at = datetime.fromisoformat(body["raised_at"].replace("Z", "+00:00"))
+    raised_at = datetime.fromisoformat(body["raised_at"])
     assert started - timedelta(seconds=1) <= raised_at <= datetime.now(UTC)
     assert message.content_type == "application/json"
     assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT

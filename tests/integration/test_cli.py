@@ -203,6 +203,6 @@ def test_http_port_in_use_names_the_setting(env: dict[str, str], tmp_path: Path)
         env["BRIDGE_LOG__FORMAT"] = "console"
         result = _run(["run"], env, tmp_path)
     assert result.returncode == 1
-    assert f"BRIDGE_HTTP__LISTEN (http.listen): cannot listen on {listen}: " \
-        "Address already in use" in result.stderr
+    assert (f"BRIDGE_HTTP__LISTEN (http.listen): cannot listen on {listen}: "
+            "Address already in use") in result.stderr
     assert "Traceback" not in result.stderr

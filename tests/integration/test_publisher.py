@@ -9,7 +9,7 @@ import socket
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aio_pika
 import aio_pika.abc
@@ -221,7 +221,7 @@ async def test_malformed_event_is_dropped_loudly_not_fatal(
 ) -> None:
     collector = Collector()
     await collector.bind(amqp_connection, exchange)
-    naive = CaughtEvent("salesdb", "ingres", "ev", datetime(2026, 1, 1), None)
+    naive = CaughtEvent("salesdb", "ingres", "ev", datetime(2026, 1, 1), None)  # noqa: DTZ001 (a naive time on purpose)
     events = [*_events(2), naive, *_events(2)]
     source = RecordingSource(events)
     metrics = Metrics()
@@ -463,7 +463,7 @@ class CuttingProxy:
         self._flowing.set()
         self.port = 0
 
-    async def __aenter__(self) -> CuttingProxy:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self

@@ -106,7 +106,7 @@ async def test_10000_varied_events_arrive_once_in_order_with_exact_content(
             "demodb",
         )
         assert decoded_text(body) == raised.text
-        raised_at = datetime.fromisoformat(body["raised_at"].replace("Z", "+00:00"))
+        raised_at = datetime.fromisoformat(body["raised_at"])
         assert started - timedelta(seconds=1) <= raised_at <= datetime.now(UTC)
     assert caught == count
 

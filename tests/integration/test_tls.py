@@ -62,7 +62,7 @@ def _certificate(
     usage: x509.ObjectIdentifier | None = None,
 ) -> x509.Certificate:
     """A certificate for `key`, signed by `issuer` (name, key) or by itself."""
-    issuer_name, issuer_key = issuer if issuer else (subject, key)
+    issuer_name, issuer_key = issuer or (subject, key)
     now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()

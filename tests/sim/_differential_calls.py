@@ -40,7 +40,7 @@ DATES = {
     "date-only": _DATE.pack(_ABSOLUTE_DATE, 0, 2025, 7, 4, 0),
     "empty": bytes(12),
 }
-DATE_FORMATS = range(0, 14)  # IIAPI_EPV_DFRMT_US .. IIAPI_EPV_DFRMT_ISO8601
+DATE_FORMATS = range(14)  # IIAPI_EPV_DFRMT_US .. IIAPI_EPV_DFRMT_ISO8601
 TIME_ZONES = ("GMT", "gmt", "NO-SUCH-ZONE", "")
 
 

@@ -169,7 +169,7 @@ def _layout(tmp_path: Path, name: str, header: Path) -> dict[str, int]:
     source.write_text(_layout_program())
     binary = tmp_path / name
     subprocess.run(
-        [compiler, f"-DHEADER=\"{header.name}\"", f"-I{header.parent}", "-o", str(binary),
+        [compiler, f'-DHEADER="{header.name}"', f"-I{header.parent}", "-o", str(binary),
          str(source)],
         check=True,
         capture_output=True,

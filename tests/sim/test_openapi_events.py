@@ -11,6 +11,7 @@ import ctypes
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pyngres as py
@@ -57,7 +58,7 @@ def _unread_from(port: int) -> int:
     """
     unread = 0
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as rows:
+        with Path(table).open() as rows:
             for row in list(rows)[1:]:
                 fields = row.split()
                 if int(fields[2].rsplit(":", 1)[1], 16) == port:

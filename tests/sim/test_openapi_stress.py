@@ -8,10 +8,10 @@ descriptors do not leak. The short variants run always; the long ones
 from __future__ import annotations
 
 import asyncio
-import os
 import resource
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pyngres as py
 import pytest
@@ -37,7 +37,7 @@ def server() -> Iterator[ServerThread]:
 
 
 def _rss_kb() -> int:
-    with open("/proc/self/status") as f:
+    with Path("/proc/self/status").open() as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
@@ -45,7 +45,7 @@ def _rss_kb() -> int:
 
 
 def _fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+    return sum(1 for _ in Path("/proc/self/fd").iterdir())
 
 
 def _settle(server: ServerThread) -> None:
