@@ -78,7 +78,8 @@ class Metrics:
         )
         self.gap_markers = Counter(
             "dbevent_bridge_gap_markers",
-            "Gap markers published after an Ingres outage, by database.", ["database"],
+            "Gap markers published (confirmed by the broker) after an Ingres outage or a "
+            "restart, by database.", ["database"],
             registry=r,
         )
         self.last_event_timestamp = Gauge(

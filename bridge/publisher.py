@@ -711,7 +711,9 @@ class Publisher:
             self._metrics.events_confirmed.inc()
             latency = (datetime.now(UTC) - item.raised_at).total_seconds()
             self._metrics.raise_to_confirm.observe(max(latency, 0.0))
-        elif entry.done is not None and not entry.done.done():
+        elif entry.done is None:  # a gap marker from the source: counted once confirmed
+            self._metrics.gap_markers.labels(database=item.database).inc()
+        elif not entry.done.done():
             # metrics.gap_markers is counted by the caller (bridge.app), once per gap.
             entry.done.set_result(None)
 

@@ -284,6 +284,7 @@ async def test_gap_marker_from_the_source_published_and_confirmed_in_line(
     assert gap.body == gap_body(marker)
     assert gap.headers == {"x-dbevent-database": "salesdb"}
     assert _sample(metrics, "events_published") == 6
+    assert _sample(metrics, "gap_markers", database="salesdb") == 1  # counted once confirmed
 
 
 @pytest.mark.amqp
