@@ -144,7 +144,10 @@ def publisher_config(
 
 
 def _unreachable(exc: Exception) -> bool:
-    return isinstance(exc, PublisherStartupError) and exc.transient
+    if isinstance(exc, PublisherStartupError) and exc.transient:
+        log.warning("RabbitMQ not reachable, retrying: %s", exc, extra={"side": "amqp"})
+        return True
+    return False
 
 
 def source_of(target: str) -> str:

@@ -17,16 +17,16 @@ that a gap marker can be published.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Protocol
 
-import tenacity
+import stamina
 
 from bridge.event import CaughtEvent, DBEvent, EventIdentities
 from bridge.ingres_errors import Remedy, explain, remedy
@@ -84,6 +84,11 @@ class CatcherSink(Protocol):
         """The catcher gave up (a startup error, or a bug): the bridge must stop."""
 
 
+def _no_server_answered(error: Exception) -> bool:
+    """True for a connect that no server took (refused, nobody listening)."""
+    return isinstance(error, OpenAPIError) and remedy(error) is Remedy.RETRY_SOON
+
+
 class CatcherGaveUpError(RuntimeError):
     """Retrying cannot help: the bridge must stop; the message says why."""
 
@@ -121,30 +126,6 @@ _UNREACHABLE_RETRY_S: Final = 0.2
 _UNREACHABLE_LOG_EVERY_S: Final = 30.0
 
 
-class _ReconnectWait(tenacity.wait.wait_base):
-    """Quick retries while no server answers; exponential back-off once one does.
-
-    The back-off counts only answered failures, so an outage spent refusing
-    connections does not leave the next answered failure waiting the maximum.
-    Jitter in proportion to the first delay, so that a fleet of bridges does
-    not reconnect in lock-step and a quick setting stays quick.
-    """
-
-    def __init__(self, low: float, high: float) -> None:
-        self._low = low
-        self._high = high
-        self._answered = 0
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        outcome = retry_state.outcome
-        error = outcome.exception() if outcome is not None else None
-        if isinstance(error, OpenAPIError) and remedy(error) is Remedy.RETRY_SOON:
-            return _UNREACHABLE_RETRY_S
-        delay: float = min(self._high, self._low * 2.0 ** min(self._answered, 32))
-        self._answered += 1
-        return delay + random.uniform(0, self._low)  # noqa: S311 (jitter, not cryptography)
-
-
 @dataclass(frozen=True, slots=True)
 class _Registered:
     """A session with every event registered, and when, in DBMS time (see `session_up`)."""
@@ -164,6 +145,8 @@ class Catcher:
         self._sink = sink
         self._identities = identities  # used on the catcher thread only
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # orders `stop` against the retries' `_interrupt`
+        self._interrupt: Callable[[], object] | None = None  # cancels the retries' wait
         self._started = threading.Event()
         self._thread: threading.Thread | None = None
         self.startup_error: BaseException | None = None
@@ -190,8 +173,14 @@ class Catcher:
         return self._started.is_set()
 
     def stop(self) -> None:
-        """Ask the thread to stop catching; it closes the session within one wait slice."""
-        self._stop.set()
+        """Ask the thread to stop catching; it closes the session within one wait slice.
+
+        A wait before the next connect attempt ends at once.
+        """
+        with self._lock:
+            self._stop.set()
+            if self._interrupt is not None:
+                self._interrupt()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the thread to end; True once it has."""
@@ -231,44 +220,95 @@ class Catcher:
             self._sink.catcher_failed(exc)
 
     def _connect_with_backoff(self, reconnected: bool) -> _Registered | None:
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(OpenAPIError),
-            wait=_ReconnectWait(self._config.reconnect_min_s, self._config.reconnect_max_s),
-            stop=tenacity.stop_when_event_set(self._stop),
-            sleep=self._interruptible_sleep,
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
         try:
-            registered: _Registered = retrying(self._open_and_register)
-        except OpenAPIError:
+            # Stamina's synchronous retries sleep in `time.sleep`, which nothing
+            # interrupts; its asyncio ones sleep in `asyncio.sleep`, which a
+            # cancellation ends at once. So the retries run on a loop of this
+            # thread's own, and `stop` cancels them (see `_retrying_open`).
+            registered = asyncio.run(self._retrying_open())
+        except asyncio.CancelledError:
             return None  # stopped while retrying
+        if registered is None:
+            return None
         self._sink.session_up(registered.catching_from, registered.registered_by, reconnected)
         self._started.set()
         return registered
 
-    def _interruptible_sleep(self, seconds: float) -> None:
-        # A stop request interrupts the backoff at once.
-        self._stop.wait(seconds)
+    async def _retrying_open(self) -> _Registered | None:
+        """Open and register until it works: answered failures back off, see `_polling_open`.
 
-    def _log_retry(self, state: tenacity.RetryCallState) -> None:
-        """Report a failed attempt: readiness names it, the log says it (WARNING)."""
-        wait = state.next_action.sleep if state.next_action else 0.0
-        error = state.outcome.exception() if state.outcome else None
-        unreachable = isinstance(error, OpenAPIError) and remedy(error) is Remedy.RETRY_SOON
+        Stamina counts each back-off step from the context's attempts: each
+        attempt here ends in one failure that the server answered, so an outage
+        spent refusing connections does not leave the next answered failure
+        waiting the maximum. Jitter in proportion to the first delay, so that a
+        fleet of bridges does not reconnect in lock-step and a quick setting
+        stays quick.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._stop.is_set():
+                return None
+            self._interrupt = lambda: loop.call_soon_threadsafe(task.cancel)
+        low, high = self._config.reconnect_min_s, self._config.reconnect_max_s
+        try:
+            async for attempt in stamina.retry_context(
+                on=OpenAPIError, attempts=None, timeout=None,
+                wait_initial=low, wait_max=high, wait_jitter=low,
+            ):
+                with attempt:
+                    try:
+                        return await self._polling_open()
+                    except OpenAPIError as exc:
+                        wait = attempt.next_wait  # stamina adds up to `low` of jitter
+                        self._report_retry(exc, wait, min(high, wait + low))
+                        raise
+        finally:
+            with self._lock:
+                self._interrupt = None
+        raise AssertionError("unreachable: stamina retries until it works or raises")
+
+    async def _polling_open(self) -> _Registered:
+        """Open and register; while no server answers, try again every 0.2 s.
+
+        Any other failure is raised, for `_retrying_open` to back off.
+        """
+        async for attempt in stamina.retry_context(
+            on=_no_server_answered, attempts=None, timeout=None,
+            wait_initial=_UNREACHABLE_RETRY_S, wait_max=_UNREACHABLE_RETRY_S, wait_jitter=0,
+        ):
+            with attempt:
+                try:
+                    return self._open_and_register()
+                except OpenAPIError as exc:
+                    if _no_server_answered(exc):
+                        self._report_retry(exc, _UNREACHABLE_RETRY_S, _UNREACHABLE_RETRY_S)
+                    raise
+        raise AssertionError("unreachable: stamina retries until it works or raises")
+
+    def _report_retry(self, error: OpenAPIError, wait: float, wait_most: float) -> None:
+        """Report a failed attempt: readiness names it, the log says it (WARNING).
+
+        `wait` to `wait_most` is the delay before the next attempt (stamina adds
+        the jitter when it sleeps). Nothing is reported once a stop is asked for.
+        """
+        if self._stop.is_set():
+            return
+        unreachable = _no_server_answered(error)
         if isinstance(error, RegistrationError):
             reason = (f"DBEvent {error.event} cannot be registered (it does not exist, or a "
                       f"privilege is missing): {error}")
         elif unreachable:
             reason = f"Ingres server not reachable: {error}"
         else:
-            reason = "Ingres session not available: " + (
-                explain(error) if isinstance(error, OpenAPIError) else str(error))
+            reason = "Ingres session not available: " + explain(error)
         self._sink.session_unavailable(reason)
         extra = {"side": "ingres", "wait_seconds": round(wait, 2)}
         if not unreachable:
             self._unreachable_logged = -_UNREACHABLE_LOG_EVERY_S
-            log.warning("%s; retrying in %.1f s", reason, wait, extra=extra)
+            span = f"{wait:.1f}" if wait_most - wait < 0.05 else f"{wait:.1f} to {wait_most:.1f}"
+            log.warning("%s; retrying in %s s", reason, span, extra=extra)
             return
         # Retried several times a second: say so once, then every so often.
         now = time.monotonic()

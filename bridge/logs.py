@@ -19,6 +19,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
+import stamina
+
 from bridge.masking import redact
 
 __all__ = [
@@ -161,3 +163,9 @@ def configure_logging(
     handler.addFilter(RedactingFilter())
     setattr(handler, _HANDLER_MARK, True)
     root.addHandler(handler)
+    # Each retrying site logs its own retries, with the reason and at a rate an
+    # operator can read (the catcher retries a refused connect five times a
+    # second); stamina's default hooks would log every retry at WARNING, and
+    # count each retry number as a label of its own in the global Prometheus
+    # registry, which the bridge does not serve (it has its own: bridge.metrics).
+    stamina.instrumentation.set_on_retry_hooks(())

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import tenacity
+import stamina
 
 import bridge.catcher as catcher_module
 from bridge.catcher import (
@@ -23,7 +23,6 @@ from bridge.catcher import (
     CatcherConfig,
     CatcherGaveUpError,
     CatcherStartupError,
-    _ReconnectWait,
 )
 from bridge.event import CaughtEvent, DBEvent, EventIdentities, stable_message_id
 from bridge.openapi import ApiError, OpenAPIError, SessionTimeoutError
@@ -45,37 +44,6 @@ NO_SUCH_EVENT = OpenAPIError("register", 5, [ApiError(1, "42500", 0x1, "No such 
 
 def raw(text: bytes = b"x") -> DBEvent:
     return DBEvent("demodb", "ingres", "a", RAISED, text)
-
-
-# --- the reconnect back-off --------------------------------------------------------------
-
-
-def _failed(error: OpenAPIError) -> tenacity.RetryCallState:
-    state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
-    state.set_exception((type(error), error, None))
-    return state
-
-
-def test_answered_failures_back_off_doubling_up_to_the_maximum(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(random, "uniform", lambda low, high: high)  # the most jitter
-    wait = _ReconnectWait(1.0, 8.0)
-    assert [wait(_failed(ANSWERED)) for _ in range(6)] == [2.0, 3.0, 5.0, 9.0, 9.0, 9.0]
-
-
-def test_jitter_is_at_most_the_first_delay() -> None:
-    wait = _ReconnectWait(0.5, 30.0)
-    delays = [wait(_failed(ANSWERED)) for _ in range(5)]
-    for delay, base in zip(delays, [0.5, 1.0, 2.0, 4.0, 8.0], strict=True):
-        assert base <= delay <= base + 0.5
-
-
-def test_an_unreachable_server_is_retried_quickly_and_does_not_grow_the_back_off() -> None:
-    wait = _ReconnectWait(1.0, 30.0)
-    assert [wait(_failed(UNREACHABLE)) for _ in range(50)] == [0.2] * 50
-    # The first answered failure after a long outage waits the first delay, not the most.
-    assert 1.0 <= wait(_failed(ANSWERED)) <= 2.0
 
 
 # --- the thread, over scripted sessions ---------------------------------------------------
@@ -357,3 +325,82 @@ def test_stop_ends_the_thread_and_closes_the_session(
     assert catcher.join(10)
     assert session.closed.is_set()
     assert not catcher.alive
+
+
+# --- the reconnect back-off (the waits stamina sleeps, through its public hook) ----------
+
+
+@pytest.fixture
+def waits() -> Iterator[list[float]]:
+    """The wait before each retry, in order, as stamina reports it to its hooks."""
+    recorded: list[float] = []
+    before = stamina.instrumentation.get_on_retry_hooks()
+    stamina.instrumentation.set_on_retry_hooks([lambda details: recorded.append(details.wait_for)])
+    yield recorded
+    stamina.instrumentation.set_on_retry_hooks(before)
+
+
+def _backing_off(sink: RecordingSink, low: float, high: float) -> Catcher:
+    config = CatcherConfig(target="demodb", user=None, password=None, events=["a"],
+                           get_event_timeout_ms=10, idle_probe_s=60.0,
+                           reconnect_min_s=low, reconnect_max_s=high)
+    return Catcher(config, sink, EventIdentities())
+
+
+def _run_until_registered(catcher: Catcher) -> None:
+    catcher.start()
+    try:
+        assert catcher.wait_registered(30)
+    finally:
+        catcher.stop()
+        assert catcher.join(10)
+
+
+def test_answered_failures_back_off_doubling_up_to_the_maximum(
+    script: Script, sink: RecordingSink, waits: list[float], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)  # the most jitter
+    script.extend([ANSWERED] * 5)
+    _run_until_registered(_backing_off(sink, 0.01, 0.04))
+    # 0.01 doubling, plus the most jitter (0.01), never above the maximum.
+    assert waits == pytest.approx([0.02, 0.03, 0.04, 0.04, 0.04])
+    assert len(sink.of("unavailable")) == 5
+
+
+def test_jitter_is_at_most_the_first_delay(
+    script: Script, sink: RecordingSink, waits: list[float]
+) -> None:
+    script.extend([ANSWERED] * 4)
+    _run_until_registered(_backing_off(sink, 0.01, 1.0))
+    assert len(waits) == 4
+    for wait, base in zip(waits, [0.01, 0.02, 0.04, 0.08], strict=True):
+        assert base <= wait <= base + 0.01 + 1e-9
+
+
+def test_an_unreachable_server_is_retried_quickly_and_does_not_grow_the_back_off(
+    script: Script, sink: RecordingSink, waits: list[float], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(random, "uniform", lambda low, high: 0.0)  # no jitter
+    script.extend([ANSWERED, ANSWERED, *[UNREACHABLE] * 3, ANSWERED])
+    _run_until_registered(_backing_off(sink, 0.01, 10.0))
+    # Refused connects every 0.2 s; the third answered failure waits the third
+    # step (0.04), not a step counted over the refused attempts too (0.16).
+    assert waits == pytest.approx([0.01, 0.02, 0.2, 0.2, 0.2, 0.04])
+
+
+@pytest.mark.parametrize("failure", [ANSWERED, UNREACHABLE], ids=["answered", "unreachable"])
+def test_a_stop_request_ends_the_wait_for_the_next_attempt_at_once(
+    script: Script, sink: RecordingSink, failure: OpenAPIError
+) -> None:
+    # A wait of a minute (answered) or endless quick retries (unreachable): the
+    # stop must not wait for either to end.
+    script.extend([failure] * 1000)
+    catcher = _backing_off(sink, 60.0, 60.0)
+    catcher.start()
+    try:
+        assert wait_until(lambda: len(sink.of("unavailable")) >= 1, 10)
+    finally:
+        catcher.stop()
+        assert catcher.join(10)
+    assert sink.of("up") == []
+    assert sink.failed is None
