@@ -34,6 +34,7 @@ from typing import Any
 
 import aio_pika
 
+from tests.benchmarks import stages
 from tests.benchmarks.child import cpu_seconds, memory_mb
 from tests.benchmarks.simhost import event_name
 
@@ -42,6 +43,10 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 Row = dict[str, Any]
+# A reply line may carry every event's stage stamps (--stages): megabytes.
+_REPLY_LIMIT = 256 << 20
+# The driver's own GC pauses: its consumer stamps the arrivals (stages.py).
+DRIVER_GC = stages.GcPauses()
 
 
 class Child:
@@ -60,6 +65,7 @@ class Child:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", module, *args, cwd=ctx.workdir, env=env or ctx.child_env,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
+            limit=_REPLY_LIMIT,
         )
         log.close()
         child = cls(proc, module)
@@ -222,10 +228,15 @@ class Context:
             overrides["queue"] = {"max_events": max_events}
         return overrides
 
-    async def start_bridge(self, overrides: dict[str, Any], ref: bool = False) -> Child:
-        """The bridge (`ref`: the reference commit's) in a child process, registered and ready."""
+    async def start_bridge(self, overrides: dict[str, Any], ref: bool = False,
+                           stages: bool = False) -> Child:
+        """The bridge (`ref`: the reference commit's) in a child process, registered and ready;
+        `stages`: it stamps each event at each stage (stages.py)."""
+        env = self.ref_env if ref else self.child_env
+        if stages:
+            env = {**(env or self.child_env), "BENCH_STAGES": "1"}
         return await Child.start(self, "tests.benchmarks.bridge_proc", json.dumps(overrides),
-                                 env=self.ref_env if ref else None)
+                                 env=env)
 
     async def start_seed(self, exchange: str, names: int) -> Child:
         """The seed design in a child process, registered and ready."""
@@ -309,29 +320,43 @@ async def latency(ctx: Context, catcher: str, rate: float, seconds: float,
     assert ctx.sim is not None
     name, queue, channel = await ctx.exchange()
     arrivals: list[tuple[float, bytes]] = []
+    arrived_ids: dict[str, float] = {}
 
     async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        arrivals.append((time.time(), message.body))
+        now = time.time()
+        arrivals.append((now, message.body))
+        arrived_ids[message.message_id or ""] = now
 
     await queue.consume(on_message, no_ack=True)
+    traced = ctx.args.stages and catcher == "ours"
     if catcher in ("ours", "ref"):
         proc = await ctx.start_bridge(ctx.bridge_overrides(name, 1, spool=True),
-                                      ref=catcher == "ref")
+                                      ref=catcher == "ref", stages=traced)
     else:
         proc = await ctx.start_seed(name, 1)
     spy = _py_spy(proc.pid, profile) if profile else None
+    extra: Row = {"loadavg_before": os.getloadavg()[0]}
     try:
         cpu0 = cpu_seconds(proc.pid)
-        result = await ctx.sim.request("paced", rate=rate, seconds=seconds)
+        result = await ctx.sim.request("paced", rate=rate, seconds=seconds, trace=traced)
         await _settle(arrivals, result["raised"])
         cpu = cpu_seconds(proc.pid) - cpu0
+        if catcher != "seed":
+            recorded = await proc.request("stages")
+            extra["bridge_gc"] = recorded["gc_summary"]
+            if traced:
+                pauses = {"simhost": result["trace"]["gc"], "bridge": recorded["gc"],
+                          "driver": DRIVER_GC.pauses}
+                extra["stages"] = stages.breakdown(arrived_ids, recorded["events"],
+                                                   result["trace"], pauses)
     finally:
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait()
         await proc.stop()
         await ctx.drop_exchange(name, channel)
-    return {**_latency_row(arrivals, result["raised"], cpu), "loadavg_1min": os.getloadavg()[0]}
+    return {**_latency_row(arrivals, result["raised"], cpu), **extra,
+            "loadavg_1min": os.getloadavg()[0]}
 
 
 def _latency_row(arrivals: list[tuple[float, bytes]], raised: int, cpu: float) -> Row:
@@ -759,9 +784,21 @@ def _render_steady(st: dict[str, Any], row: str) -> list[str]:
                                 f"{st['ours']['received']:.0f}/{st['ours']['raised']:.0f}",
                                 f"{st[other]['received']:.0f}/{st[other]['raised']:.0f}", ""))
     # Latency is only as good as the machine is quiet: say how loaded it was.
-    lines.append(row.format("load average (1 min) after the runs",
+    lines.append(row.format("load average (1 min) before / after",
+                            f"{st['ours'].get('loadavg_before', float('nan')):.1f} / "
                             f"{st['ours']['loadavg_1min']:.1f}",
                             f"{st['raw']['loadavg_1min']:.1f}", ""))
+    if "bridge_gc" in st["ours"]:
+        g = st["ours"]["bridge_gc"]
+        lines.append(row.format("bridge GC pauses: count, total / max ms", f"{g['count']}",
+                                f"{g['total_ms']:.1f} / {g['max_ms']:.1f}", ""))
+        if "max_ms_by_generation" in g:
+            lines.append(row.format("  by generation 0/1/2: count; max ms",
+                                    "/".join(str(n) for n in g["by_generation"].values()),
+                                    "/".join(f"{v:.1f}" for v in
+                                             g["max_ms_by_generation"].values()), ""))
+    if "stages" in st["ours"]:
+        lines.extend(stages.render(st["ours"]["stages"], row))
     return lines
 
 
@@ -783,7 +820,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="only run one spool-on burst under py-spy; raw stacks to FILE")
     parser.add_argument("--rate", type=float,
                         help="with --profile: events/s raised at a steady rate, for 5 s")
+    parser.add_argument("--stages", action="store_true",
+                        help="steady: stamp each event at each stage and show where the "
+                             "slowest 1 %% spent their time (costs the bridge a few us/event)")
     args = parser.parse_args(argv)
+    DRIVER_GC.install()
     if args.profile:
         return asyncio.run(profile(args))
     results = asyncio.run(run(args))

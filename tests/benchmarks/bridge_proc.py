@@ -2,8 +2,9 @@
 
 JSON is the nested settings overrides (as tests/integration/conftest.py builds
 them). The process prints a ready line once every event is registered, then
-answers `wait_confirmed`, `wait_caught` and `counts` until `quit`, and shuts
-the bridge down as the service does.
+answers `wait_confirmed`, `wait_caught`, `counts` and `stages` (the stage
+stamps with BENCH_STAGES=1, and the GC pauses: see stages.py) until `quit`,
+and shuts the bridge down as the service does.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from bridge.app import Bridge
 from bridge.logs import configure_logging
 from bridge.settings import load_settings
 from tests.benchmarks.child import reply, serve_commands, wait_count
+from tests.benchmarks.stages import GcPauses, StageTrace
 
 
 def counter(value: Any) -> float:
@@ -38,6 +40,11 @@ async def main(overrides: dict[str, Any]) -> None:
         sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     for section, values in json.loads(os.environ.get("BENCH_EXTRA_SETTINGS", "{}")).items():
         overrides.setdefault(section, {}).update(values)
+    # Stage stamps per event (bench --stages) and GC pauses: see stages.py.
+    trace = StageTrace() if os.environ.get("BENCH_STAGES") else None
+    if trace is not None:
+        trace.install()
+    pauses = GcPauses().install()
     bridge = Bridge(load_settings(overrides))
     await bridge.start()
     try:
@@ -62,8 +69,12 @@ async def main(overrides: dict[str, Any]) -> None:
                     "confirmed": counter(metrics.events_confirmed),
                     "published": counter(metrics.events_published)}
 
+        async def stages(command: dict[str, Any]) -> dict[str, Any]:
+            return {"ok": True, "events": trace.events if trace else {},
+                    "gc": pauses.pauses, "gc_summary": pauses.summary()}
+
         await serve_commands({"wait_confirmed": wait_confirmed, "wait_caught": wait_caught,
-                              "counts": counts})
+                              "counts": counts, "stages": stages})
     finally:
         await bridge.shutdown()
 

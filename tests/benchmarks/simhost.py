@@ -18,6 +18,7 @@ from typing import Any
 from bridge.sim.server import SimServer
 from bridge.sim.wire import SimClient
 from tests.benchmarks.child import reply, serve_commands
+from tests.benchmarks.stages import GcPauses
 
 MAX_NAMES = 100
 OWNER = "ingres"
@@ -48,6 +49,7 @@ class Raiser:
 
     def __init__(self, server: SimServer) -> None:
         self.server = server
+        self.pauses = GcPauses().install()
 
     def _backlog(self) -> int:
         sessions = self.server._sessions.values()  # a benchmark may peek
@@ -79,21 +81,47 @@ class Raiser:
                 "dropped": after["events_dropped"] - before["events_dropped"]}
 
     async def paced(self, command: dict[str, Any]) -> dict[str, Any]:
-        """Raise `rate` events/s for `seconds`; each text is the raise time."""
+        """Raise `rate` events/s for `seconds`; each text is the raise time.
+
+        With `trace`, the reply also has each event's text, how late its raise
+        was against the schedule and when its frame was written to the
+        session's socket (one registered session: the n-th write is the n-th
+        event), for the stage breakdown (stages.py).
+        """
         rate, seconds = float(command["rate"]), float(command["seconds"])
         names = int(command.get("names", 1))
         total = int(rate * seconds)
         names_list = [event_name(i) for i in range(names)]
+        stamps: list[str] = []
+        late: list[float] = []
+        delivered: list[float] = []
+        deliver = self.server._deliver  # a benchmark may peek
+        if command.get("trace"):
+            def traced(targets: Any, data: bytes) -> None:
+                deliver(targets, data)
+                delivered.append(time.time())
+            self.server._deliver = traced  # type: ignore[method-assign]
         start = time.monotonic()
         sent = 0
-        while sent < total:
-            due = min(total, int((time.monotonic() - start) * rate) + 1)
-            while sent < due:
-                stamp = repr(time.time()).encode()
-                self.server.raise_event(OWNER, names_list[sent % names], stamp)
-                sent += 1
-            await asyncio.sleep(max(0.0, start + sent / rate - time.monotonic()))
-        return {"ok": True, "raised": sent, "dropped": self.server.stats()["events_dropped"]}
+        try:
+            while sent < total:
+                due = min(total, int((time.monotonic() - start) * rate) + 1)
+                while sent < due:
+                    stamp = repr(time.time())
+                    if command.get("trace"):
+                        stamps.append(stamp)
+                        late.append(time.monotonic() - start - sent / rate)
+                    self.server.raise_event(OWNER, names_list[sent % names], stamp.encode())
+                    sent += 1
+                await asyncio.sleep(max(0.0, start + sent / rate - time.monotonic()))
+            # The event thread's last deliveries (polling is the point).
+            while len(delivered) < len(stamps) and time.monotonic() < start + seconds + 5:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        finally:
+            self.server._deliver = deliver  # type: ignore[method-assign]
+        return {"ok": True, "raised": sent, "dropped": self.server.stats()["events_dropped"],
+                "trace": {"stamps": stamps, "late": late, "delivered": delivered,
+                          "gc": self.pauses.pauses}}
 
     async def raiser_alone(self, command: dict[str, Any]) -> dict[str, Any]:
         """The raiser's own ceiling: a burst to one session that only drains its socket."""
