@@ -7,7 +7,8 @@ anything not confirmed stays in the spool for the next start.
 Gap markers: DBEvents raised while no session of ours is registered are lost
 by Ingres's design. After a reconnect, and on a start that follows an earlier
 run (the spool remembers until when that run's session was known to have
-caught everything), the bridge publishes a gap marker for the window.
+caught everything), each database's catch ledger (bridge.gaps) puts a gap
+marker for the window into the backlog, where it travels like an event.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import logging
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
@@ -37,7 +37,7 @@ from bridge.health import Health
 from bridge.http import HttpServer, start_http
 from bridge.masking import without_credentials
 from bridge.metrics import Metrics
-from bridge.publisher import Publisher, PublisherConfig, PublisherError, PublisherStartupError
+from bridge.publisher import Publisher, PublisherConfig, PublisherStartupError
 from bridge.settings import (
     AmqpSettings,
     IngresTarget,
@@ -61,7 +61,6 @@ _INBOX_MAX: Final = 256
 # commit, a socket write to RabbitMQ and a confirm each. Coalescing them costs at
 # most this much latency, and none for an event that follows a quiet moment.
 _HANDOVER_INTERVAL: Final = 0.002
-RESTART_REASON: Final = "bridge restarted"
 # How often readiness and the catcher thread are looked at (cheap attribute reads).
 _WATCH_INTERVAL: Final = 1.0
 # How long the shutdown waits for the catcher thread to close its session.
@@ -294,12 +293,9 @@ class _Lane:
         self.database = database_of(config.target)
         self.component = component
         self.ledger = ledger
-        self.restart_gap_from = ledger.restart_gap_from()
         self.catcher: Catcher | None = None
         self.sink: _LoopSink | None = None
         self.failed: BaseException | None = None
-        self._lost_at: datetime | None = None
-        self._lost_reason = ""
         self._alive_task: asyncio.Task[None] | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop, backlog: Backlog,
@@ -328,23 +324,20 @@ class _Lane:
     def on_session_up(
         self, catching_from: datetime, registered_by: datetime, reconnected: bool
     ) -> None:
-        """A session registered every event; publish a gap marker after an outage or a restart.
+        """A session registered every event; after an outage or a restart, a gap marker.
 
-        The window ends at `registered_by` and starts where the ledger says:
-        both DBMS time, the clock of the events' `raised_at` (CatcherSink).
+        The ledger puts the marker into the backlog: the window ends at
+        `registered_by` and starts where the ledger says, both DBMS time, the
+        clock of the events' `raised_at` (CatcherSink).
         """
         self.bridge.set_ready(self.component, True, "", self.database)
-        self.ledger.session_up(catching_from)
+        marker = self.ledger.session_up(catching_from, registered_by, reconnected)
         if self._alive_task is None:
             self._alive_task = asyncio.create_task(self._record_alive(), name="alive")
-        if reconnected and self._lost_at is not None:
-            self.bridge.metrics.reconnects.labels(side="ingres").inc()
-            self.bridge.publish_gap(self, self._lost_at, registered_by, self._lost_reason)
-        elif not reconnected and self.restart_gap_from is not None:
-            # Ingres kept nothing for us while no bridge was registered.
-            self.bridge.publish_gap(self, self.restart_gap_from, registered_by, RESTART_REASON)
-            self.restart_gap_from = None
-        self._lost_at = None
+        if marker is not None:
+            if reconnected:
+                self.bridge.metrics.reconnects.labels(side="ingres").inc()
+            self.bridge.gap_found(marker)
 
     def on_session_unavailable(self, reason: str) -> None:
         """An attempt to open a session failed: /readyz names why until one succeeds."""
@@ -354,12 +347,7 @@ class _Lane:
         """The session is gone: not ready until it is back; the gap starts where catching did."""
         self.bridge.set_ready(self.component, False, str(reason), self.database)
         self.stop_recording_alive()
-        self.bridge.flush_backlog()  # what was caught is spooled before the gap is recorded
-        caught_until = self.ledger.session_down()
-        # None only without a session up, which never reports a loss.
-        if self._lost_at is None and caught_until is not None:
-            self._lost_at = caught_until
-            self._lost_reason = str(reason)
+        self.ledger.session_down(str(reason))
 
     def on_proof(self, moment: datetime) -> None:
         """The DBMS answered a probe at `moment`, and what reached the session before is caught."""
@@ -375,7 +363,6 @@ class _Lane:
         """While a session is up: every few seconds, record until when all is caught."""
         while True:
             await asyncio.sleep(ALIVE_INTERVAL)
-            self.bridge.flush_backlog()  # the events counted as caught must be committed first
             self.ledger.record()
 
     def stop_recording_alive(self) -> None:
@@ -400,12 +387,8 @@ class Bridge:
         self._publish_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self._failed: asyncio.Future[BaseException] | None = None
-        self._gap_tasks: set[asyncio.Task[None]] = set()
         self._pair: Pair | None = None  # active/standby mode only
         self._lease_task: asyncio.Task[None] | None = None
-        # A standby's own gaps until it takes over, each with this host's time
-        # (time.time()) when it ended, to compare with progress reports' times.
-        self._held_gaps: list[tuple[GapMarker, float]] = []
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -421,11 +404,13 @@ class Bridge:
             *(f"ingres:{database_of(c.target)}" if several else "ingres" for c in configs),
             "amqp",
         ])
+        assert self._backlog is not None
+        backlog = self._backlog
         self._lanes = [
             # The first database keeps the ledger's unscoped keys, so a spool
             # written while it was the only one still tells where its gap starts.
             _Lane(self, config, f"ingres:{database_of(config.target)}" if several else "ingres",
-                  CatchLedger(self._spool, delay_bound,
+                  CatchLedger(backlog, database_of(config.target), delay_bound,
                               database_of(config.target) if i else ""))
             for i, config in enumerate(configs)
         ]
@@ -469,11 +454,9 @@ class Bridge:
         return self._pair.publisher
 
     def _on_role(self, active: bool) -> None:
-        """The lease was taken or lost: gauge, /readyz, and a standby's own gaps."""
+        """The lease was taken or lost: gauge and /readyz."""
         self.metrics.ha_active.set(1 if active else 0)
         self.health.role = "active" if active else "standby"
-        if active:
-            self._release_held_gaps()
 
     def _amqp_connected(self) -> bool:
         if self._pair is not None:
@@ -491,7 +474,8 @@ class Bridge:
         spool = self._spool
         if spool is not None and spool.depth:
             tail = spool.read(max(spool.last_seq - _ID_TAIL, 0), _ID_TAIL)
-            identities.observe(event for _, event in tail if event.database == database)
+            identities.observe(item for _, item in tail
+                               if isinstance(item, CaughtEvent) and item.database == database)
         return identities
 
     def _open_backlog(self) -> None:
@@ -596,10 +580,10 @@ class Bridge:
             if lane.sink is not None:
                 lane.sink.drain()  # a hand-over may still be waiting for its interval
             lane.stop_recording_alive()
+        for lane in self._lanes:
+            lane.ledger.record()  # with what the catchers handed over, in one transaction
         if self._backlog is not None:
-            self._backlog.close()  # commits what the catchers handed over: then record
-            for lane in self._lanes:
-                lane.ledger.record()
+            self._backlog.close()
         if self._pair is not None:
             self._pair.close()
         if self._publish_task is not None:
@@ -608,8 +592,6 @@ class Bridge:
                 await _cancelled(self._publish_task)
             else:
                 await self._drain(self._publish_task, deadline, force)
-        for task in list(self._gap_tasks):
-            task.cancel()
         if self._pair is not None:
             with suppress(Exception):  # only saves the standby some duplicates
                 await self._pair.lease.flush_progress()
@@ -674,72 +656,23 @@ class Bridge:
             # False means dropped by policy: the backlog has logged and counted it.
             self._backlog.put(event)
 
-    def flush_backlog(self) -> None:
-        """Commit what the backlog holds to the spool."""
-        if self._backlog is not None:
-            self._backlog.flush()
+    def gap_found(self, marker: GapMarker) -> None:
+        """A lane's ledger put a gap marker into the backlog: say so (it travels like an event).
 
-    def publish_gap(
-        self, lane: _Lane, lost_from: datetime, lost_until: datetime, reason: str
-    ) -> None:
-        """Publish (or, as a standby, hold) the gap marker of a window `lane` missed."""
-        assert self._publisher is not None
-        marker = GapMarker(
-            database=lane.database,
-            lost_from=lost_from,
-            lost_until=lost_until,
-            reason=reason,
-        )
-        if self._pair is not None and not self._pair.active:
-            # The active bridge caught on meanwhile, or reports its own gap.
-            log.warning("standby: DBEvents raised between %s and %s were not caught here (%s); "
-                        "the active bridge covers them", lost_from.isoformat(),
-                        lost_until.isoformat(), reason, extra={"ha_role": "standby"})
-            self._held_gaps.append((marker, time.time()))
-            return
-        self._send_gap_marker(marker)
-
-    def _release_held_gaps(self) -> None:
-        """Taking over: publish the standby's own gaps that no active bridge is known to cover.
-
-        A progress report from the old active after a gap ended shows it was
-        alive and publishing then; it reports its own gaps. A gap that ended
-        after the last report may have been nobody's: publish it.
+        A standby holds it where it holds its events (bridge.ha.HaSource): the
+        active bridge was catching, and it publishes it only on a takeover
+        that no progress report of the old active covers.
         """
-        assert self._pair is not None
-        reported_at = self._pair.lease.last_progress_at
-        held, self._held_gaps = self._held_gaps, []
-        for marker, ended_at in held:
-            # This host's clock on both sides: the marker's bounds are DBMS time.
-            if reported_at is not None and ended_at <= reported_at:
-                log.info("gap from %s to %s was covered by the previous active bridge",
-                         marker.lost_from.isoformat(), marker.lost_until.isoformat())
-                self._ledger_of(marker.database).gap_reported(marker.lost_from)
-            else:
-                self._send_gap_marker(marker)
-
-    def _send_gap_marker(self, marker: GapMarker) -> None:
+        if self._pair is not None and not self._pair.active:
+            log.warning("standby: DBEvents raised between %s and %s were not caught here (%s); "
+                        "the active bridge covers them", marker.lost_from.isoformat(),
+                        marker.lost_until.isoformat(), marker.reason,
+                        extra={"ha_role": "standby"})
+            return
         log.warning(
             "DBEvents raised between %s and %s were not caught (%s); publishing a gap marker",
             marker.lost_from.isoformat(), marker.lost_until.isoformat(), marker.reason,
         )
-        task = asyncio.create_task(self._send_gap(marker))
-        self._gap_tasks.add(task)
-        task.add_done_callback(self._gap_tasks.discard)
-        self.metrics.gap_markers.labels(database=marker.database).inc()
-
-    async def _send_gap(self, marker: GapMarker) -> None:
-        assert self._publisher is not None
-        try:
-            await self._publisher.publish_gap(marker)
-        except PublisherError as exc:
-            # Kept open in the spool: the next start reports this window again.
-            log.error("gap marker from %s not confirmed: %s", marker.lost_from.isoformat(), exc)
-            return
-        self._ledger_of(marker.database).gap_reported(marker.lost_from)
-
-    def _ledger_of(self, database: str) -> CatchLedger:
-        return next(lane.ledger for lane in self._lanes if lane.database == database)
 
 
 class Signals:

@@ -1,8 +1,12 @@
 """The backlog between catcher and publisher: a bounded queue in memory, backed by the spool.
 
-Life of an event (spool enabled): `put` (on the event loop) appends it to a
-pending batch; one loop iteration's events are committed to the spool in one
-transaction; only then is the event handed to `get`, so a broker confirm can
+It carries items (`bridge.event.Item`): caught events and gap markers, in one
+order. A gap marker travels exactly like an event, except that no limit or
+policy ever drops it (below).
+
+Life of an item (spool enabled): `put` (on the event loop) appends it to a
+pending batch; one loop iteration's items are committed to the spool in one
+transaction; only then is the item handed to `get`, so a broker confirm can
 never precede durability. `confirmed` forgets it: deletes are buffered a few
 milliseconds and committed in one transaction (a crash in between publishes
 those events again after the restart: at least once, never lost).
@@ -13,9 +17,18 @@ drains; events left in the spool by an earlier run are read back first, with
 their original message_id. With the spool disabled (faster, not crash-safe),
 the in-memory queue is the only store and `max_events` is its limit.
 
+The catch ledger (bridge.gaps) records how far catching got through `record`:
+its metadata is committed in the same transaction as every item put before
+it, so the spool never claims events it does not hold, and a gap marker is
+stored no later than the ledger moves past its window.
+
 When the store is full (spool: `max_bytes` of unconfirmed events; no spool:
-`max_events` waiting in memory), `FullPolicy` decides, always logged and
-counted (`events_dropped{reason="spool_full"}`):
+`max_events` waiting in memory), `FullPolicy` decides for events, always
+logged and counted (`events_dropped{reason="spool_full"}`). A gap marker is
+always taken, under every policy, and never chosen to make room: dropping one
+would lose the only notice of a loss, silently. Markers are few (one per lost
+session) and small: the spool's limit leaves them out (`bytes` and the
+gauges count them), the in-memory one counts each as one more item waiting.
 
 - `drop_newest`: the new event is dropped.
 - `drop_oldest`: the oldest event not yet handed to the publisher is dropped.
@@ -37,10 +50,11 @@ import asyncio
 import logging
 import threading
 from collections import deque
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Final
 
-from bridge.event import CaughtEvent, Item
+from bridge.event import CaughtEvent, GapMarker, Item
 from bridge.metrics import Metrics
 from bridge.spool import Spool, SpoolError, item_size
 
@@ -105,16 +119,18 @@ class Backlog:
         self._high_mark = limit * _HIGH_FRACTION
         self._low_mark = limit * _LOW_FRACTION
 
-        self._mem: deque[CaughtEvent] = deque()  # committed, waiting for get(), in order
-        self._pending: list[CaughtEvent] = []  # put, not yet committed to the spool
+        self._mem: deque[Item] = deque()  # committed, waiting for get(), in order
+        self._pending: list[Item] = []  # put, not yet committed to the spool
+        self._meta: dict[str, str] = {}  # recorded, committed with the next batch
         self._flush_scheduled = False
         self._to_delete: list[str] = []  # confirmed ids, not yet deleted from the spool
         self._delete_timer: asyncio.TimerHandle | None = None
-        # Spilled: events with seq > _mem_last_seq are in the spool only.
+        # Spilled: items with seq > _mem_last_seq are in the spool only.
         self._spilled = False
         self._mem_last_seq = 0
-        self._held = 0  # events not yet confirmed or dropped (pending, queued, in flight)
+        self._held = 0  # items not yet confirmed or dropped (pending, queued, in flight)
         self._held_bytes = 0
+        self._marker_bytes = 0  # the gap markers' part of _held_bytes (not limited)
         self._closed = False
         self._shut = False
         self._level = _NORMAL
@@ -134,35 +150,42 @@ class Backlog:
         """Adopt what an earlier run left in the spool: it is published first."""
         self._held = spool.depth
         self._held_bytes = spool.bytes
+        self._marker_bytes = spool.gap_bytes
         if spool.depth:
             self._spilled = True
             logger.info(
-                "spool %s holds %d unconfirmed events (%d bytes) from an earlier run; "
-                "publishing them first", spool.path, spool.depth, spool.bytes,
+                "spool %s holds %d unconfirmed events and %d gap markers (%d bytes) from an "
+                "earlier run; publishing them first", spool.path,
+                spool.depth - spool.gap_markers, spool.gap_markers, spool.bytes,
             )
 
     # --- intake (catcher side) -------------------------------------------------------
 
-    def put(self, event: CaughtEvent) -> bool:
-        """Take a caught event; on the event loop. True when it was taken.
+    def put(self, item: Item) -> bool:
+        """Take a caught event or a gap marker; on the event loop. True when it was taken.
 
-        False means it was dropped (logged and counted): the backlog is closed,
-        or full under `drop_newest` (or `block`, past `block_slack`).
+        False means an event was dropped (logged and counted): the backlog is
+        closed, or full under `drop_newest` (or `block`, past `block_slack`).
+        A gap marker is always taken; after `close` it waits in the spool for
+        the next start.
         """
-        if self._closed:
-            self._drop(event, "shutdown", "the backlog is closed")
-            return False
-        size = item_size(event)
-        if self._is_full(size) and not self._make_room(event, size):
-            return False
+        size = item_size(item)
+        if isinstance(item, CaughtEvent):
+            if self._closed:
+                self._drop(item, "shutdown", "the backlog is closed")
+                return False
+            if self._is_full(size) and not self._make_room(item, size):
+                return False
         self._held += 1
         self._held_bytes += size
+        if isinstance(item, GapMarker):
+            self._marker_bytes += size
         if self._spool is None:
-            self._mem.append(event)
+            self._mem.append(item)
             self._metrics.queue_depth.set(len(self._mem))
             self._nonempty.set()
         else:
-            self._pending.append(event)
+            self._pending.append(item)
             if len(self._pending) >= self._flush_max:
                 self._flush()
             elif not self._flush_scheduled:
@@ -171,6 +194,24 @@ class Backlog:
                 asyncio.get_running_loop().call_soon(self._flush)
         self._after_change()
         return True
+
+    def record(self, meta: Mapping[str, str]) -> None:
+        """Commit every item put so far, then `meta`, in one spool transaction, now.
+
+        The catch ledger's way to write: what it records is never ahead of the
+        events (and gap markers) that prove it. Without a spool, or once it is
+        closed, nothing is recorded. When items fail to commit, `meta` is left
+        out (logged): the ledger stays behind, which widens the next gap
+        marker instead of hiding a loss.
+        """
+        self._meta.update(meta)
+        self._flush()
+
+    def meta(self, key: str) -> str | None:
+        """The value recorded under `key` in the spool (None: none, or no spool). SpoolError."""
+        if self._spool is None or self._spool.closed:
+            return None
+        return self._spool.get_meta(key)
 
     @property
     def has_room(self) -> bool:
@@ -188,7 +229,7 @@ class Backlog:
     def _is_full(self, size: int) -> bool:
         if self._spool is None:
             return len(self._mem) >= self._max_events
-        return self._held_bytes + size > self._max_bytes
+        return self._held_bytes - self._marker_bytes + size > self._max_bytes
 
     def _make_room(self, event: CaughtEvent, size: int) -> bool:
         """Apply the full policy; True when `event` may be taken."""
@@ -211,17 +252,21 @@ class Backlog:
         return False
 
     def _take_oldest_waiting(self) -> CaughtEvent | None:
-        """Remove and return the oldest event not yet handed out, or None."""
-        if not self._mem and self._spilled:
+        """Remove and return the oldest event not yet handed out, or None; never a marker."""
+        index = _first_event(self._mem)
+        if index is None and self._spilled:
             self._refill()
-        if self._mem:
-            victim = self._mem.popleft()
+            index = _first_event(self._mem)
+        if index is not None:
+            victim = self._mem[index]
+            del self._mem[index]
             if self._spool is not None:
                 self._forget(victim.message_id)
-        elif self._pending:
-            victim = self._pending.pop(0)
+        elif (index := _first_event(self._pending)) is not None:
+            victim = self._pending.pop(index)
         else:
             return None
+        assert isinstance(victim, CaughtEvent)  # _first_event found one
         self._held -= 1
         self._held_bytes -= item_size(victim)
         return victim
@@ -238,25 +283,35 @@ class Backlog:
     # --- spool writes ----------------------------------------------------------------
 
     def _flush(self) -> None:
-        """Commit pending events to the spool, then make them available to `get`."""
+        """Commit pending items (and recorded meta, last) to the spool, then hand them to `get`."""
         self._flush_scheduled = False
         spool = self._spool
         if spool is None or spool.closed:
             return
-        while self._pending:
+        failed = False
+        while self._pending or self._meta:
             batch = self._pending[: self._flush_max]
             del self._pending[: self._flush_max]
+            meta: dict[str, str] = {}
+            if not self._pending:  # the meta goes with the last items put before it
+                meta, self._meta = self._meta, {}
+                if failed and meta:
+                    _ledger_behind(meta)
+                    meta = {}
             try:
-                spool.append(batch)
+                spool.append(batch, meta)
             except SpoolError as exc:
+                failed = True
                 self._spool_failed(batch, exc)
+                if meta:
+                    _ledger_behind(meta)
                 continue
             self._committed(batch, spool.last_seq)
         self._update_gauges()
         if self._mem:
             self._nonempty.set()
 
-    def _committed(self, batch: list[CaughtEvent], last_seq: int) -> None:
+    def _committed(self, batch: list[Item], last_seq: int) -> None:
         if self._spilled:
             return  # Read back from the spool, in order, once memory drains.
         room = self._max_events - len(self._mem)
@@ -269,35 +324,48 @@ class Backlog:
         self._spilled = True
         logger.info("in-memory queue full (%d events): spilling to the spool", self._max_events)
 
-    def _spool_failed(self, batch: list[CaughtEvent], exc: SpoolError) -> None:
-        """Keep what memory can hold (not crash-safe); drop the rest, loudly."""
-        room = 0 if self._spilled else self._max_events - len(self._mem)
-        keep = batch[: max(room, 0)]
+    def _spool_failed(self, batch: list[Item], exc: SpoolError) -> None:
+        """Keep what memory can hold (not crash-safe), and every gap marker; drop the rest, loudly.
+
+        Kept items go after what memory holds: with the spool spilled, that is
+        ahead of spilled items, the one case where order yields to not losing.
+        """
+        if not batch:
+            logger.warning("%s", exc)
+            return
+        room = max(0 if self._spilled else self._max_events - len(self._mem), 0)
+        keep: list[Item] = []
+        lose: list[CaughtEvent] = []
+        for item in batch:
+            if isinstance(item, GapMarker) or len(keep) < room:
+                keep.append(item)
+            else:
+                lose.append(item)
         logger.error(
-            "%s; %d events kept in memory only (lost on a crash), %d dropped",
-            exc, len(keep), len(batch) - len(keep),
+            "%s; %d items kept in memory only (lost on a crash), %d events dropped",
+            exc, len(keep), len(lose),
         )
         self._mem.extend(keep)
-        for event in batch[len(keep):]:
+        for event in lose:
             self._held -= 1
             self._held_bytes -= item_size(event)
             self._drop(event, "spool_error", "the spool cannot be written")
 
     def _refill(self) -> None:
-        """Read spilled events back into memory, in seq order."""
+        """Read spilled items back into memory, in seq order."""
         assert self._spool is not None  # Only the spool ever spills.
         limit = min(self._refill_chunk, self._max_events - len(self._mem))
         if limit <= 0:
             return
         rows = self._spool.read(self._mem_last_seq, limit)
-        self._mem.extend(event for _, event in rows)
+        self._mem.extend(item for _, item in rows)
         if rows:
             self._mem_last_seq = rows[-1][0]
         if len(rows) < limit or self._mem_last_seq >= self._spool.last_seq:
             # Caught up with what is committed: later commits go straight to memory.
             self._spilled = False
             self._mem_last_seq = self._spool.last_seq
-            logger.info("spilled events all read back from the spool")
+            logger.info("spilled items all read back from the spool")
 
     # --- output (publisher side) -----------------------------------------------------
 
@@ -307,11 +375,11 @@ class Backlog:
             if not self._mem and self._spilled and not self._shut:
                 self._refill()
             if self._mem:
-                event = self._mem.popleft()
+                item = self._mem.popleft()
                 self._metrics.queue_depth.set(len(self._mem) + len(self._pending))
                 if self._spool is None:
                     self._after_change()  # Without a spool, the limit counts what waits.
-                return event
+                return item
             if self._shut or (self._closed and not self._pending):
                 return None
             self._nonempty.clear()
@@ -323,7 +391,10 @@ class Backlog:
             self._late_confirms(1)
             return
         self._held -= 1
-        self._held_bytes -= item_size(item)
+        size = item_size(item)
+        self._held_bytes -= size
+        if isinstance(item, GapMarker):
+            self._marker_bytes -= size
         if self._spool is not None:
             self._forget(item.message_id)
         self._after_change()
@@ -368,12 +439,15 @@ class Backlog:
     # --- life cycle ------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Commit pending events and buffered deletes now (e.g. before closing the spool)."""
+        """Commit pending items and buffered deletes now (e.g. before closing the spool)."""
         self._flush()
         self._flush_deletes()
 
     def close(self) -> None:
-        """Stop intake (later `put` drops, logged) and flush to the spool; idempotent.
+        """Stop intake (a later event is dropped, logged) and flush to the spool; idempotent.
+
+        A gap marker is still taken: committed like any item, it is published
+        while the drain lasts, or else by the next start.
 
         `get` keeps handing out what is held and then returns None; `confirmed`
         keeps working until `shutdown`.
@@ -398,7 +472,7 @@ class Backlog:
         self.close()
         if self._shut:
             return
-        self._flush_deletes()
+        self.flush()  # a gap marker may have come after close
         self._shut = True
         self._nonempty.set()
         if self._spool is not None:
@@ -407,28 +481,28 @@ class Backlog:
 
     @property
     def depth(self) -> int:
-        """Events not yet confirmed or dropped: waiting, spilled and in flight."""
+        """Items (events, gap markers) not yet confirmed or dropped: waiting, spilled, in flight."""
         return self._held
 
     @property
     def bytes(self) -> int:
-        """The `item_size` total of the events counted by `depth`."""
+        """The `item_size` total of the items counted by `depth`."""
         return self._held_bytes
 
     @property
     def spilled(self) -> bool:
-        """Whether some events wait in the spool only (memory was full)."""
+        """Whether some items wait in the spool only (memory was full)."""
         return self._spilled
 
     @property
     def memory_depth(self) -> int:
-        """Events held in memory waiting for `get` (committed or pending commit)."""
+        """Items held in memory waiting for `get` (committed or pending commit)."""
         return len(self._mem) + len(self._pending)
 
     # --- fill level: gate, warnings, gauges ------------------------------------------
 
     def _after_change(self) -> None:
-        used = self._held_bytes if self._spool is not None else len(self._mem)
+        used = self._held_bytes - self._marker_bytes if self._spool is not None else len(self._mem)
         full = used >= self._limit
         if self._policy is FullPolicy.BLOCK and full == self._room.is_set() and not self._closed:
             if full:
@@ -470,3 +544,13 @@ class Backlog:
         if self._spool is not None and not self._spool.closed:
             m.spool_depth.set(self._spool.depth)
             m.spool_bytes.set(self._spool.bytes)
+
+
+def _ledger_behind(meta: Mapping[str, str]) -> None:
+    logger.warning("the catch ledger is not advanced (%s): the items before it were not "
+                   "committed; a restart's gap marker starts earlier instead", ", ".join(meta))
+
+
+def _first_event(items: deque[Item] | list[Item]) -> int | None:
+    """The index of the first caught event in `items` (markers are skipped), or None."""
+    return next((i for i, item in enumerate(items) if isinstance(item, CaughtEvent)), None)

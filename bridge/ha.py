@@ -24,6 +24,13 @@ report names its id (event ids are derived from the event, so both bridges
 compute the same one), and then forgets it. On takeover it publishes first
 what it still holds: what the old active had not confirmed, or had confirmed
 without its report arriving (published twice then, under the same id).
+
+Gap markers: a standby's own (its session lost, or its restart) reach it
+through the backlog like its events, and it holds them likewise. No report
+names them (the active reports its own gaps); on takeover, a marker whose
+window ended before the last progress report of the old active is forgotten,
+since that report shows the active was alive and publishing after the window;
+the others are published with what is held.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ import aiormq.abc
 import aiormq.exceptions
 
 from bridge.backlog import Backlog
-from bridge.event import Item
+from bridge.event import CaughtEvent, GapMarker, Item
 from bridge.metrics import Metrics
 from bridge.publisher import (
     Publisher,
@@ -93,11 +100,12 @@ class HaSource:
     """The publisher's event source in active/standby mode, wrapping the backlog.
 
     Active: hands out first what it held as a standby (`become_active`), then
-    the backlog's events; reports each confirmed id for the standby. Standby:
-    takes every event from the backlog (`_pull`) and holds it until the
-    active's progress names it (`settle`), at most `held_max` in memory (the
+    the backlog's items; reports each confirmed event's id for the standby.
+    Standby: takes every item from the backlog (`_pull`) and holds an event
+    until the active's progress names it (`settle`), a gap marker until a
+    takeover decides (`become_active`); at most `held_max` in memory (the
     rest waits in the backlog, i.e. the spool). The backlog is told
-    `confirmed` exactly once per event, by whichever comes first.
+    `confirmed` exactly once per item, by whichever comes first.
     """
 
     def __init__(self, backlog: Backlog, metrics: Metrics, held_max: int) -> None:
@@ -105,6 +113,10 @@ class HaSource:
         self._metrics = metrics
         self._held_max = held_max
         self._held: dict[str, Item] = {}  # taken, not confirmed; in catch order
+        # The gap markers among them, with this host's time (time.time()) when
+        # this standby took each, to compare with progress reports' times
+        # (None: taken as the active, never covered by a report).
+        self._held_gaps: dict[str, float | None] = {}
         self._replay: deque[Item] = deque()
         self._settled: dict[str, float] = {}  # confirmed by the active, not caught yet
         self._progress: list[str] = []
@@ -120,19 +132,20 @@ class HaSource:
     # -- the publisher's side (active) -------------------------------------------------
 
     async def get(self) -> Item | None:
-        """What the standby held first, in catch order; then the backlog's events."""
+        """What the standby held first, in catch order; then the backlog's items."""
         if self._replay:
             return self._replay.popleft()
-        event = await self._backlog.get()
-        if event is not None:
-            self._held[event.message_id] = event
-        return event
+        item = await self._backlog.get()
+        if item is not None:
+            self._hold(item, None)
+        return item
 
     def confirmed(self, item: Item) -> None:
-        """The broker confirmed `item`: forget it, and report it to the standby."""
-        if self._held.pop(item.message_id, None) is not None:
+        """The broker confirmed `item`: forget it, and report an event to the standby."""
+        if self._release(item):
             self._backlog.confirmed(item)
-            self._progress.append(item.message_id)
+            if isinstance(item, CaughtEvent):
+                self._progress.append(item.message_id)
         self._gauge()
 
     def take_progress(self) -> list[str]:
@@ -142,15 +155,29 @@ class HaSource:
 
     # -- roles --------------------------------------------------------------------------
 
-    def become_active(self) -> None:
-        """Publish from now on: first everything held, in the order it was caught."""
+    def become_active(self, reported_at: float | None) -> None:
+        """Publish from now on: first everything held, in the order it was caught.
+
+        `reported_at` is this host's time (time.time()) of the old active's last
+        progress report (None: none came). A held gap marker taken before it
+        was covered by that bridge, which was alive and publishing after the
+        window ended: it is forgotten, not published.
+        """
         self._active = True
         self._stop_pulling()
+        for message_id, taken_at in list(self._held_gaps.items()):
+            if reported_at is not None and taken_at is not None and taken_at <= reported_at:
+                marker = self._held[message_id]
+                assert isinstance(marker, GapMarker)
+                log.info("gap from %s to %s was covered by the previous active bridge",
+                         marker.lost_from.isoformat(), marker.lost_until.isoformat())
+                self._release(marker)
+                self._backlog.confirmed(marker)
         self._replay = deque(self._held.values())
         self._settled.clear()
         self._gauge()
         if self._replay:
-            log.info("taking over: publishing %d event(s) the previous active bridge had not "
+            log.info("taking over: publishing %d item(s) the previous active bridge had not "
                      "reported as published", len(self._replay))
 
     def become_standby(self) -> None:
@@ -176,14 +203,24 @@ class HaSource:
             while len(self._held) >= self._held_max:
                 self._room.clear()
                 await self._room.wait()
-            event = await self._backlog.get()
-            if event is None:
+            item = await self._backlog.get()
+            if item is None:
                 return
-            if self._settled.pop(event.message_id, None) is not None:
-                self._backlog.confirmed(event)  # the active published it already
+            if self._settled.pop(item.message_id, None) is not None:
+                self._backlog.confirmed(item)  # the active published it already
             else:
-                self._held[event.message_id] = event
+                self._hold(item, time.time())
             self._gauge()
+
+    def _hold(self, item: Item, taken_at: float | None) -> None:
+        self._held[item.message_id] = item
+        if isinstance(item, GapMarker):
+            self._held_gaps[item.message_id] = taken_at
+
+    def _release(self, item: Item) -> bool:
+        """Stop holding `item`; False if it was not held."""
+        self._held_gaps.pop(item.message_id, None)
+        return self._held.pop(item.message_id, None) is not None
 
     def settle(self, ids: Iterable[str]) -> None:
         """The active bridge reports these ids confirmed: a standby forgets them."""
@@ -191,6 +228,8 @@ class HaSource:
             return  # a late report of the old active: what we publish wins
         now = time.monotonic()
         for message_id in ids:
+            if message_id in self._held_gaps:
+                continue  # only a takeover decides about a marker (become_active)
             event = self._held.pop(message_id, None)
             if event is not None:
                 self._backlog.confirmed(event)
@@ -205,7 +244,8 @@ class HaSource:
         self._gauge()
 
     def _gauge(self) -> None:
-        self._metrics.ha_held.set(0 if self._active else len(self._held))
+        held_events = len(self._held) - len(self._held_gaps)
+        self._metrics.ha_held.set(0 if self._active else held_events)
 
 
 class Lease:
@@ -359,7 +399,7 @@ class Lease:
         exchange = self._exchange
         now = time.monotonic()
         # An empty report now and then says "alive and publishing" to the standby,
-        # which decides by it whether its own gaps were covered (bridge.app).
+        # which decides by it whether its own gaps were covered (HaSource).
         if exchange is None or (not ids and now - self._reported < _ALIVE_REPORT_S):
             return
         self._reported = now
@@ -440,7 +480,7 @@ class Pair:
         self.source.become_standby()
         while not self._closing:
             await self.lease.active.wait()
-            self.source.become_active()
+            self.source.become_active(self.lease.last_progress_at)
             try:
                 await self.publisher.run(self.source)
             except LeaseLostError as exc:

@@ -1,11 +1,21 @@
-"""The durable spool: every caught event, on disk, until RabbitMQ confirms it.
+"""The durable spool: every caught event and gap marker, on disk, until RabbitMQ confirms it.
 
 DBEvents cannot be replayed, so once the bridge caught one it is the only copy.
+A gap marker (a window in which events may have been lost) is as precious: it
+is the only notice of that loss. Both are rows of one table, `items`, in the
+order they were put (`seq`), told apart by `kind` ("event" or "gap").
 The spool is an SQLite file in WAL mode with `synchronous=NORMAL`: a committed
 transaction survives the process being killed at any moment (`kill -9`, OOM
 killer); only a power cut or kernel crash can lose the last few transactions
 before a checkpoint. Durability is per transaction, so callers batch: one
-`append` or `delete` call is one transaction.
+`append` or `delete` call is one transaction. `append` also takes metadata
+(the catch ledger, bridge.gaps) committed in the same transaction, after the
+items: what the ledger claims is then never ahead of what is stored.
+
+Schema versions: 2 added gap markers (the `events` table became `items`, with
+`kind` and `lost_from`). A version-1 spool, left by an earlier release, is
+migrated in place when opened, in one transaction: its events keep their seq
+and message_id, its metadata stays as it was.
 
 The file is locked while open (an exclusive `flock`, which SQLite's own POSIX
 locks never touch), so two bridges can never publish from the same spool,
@@ -29,7 +39,7 @@ import logging
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,7 +49,7 @@ from bridge.event import CaughtEvent, GapMarker, Item
 
 log = logging.getLogger("bridge.spool")
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 # PRAGMA application_id marks the file as ours ("DBEB"), so that a path that
 # points at some other application's SQLite database is refused, not altered.
 APPLICATION_ID: Final = 0x44424542
@@ -54,28 +64,49 @@ _JOURNAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 
-_SCHEMA: Final = (
+_EVENT: Final = "event"
+_GAP: Final = "gap"
+
+# A new spool is made as version 1 was, then migrated: one schema, whichever way
+# a file came to it.
+_SCHEMA_V1: Final = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ("CREATE TABLE events ("
     " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
     " message_id TEXT NOT NULL UNIQUE,"
     " database TEXT NOT NULL,"
-    " owner TEXT NOT NULL,"
-    " name TEXT NOT NULL,"
-    " raised_at INTEGER NOT NULL,"  # microseconds since the Unix epoch, UTC
-    " text BLOB,"  # NULL when the event carried no text
+    " owner TEXT NOT NULL,"  # '' for a gap marker
+    " name TEXT NOT NULL,"  # '' for a gap marker
+    " raised_at INTEGER NOT NULL,"  # µs since the Unix epoch, UTC; a gap marker's lost_until
+    " text BLOB,"  # NULL when the event carried no text; a gap marker's reason (UTF-8)
     " size INTEGER NOT NULL)"),
     f"PRAGMA application_id = {APPLICATION_ID}",
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
+    "PRAGMA user_version = 1",
 )
+# Each version's steps to the next; the rename keeps the AUTOINCREMENT high-water mark.
+_MIGRATIONS: Final = {
+    1: (
+        "ALTER TABLE events RENAME TO items",
+        ("ALTER TABLE items ADD COLUMN kind TEXT NOT NULL DEFAULT 'event'"
+         " CHECK (kind IN ('event', 'gap'))"),  # _EVENT, _GAP
+        "ALTER TABLE items ADD COLUMN lost_from INTEGER",  # a gap marker's; NULL for an event
+        "PRAGMA user_version = 2",
+    ),
+}
+# The tables each version has.
+_TABLES: Final = {1: {"events", "meta"}, 2: {"items", "meta"}}
 
 _INSERT: Final = (
-    "INSERT INTO events (seq, message_id, database, owner, name, raised_at, text, size)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO items (seq, kind, message_id, database, owner, name, raised_at, text, size,"
+    " lost_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SELECT: Final = (
-    "SELECT seq, message_id, database, owner, name, raised_at, text FROM events"
-    " WHERE seq > ? ORDER BY seq LIMIT ?"
+    "SELECT seq, kind, message_id, database, owner, name, raised_at, text, lost_from"
+    " FROM items WHERE seq > ? ORDER BY seq LIMIT ?"
+)
+_UPSERT_META: Final = (
+    "INSERT INTO meta (key, value) VALUES (?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
 
 
@@ -117,10 +148,15 @@ class Spool:
         self._path = path
         self._conn = conn
         self._lock_fd = lock_fd
-        row = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM events").fetchone()
+        row = conn.execute(
+            "SELECT count(*), coalesce(sum(size), 0), count(*) FILTER (WHERE kind = 'gap'),"
+            " coalesce(sum(size) FILTER (WHERE kind = 'gap'), 0) FROM items"
+        ).fetchone()
         self._depth: int = row[0]
         self._bytes: int = row[1]
-        seq_row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        self._gap_markers: int = row[2]
+        self._gap_bytes: int = row[3]
+        seq_row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'").fetchone()
         # AUTOINCREMENT's high-water mark: seqs are never reused, even after the
         # spool emptied, so "read after seq N" stays meaningful.
         self._last_seq: int = 0 if seq_row is None else seq_row[0]
@@ -166,14 +202,24 @@ class Spool:
 
     @property
     def depth(self) -> int:
-        """Events in the spool (kept in memory, not counted per call)."""
+        """Items (events and gap markers) in the spool (kept in memory, not counted per call)."""
         return self._depth
 
     @property
-    def last_seq(self) -> int:
-        """The seq of the last event appended (0 for a spool that never held one).
+    def gap_markers(self) -> int:
+        """How many of the items are gap markers."""
+        return self._gap_markers
 
-        The events of one `append` get consecutive seqs ending at `last_seq`.
+    @property
+    def gap_bytes(self) -> int:
+        """The part of `bytes` that is gap markers'."""
+        return self._gap_bytes
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last item appended (0 for a spool that never held one).
+
+        The items of one `append` get consecutive seqs ending at `last_seq`.
         """
         return self._last_seq
 
@@ -182,47 +228,47 @@ class Spool:
         """Whether `close` was called."""
         return self._closed
 
-    def append(self, events: Sequence[CaughtEvent]) -> None:
-        """Store `events` durably, in order, in one transaction.
+    def append(self, items: Sequence[Item], meta: Mapping[str, str] | None = None) -> None:
+        """Store `items` durably, in order, then record `meta`, in one transaction.
 
-        When this returns, the events survive the process being killed. Raises
-        `SpoolError` (and stores none of them) on a duplicate message_id or a
-        disk error.
+        When this returns, the items and the metadata survive the process being
+        killed. Raises `SpoolError` (and stores none of it) on a duplicate
+        message_id or a disk error.
         """
-        if not events:
+        if not items and not meta:
             return
         first = self._last_seq + 1
-        rows = [
-            (first + i, e.message_id, e.database, e.owner, e.name, to_micros(e.raised_at),
-             e.text, item_size(e))
-            for i, e in enumerate(events)
-        ]
+        rows = [_row(first + i, item) for i, item in enumerate(items)]
         with self._transaction("append events to"):
             self._conn.executemany(_INSERT, rows)
-        self._last_seq = first + len(rows) - 1
+            self._conn.executemany(_UPSERT_META, (meta or {}).items())
+        self._last_seq += len(rows)
         self._depth += len(rows)
-        self._bytes += sum(row[7] for row in rows)
+        self._bytes += sum(row[8] for row in rows)
+        self._gap_markers += sum(row[1] == _GAP for row in rows)
+        self._gap_bytes += sum(row[8] for row in rows if row[1] == _GAP)
 
     def delete(self, message_ids: Sequence[str]) -> None:
         """Forget the events with these ids, in one transaction; unknown ids are ignored."""
         if not message_ids:
             return
-        removed = 0
-        freed = 0
+        deleted: list[tuple[int, str]] = []
         with self._transaction("delete events from"):
             for chunk in _chunks(message_ids, _DELETE_CHUNK):
                 marks = ",".join("?" * len(chunk))
                 cursor = self._conn.execute(
-                    f"DELETE FROM events WHERE message_id IN ({marks}) RETURNING size", chunk  # noqa: S608 (only '?' placeholders are formatted in)
+                    # Only '?' placeholders are formatted in.
+                    f"DELETE FROM items WHERE message_id IN ({marks}) RETURNING size, kind",  # noqa: S608
+                    chunk,
                 )
-                sizes = cursor.fetchall()
-                removed += len(sizes)
-                freed += sum(size for (size,) in sizes)
-        self._depth -= removed
-        self._bytes -= freed
+                deleted.extend(cursor.fetchall())
+        self._depth -= len(deleted)
+        self._bytes -= sum(size for size, _ in deleted)
+        self._gap_markers -= sum(kind == _GAP for _, kind in deleted)
+        self._gap_bytes -= sum(size for size, kind in deleted if kind == _GAP)
 
-    def read(self, after_seq: int, limit: int) -> list[tuple[int, CaughtEvent]]:
-        """Up to `limit` events with seq > `after_seq`, in seq order, with their seq.
+    def read(self, after_seq: int, limit: int) -> list[tuple[int, Item]]:
+        """Up to `limit` items with seq > `after_seq`, in seq order, with their seq.
 
         `caught_monotonic` is not stored; events read back carry 0.0.
         """
@@ -230,21 +276,12 @@ class Spool:
             rows = self._conn.execute(_SELECT, (after_seq, limit)).fetchall()
         except sqlite3.Error as exc:
             raise _explain(self._path, exc) from exc
-        return [
-            (seq, CaughtEvent(database=database, owner=owner, name=name,
-                              raised_at=from_micros(raised_at), text=text,
-                              message_id=message_id))
-            for seq, message_id, database, owner, name, raised_at, text in rows
-        ]
+        return [(row[0], _item(row)) for row in rows]
 
     def set_meta(self, key: str, value: str) -> None:
-        """Record `value` under `key` durably (e.g. when a session was last known good)."""
+        """Record `value` under `key` durably, on its own (`append` records it with items)."""
         with self._transaction("write metadata to"):
-            self._conn.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+            self._conn.execute(_UPSERT_META, (key, value))
 
     def get_meta(self, key: str) -> str | None:
         """The value recorded under `key`, or None."""
@@ -269,8 +306,34 @@ class Spool:
     # Last, so that the name does not shadow the builtin in the annotations above.
     @property
     def bytes(self) -> int:
-        """Total `item_size` of the events in the spool (kept in memory)."""
+        """Total `item_size` of the items in the spool (kept in memory)."""
         return self._bytes
+
+
+_Row = tuple[int, str, str, str, str, str, int, bytes | None, int, int | None]
+
+
+def _row(seq: int, item: Item) -> _Row:
+    """`item` as the values of `_INSERT`."""
+    size = item_size(item)
+    if isinstance(item, GapMarker):
+        return (seq, _GAP, item.message_id, item.database, "", "", to_micros(item.lost_until),
+                item.reason.encode(), size, to_micros(item.lost_from))
+    return (seq, _EVENT, item.message_id, item.database, item.owner, item.name,
+            to_micros(item.raised_at), item.text, size, None)
+
+
+def _item(row: tuple[int, str, str, str, str, str, int, bytes | None, int | None]) -> Item:
+    """The item a row of `_SELECT` stores."""
+    _, kind, message_id, database, owner, name, raised_at, text, lost_from = row
+    if kind == _GAP:
+        assert lost_from is not None  # as _row wrote them
+        assert text is not None
+        return GapMarker(database=database, lost_from=from_micros(lost_from),
+                         lost_until=from_micros(raised_at), reason=text.decode(),
+                         message_id=message_id)
+    return CaughtEvent(database=database, owner=owner, name=name,
+                       raised_at=from_micros(raised_at), text=text, message_id=message_id)
 
 
 class _Transaction:
@@ -392,11 +455,7 @@ def _prepare(path: Path, conn: sqlite3.Connection, *, check: bool) -> None:
         raise SpoolError(f"cannot put the spool {path} in WAL mode (got {mode!r})")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
-    conn.execute("BEGIN IMMEDIATE")
-    if fresh:
-        for statement in _SCHEMA:
-            conn.execute(statement)
-    conn.execute("COMMIT")
+    _migrate(path, conn, None if fresh else version)
     if check:
         result = [row[0] for row in conn.execute("PRAGMA quick_check")]
         if result != ["ok"]:
@@ -406,16 +465,46 @@ def _prepare(path: Path, conn: sqlite3.Connection, *, check: bool) -> None:
             )
 
 
+def _migrate(path: Path, conn: sqlite3.Connection, version: int | None) -> None:
+    """Bring the schema from `version` (None: a new file) to SCHEMA_VERSION, in one transaction.
+
+    A failure rolls everything back: a half-migrated file is never left behind.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if version is None:
+            for statement in _SCHEMA_V1:
+                conn.execute(statement)
+            version = 1
+        elif version < SCHEMA_VERSION:
+            log.info("migrating the spool %s from schema version %d to %d", path, version,
+                     SCHEMA_VERSION, extra={"path": str(path)})
+        for step in range(version, SCHEMA_VERSION):
+            for statement in _MIGRATIONS[step]:
+                conn.execute(statement)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def _validate(path: Path, app_id: int, version: int, tables: set[str]) -> None:
-    if app_id != APPLICATION_ID or not {"events", "meta"} <= tables:
+    """Refuse what is not a spool, or one of a schema this bridge cannot read or migrate."""
+    if app_id != APPLICATION_ID or not tables & {"events", "items"} or "meta" not in tables:
         raise SpoolError(
             f"{path} is an SQLite database but not a dbevent-bridge spool; it was left "
             "untouched: set another spool path"
         )
-    if version != SCHEMA_VERSION:
+    if version not in _TABLES:
         raise SpoolError(
-            f"the spool {path} has schema version {version}, this bridge reads version "
+            f"the spool {path} has schema version {version}, this bridge reads versions up to "
             f"{SCHEMA_VERSION}; drain it with the bridge version that wrote it, or move it aside"
+        )
+    if not _TABLES[version] <= tables:
+        raise SpoolError(
+            f"the spool {path} (schema version {version}) lacks its tables; it was left "
+            "untouched: move it aside (keep it for inspection) or set another spool path"
         )
 
 
@@ -446,9 +535,17 @@ class SpoolStats:
 
     path: Path
     events: int
-    event_bytes: int  # the sum of `item_size`, as the size limit counts it
+    gap_markers: int
+    event_bytes: int  # the sum of `item_size` (gap markers too), as the size limit counts it
     file_bytes: int  # the file with its -wal, as the disk counts it
-    oldest_raised_at: datetime | None
+    oldest_raised_at: datetime | None  # of the events
+
+
+_STATS: Final = (
+    "SELECT count(*) FILTER (WHERE kind = 'event'), count(*) FILTER (WHERE kind = 'gap'),"
+    " coalesce(sum(size), 0), min(raised_at) FILTER (WHERE kind = 'event') FROM items"
+)
+_STATS_V1: Final = "SELECT count(*), 0, coalesce(sum(size), 0), min(raised_at) FROM events"
 
 
 def read_stats(path: Path) -> SpoolStats:
@@ -469,9 +566,9 @@ def read_stats(path: Path) -> SpoolStats:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         _validate(path, app_id, version, tables)
-        count, size, oldest = conn.execute(
-            "SELECT count(*), coalesce(sum(size), 0), min(raised_at) FROM events"
-        ).fetchone()
+        # Read-only: a version-1 spool (its bridge still runs) is read as it is.
+        query = _STATS_V1 if version == 1 else _STATS
+        count, gaps, size, oldest = conn.execute(query).fetchone()
     except sqlite3.Error as exc:
         raise _explain(path, exc) from exc
     finally:
@@ -481,6 +578,7 @@ def read_stats(path: Path) -> SpoolStats:
     return SpoolStats(
         path=path,
         events=count,
+        gap_markers=gaps,
         event_bytes=size,
         file_bytes=file_bytes,
         oldest_raised_at=None if oldest is None else from_micros(oldest),

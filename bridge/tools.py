@@ -138,7 +138,7 @@ def run_tail(settings: Settings, out: TextIO = sys.stdout) -> int:
 
 
 def run_spool_stats(settings: Settings) -> int:
-    """Print what the spool holds as one JSON object; works while a bridge runs."""
+    """Print what the spool holds (events, gap markers) as JSON; works while a bridge runs."""
     try:
         stats = read_stats(settings.spool.path)
     except SpoolError as exc:
@@ -147,6 +147,7 @@ def run_spool_stats(settings: Settings) -> int:
     print(json.dumps({
         "path": str(stats.path),
         "events": stats.events,
+        "gap_markers": stats.gap_markers,
         "event_bytes": stats.event_bytes,
         "file_bytes": stats.file_bytes,
         "oldest_raised_at": None if oldest is None else format_timestamp(oldest),

@@ -1,4 +1,5 @@
-"""The backlog: order, durability before hand-out, spilling, resume, full policies, close."""
+"""The backlog: order, durability before hand-out, spilling, resume, full policies, close,
+and gap markers travelling like events (never dropped)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bridge.backlog import Backlog, FullPolicy
-from bridge.event import CaughtEvent, Item
+from bridge.event import CaughtEvent, GapMarker, Item
 from bridge.metrics import Metrics
 from bridge.spool import Spool, item_size
 from tests.polling import eventually
@@ -26,6 +27,11 @@ def make_event(i: int) -> CaughtEvent:
 
 
 SIZE = item_size(make_event(0))  # Every make_event has the same size.
+
+
+def make_gap(i: int) -> GapMarker:
+    return GapMarker("db", T0, T0 + timedelta(seconds=i), "ingres connection lost",
+                     message_id=f"gap-{i:05d}")
 
 
 @pytest.fixture
@@ -373,3 +379,116 @@ def test_bad_settings_are_refused(metrics: Metrics) -> None:
         Backlog(metrics, None, max_events=0)
     with pytest.raises(ValueError, match="drop_everything"):
         Backlog(metrics, None, policy="drop_everything")
+
+
+# --- gap markers -------------------------------------------------------------------------
+
+
+async def test_gap_markers_travel_in_line_with_events_and_survive_a_restart(
+    metrics: Metrics, spool_path: Path
+) -> None:
+    first = Backlog(metrics, Spool.open(spool_path), max_events=3, refill_chunk=2)
+    items: list[Item] = [make_event(0), make_gap(1), make_event(2), make_event(3), make_gap(4),
+                         make_event(5)]
+    for item in items:
+        assert first.put(item)
+    await asyncio.sleep(0)  # committed; more than memory holds: spilled too
+    assert first.depth == 6
+    assert first.bytes == sum(map(item_size, items))
+    got = await take(first, 3)
+    assert got == items[:3]
+    first.confirmed(got[0])
+    first.confirmed(got[1])  # the first marker is confirmed: forgotten like an event
+    first.shutdown()
+
+    spool = Spool.open(spool_path)
+    assert (spool.depth, spool.gap_markers) == (4, 1)
+    second = Backlog(Metrics(), spool)
+    assert await take(second, 4) == items[2:]  # left in flight, then the rest, in order
+    second.shutdown()
+
+
+@pytest.mark.parametrize("policy", list(FullPolicy))
+async def test_a_full_backlog_never_drops_a_gap_marker(
+    metrics: Metrics, spool: Spool, policy: FullPolicy, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Room for two events: the spool's limit leaves markers out.
+    backlog = Backlog(metrics, spool, max_bytes=2 * SIZE, policy=policy, block_slack=0)
+    items: list[Item] = [make_gap(0), make_event(1), make_event(2)]
+    with caplog.at_level(logging.ERROR, logger="bridge.backlog"):
+        for item in items:
+            assert backlog.put(item)
+        assert backlog.put(make_gap(3))  # full: taken anyway
+        assert backlog.put(make_event(4)) == (policy is FullPolicy.DROP_OLDEST)
+        assert backlog.put(make_gap(5))
+    assert "gap-" not in caplog.text
+    got = await take(backlog, 5)
+    # drop_oldest made room by the oldest event, passing over the marker before it.
+    expected = ([make_gap(0), make_event(2), make_gap(3), make_event(4), make_gap(5)]
+                if policy is FullPolicy.DROP_OLDEST
+                else [make_gap(0), make_event(1), make_event(2), make_gap(3), make_gap(5)])
+    assert got == expected
+    assert dropped(metrics) == 1
+    assert await eventually(lambda: spool.gap_markers == 3, 5)
+    assert backlog.bytes == spool.bytes == 3 * item_size(make_gap(0)) + 2 * SIZE
+    backlog.shutdown()
+
+
+async def test_without_a_spool_a_gap_marker_is_taken_even_when_memory_is_full(
+    metrics: Metrics,
+) -> None:
+    for policy in FullPolicy:
+        backlog = Backlog(metrics, None, max_events=1, policy=policy, block_slack=0)
+        assert backlog.put(make_event(0))
+        assert backlog.put(make_gap(1))
+        assert await take(backlog, 2) == [make_event(0), make_gap(1)]
+
+
+async def test_a_closed_backlog_still_keeps_a_gap_marker_for_the_next_start(
+    metrics: Metrics, spool: Spool
+) -> None:
+    backlog = Backlog(metrics, spool)
+    backlog.close()
+    assert not backlog.put(make_event(0))
+    assert backlog.put(make_gap(1))
+    backlog.shutdown()
+    reopened = Spool.open(spool.path)
+    assert [item for _, item in reopened.read(0, 10)] == [make_gap(1)]
+    reopened.close()
+
+
+async def test_record_commits_the_meta_with_what_was_put_before_it(
+    metrics: Metrics, spool: Spool
+) -> None:
+    backlog = Backlog(metrics, spool, flush_max=2)
+    items: list[Item] = [make_event(0), make_gap(1), make_event(2)]
+    for item in items:
+        backlog.put(item)  # the third flushes nothing yet: a batch holds two
+    assert spool.depth == 2
+    backlog.record({"session_alive_at": "proof"})
+    assert spool.depth == 3
+    assert spool.get_meta("session_alive_at") == "proof"
+    assert backlog.meta("session_alive_at") == "proof"
+    assert await take(backlog, 3) == items
+    assert Backlog(metrics, None).meta("session_alive_at") is None
+    backlog.shutdown()
+
+
+async def test_a_meta_after_items_the_spool_refused_is_not_recorded(
+    metrics: Metrics, spool: Spool, caplog: pytest.LogCaptureFixture
+) -> None:
+    backlog = Backlog(metrics, spool, max_events=2)
+    backlog.put(make_event(0))
+    backlog.record({"session_alive_at": "1"})
+    backlog.put(make_event(0))  # the same id again: the spool refuses the batch
+    backlog.put(make_event(5))
+    backlog.put(make_gap(1))
+    with caplog.at_level(logging.WARNING, logger="bridge.backlog"):
+        backlog.record({"session_alive_at": "2"})
+    assert spool.get_meta("session_alive_at") == "1"  # not ahead of what is stored
+    # Memory had room for one more item: the first event; the marker is kept anyway.
+    assert "2 items kept in memory only (lost on a crash), 1 events dropped" in caplog.text
+    assert "the catch ledger is not advanced" in caplog.text
+    assert dropped(metrics, "spool_error") == 1
+    assert await take(backlog, 3) == [make_event(0), make_event(0), make_gap(1)]
+    backlog.shutdown()

@@ -1,8 +1,11 @@
-"""Where a gap marker starts (bridge/gaps.py): the catch ledger, over a real spool."""
+"""Where a gap starts, and its marker (bridge/gaps.py): the catch ledger, over a real spool."""
 
 from __future__ import annotations
 
 import logging
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from bridge import gaps
-from bridge.event import CaughtEvent
-from bridge.gaps import CatchLedger
+from bridge.backlog import Backlog
+from bridge.event import CaughtEvent, GapMarker, Item
+from bridge.gaps import RESTART_REASON, CatchLedger
+from bridge.metrics import Metrics
 from bridge.spool import Spool, SpoolError
 
 T0 = datetime(2026, 11, 25, 8, 0, 0, tzinfo=UTC)
@@ -29,6 +34,19 @@ def event(raised_at: datetime) -> CaughtEvent:
     return CaughtEvent("demodb", "ingres", "ev", raised_at, b"x")
 
 
+def ledger_on(spool: Spool | None, bound: timedelta = EXACT) -> CatchLedger:
+    return CatchLedger(Backlog(Metrics(), spool), "demodb", bound)
+
+
+def spooled(spool: Spool) -> list[Item]:
+    return [item for _, item in spool.read(0, 1000)]
+
+
+def markers(spool: Spool) -> list[tuple[datetime, datetime, str]]:
+    return [(m.lost_from, m.lost_until, m.reason)
+            for m in spooled(spool) if isinstance(m, GapMarker)]
+
+
 @pytest.fixture
 def path(tmp_path: Path) -> Path:
     return tmp_path / "spool.db"
@@ -43,7 +61,10 @@ def spool(path: Path) -> Iterator[Spool]:
 
 @pytest.fixture
 def reopen(path: Path) -> Iterator[Callable[[Spool], Spool]]:
-    """`reopen(spool)`: the spool as the next run opens it, after this run ended or crashed."""
+    """`reopen(spool)`: the spool as the next run opens it, after this run ended or crashed.
+
+    Closing the spool alone is the crash: whatever a backlog holds uncommitted is lost.
+    """
     opened: list[Spool] = []
 
     def again(spool: Spool) -> Spool:
@@ -59,162 +80,261 @@ def reopen(path: Path) -> Iterator[Callable[[Spool], Spool]]:
 # --- within one run -------------------------------------------------------------------
 
 
-def test_proofs_advance_the_gap_start_and_never_move_it_back(spool: Spool) -> None:
-    ledger = CatchLedger(spool, EXACT)
-    ledger.session_up(at(0))
+async def test_proofs_advance_the_gap_start_and_never_move_it_back(spool: Spool) -> None:
+    ledger = ledger_on(spool)
+    ledger.session_up(at(0), at(1), reconnected=False)
     ledger.proved(at(5))
     ledger.proved(at(2))  # an older proof (a probe answered late) changes nothing
-    assert ledger.session_down() == at(5)
+    assert ledger.session_down("cut") == at(5)
 
 
-def test_caught_events_prove_their_latest_raise_time(spool: Spool) -> None:
-    ledger = CatchLedger(spool, EXACT)
-    ledger.session_up(at(0))
+async def test_caught_events_prove_their_latest_raise_time(spool: Spool) -> None:
+    ledger = ledger_on(spool)
+    ledger.session_up(at(0), at(1), reconnected=False)
     ledger.caught([event(at(1)), event(at(3)), event(at(2))])
     ledger.caught([])
     assert ledger.record() == at(3)
 
 
-def test_nothing_is_proved_while_no_session_is_up(spool: Spool) -> None:
-    ledger = CatchLedger(spool, EXACT)
+async def test_nothing_is_proved_while_no_session_is_up(spool: Spool) -> None:
+    ledger = ledger_on(spool)
     ledger.proved(at(1))
     ledger.caught([event(at(2))])
     assert ledger.record() is None
-    assert ledger.session_down() is None
-    ledger.session_up(at(3))
-    assert ledger.session_down() == at(3)
+    assert ledger.session_down("cut") is None
+    ledger.session_up(at(3), at(4), reconnected=False)
+    assert ledger.session_down("cut") == at(3)
     ledger.proved(at(9))  # after the loss: proves nothing about the next session
     assert ledger.record() is None
+
+
+async def test_a_reconnect_puts_the_marker_of_the_outage_in_the_spool(spool: Spool) -> None:
+    ledger = ledger_on(spool)
+    assert ledger.session_up(at(0), at(1), reconnected=False) is None  # a first run: no gap
+    ledger.proved(at(4))
+    ledger.session_down("ingres connection lost")
+    ledger.session_down("a second report of the same loss")  # the window starts at the first
+    marker = ledger.session_up(at(20), at(21), reconnected=True)
+    assert marker is not None
+    assert (marker.database, marker.lost_from, marker.lost_until, marker.reason) == (
+        "demodb", at(4), at(21), "ingres connection lost")
+    # Committed with the ledger's move past the window, in one transaction.
+    assert spooled(spool) == [marker]
+    assert ledger.restart_gap_from() == at(20)
+    assert ledger.session_up(at(30), at(31), reconnected=True) is None  # no loss since
+
+
+async def test_the_events_before_the_proof_are_committed_with_it(spool: Spool) -> None:
+    backlog = Backlog(Metrics(), spool)
+    ledger = CatchLedger(backlog, "demodb", EXACT)
+    ledger.session_up(at(0), at(1), reconnected=False)
+    caught = [event(at(2)), event(at(3))]
+    for item in caught:
+        backlog.put(item)
+    ledger.caught(caught)
+    assert spooled(spool) == []  # put, not committed yet: the proof waits for them
+    assert ledger.restart_gap_from() == at(0)
+    ledger.record()
+    assert spooled(spool) == caught
+    assert ledger.restart_gap_from() == at(3)
 
 
 # --- across runs ----------------------------------------------------------------------
 
 
-def test_a_first_run_has_no_restart_gap(spool: Spool) -> None:
-    assert CatchLedger(spool, EXACT).restart_gap_from() is None
+async def test_a_first_run_has_no_restart_gap(spool: Spool) -> None:
+    assert ledger_on(spool).restart_gap_from() is None
 
 
-def test_a_crashed_run_leaves_the_last_recorded_proof(
+async def test_a_crashed_run_leaves_the_last_recorded_proof(
     spool: Spool, reopen: Callable[[Spool], Spool]
 ) -> None:
-    ledger = CatchLedger(spool, EXACT)
-    ledger.session_up(at(0))
+    ledger = ledger_on(spool)
+    ledger.session_up(at(0), at(1), reconnected=False)
     ledger.proved(at(4))
     ledger.record()
     ledger.proved(at(6))  # not recorded before the crash: not trusted by the next run
-    assert CatchLedger(reopen(spool), EXACT).restart_gap_from() == at(4)
+    assert ledger_on(reopen(spool)).restart_gap_from() == at(4)
 
 
-def test_an_unreported_gap_outlives_the_run_until_its_marker_is_confirmed(
+async def test_the_first_session_after_an_earlier_run_reports_the_restart_gap(
     spool: Spool, reopen: Callable[[Spool], Spool]
 ) -> None:
-    ledger = CatchLedger(spool, EXACT)
-    ledger.session_up(at(0))
-    assert ledger.session_down() == at(0)
-    ledger.session_up(at(10))
-    ledger.proved(at(12))
-    ledger.record()
-    # The marker from 0 is not confirmed yet: a crash now must still report from 0.
-    spool = reopen(spool)
-    next_run = CatchLedger(spool, EXACT)
-    assert next_run.restart_gap_from() == at(0)
-    next_run.gap_reported(at(0))
-    # Confirmed: the next restart's gap starts at the last proof instead.
-    assert CatchLedger(spool, EXACT).restart_gap_from() == at(12)
-
-
-def test_the_earliest_open_gap_is_kept_whatever_order_markers_confirm_in(spool: Spool) -> None:
-    ledger = CatchLedger(spool, EXACT)
-    for up, down in ((0, 1), (5, 6)):
-        ledger.session_up(at(up))
-        ledger.proved(at(down))
-        ledger.session_down()
-    assert CatchLedger(spool, EXACT).restart_gap_from() == at(1)
-    ledger.gap_reported(at(6))
-    assert CatchLedger(spool, EXACT).restart_gap_from() == at(1)
-    ledger.gap_reported(at(1))
-    ledger.gap_reported(at(1))  # twice: harmless
-    assert CatchLedger(spool, EXACT).restart_gap_from() == at(6)  # the last proof, none open
-
-
-def test_a_restart_gap_is_open_until_its_marker_is_confirmed(
-    spool: Spool, reopen: Callable[[Spool], Spool]
-) -> None:
-    first = CatchLedger(spool, EXACT)
-    first.session_up(at(3))
+    first = ledger_on(spool)
+    first.session_up(at(3), at(4), reconnected=False)
     first.record()
     spool = reopen(spool)
-    second = CatchLedger(spool, EXACT)
+    second = ledger_on(spool)
     assert second.restart_gap_from() == at(3)
-    second.session_up(at(20))
-    second.record()
-    assert CatchLedger(spool, EXACT).restart_gap_from() == at(3)
-    second.gap_reported(at(3))
-    assert CatchLedger(spool, EXACT).restart_gap_from() == at(20)
+    marker = second.session_up(at(20), at(21), reconnected=False)
+    assert marker is not None
+    assert (marker.lost_from, marker.lost_until, marker.reason) == (at(3), at(21), RESTART_REASON)
+    assert markers(spool) == [(at(3), at(21), RESTART_REASON)]
+    assert ledger_on(spool).restart_gap_from() == at(20)
+    second.session_down("cut")
+    later = second.session_up(at(40), at(41), reconnected=True)
+    assert later is not None
+    assert later.reason == "cut"  # the restart gap is reported once
+
+
+async def test_a_version_1_ledgers_unreported_gap_is_reported_once(
+    spool: Spool, reopen: Callable[[Spool], Spool]
+) -> None:
+    # A spool the earlier release left: a gap from 2 never confirmed, a later proof.
+    spool.set_meta("unreported_gap_from", at(2).isoformat())
+    spool.set_meta("session_alive_at", at(9).isoformat())
+    spool = reopen(spool)
+    ledger = ledger_on(spool)
+    assert ledger.restart_gap_from() == at(2)
+    ledger.session_up(at(20), at(21), reconnected=False)
+    assert markers(spool) == [(at(2), at(21), RESTART_REASON)]
+    assert spool.get_meta("unreported_gap_from") == ""  # in the marker now: not again
+    assert ledger_on(spool).restart_gap_from() == at(20)
+
+
+# --- a crash at any point loses no window ------------------------------------------------
+
+# The child follows one session through a loss and a reconnect, then SIGKILLs
+# itself at the point given; the parent reopens the spool as the next start does.
+_CHILD = """
+import asyncio, os, signal, sys
+from datetime import timedelta
+from pathlib import Path
+from bridge.backlog import Backlog
+from bridge.gaps import CatchLedger
+from bridge.metrics import Metrics
+from bridge.spool import Spool
+from tests.test_gaps import at
+
+def crash_at(point):
+    if sys.argv[2] == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+async def main():
+    backlog = Backlog(Metrics(), Spool.open(Path(sys.argv[1])))
+    ledger = CatchLedger(backlog, "demodb", timedelta(0))
+    ledger.session_up(at(0), at(1), reconnected=False)
+    ledger.proved(at(10))
+    ledger.record()
+    crash_at("session up")
+    ledger.session_down("ingres connection lost")
+    crash_at("session lost")
+    ledger.session_up(at(30), at(31), reconnected=True)
+    crash_at("marker committed")
+    marker = await backlog.get()
+    crash_at("marker in flight")
+    backlog.confirmed(marker)
+    backlog.flush()
+    crash_at("marker confirmed")
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(
+    ("point", "gap_from", "spooled_window"),
+    [
+        # Nothing lost yet; the next start covers from the last proof.
+        ("session up", at(10), None),
+        # The loss is not reported yet: the restart gap starts before it.
+        ("session lost", at(10), None),
+        # The marker is durable: the next start publishes it, and its own gap
+        # starts where the new session began catching.
+        ("marker committed", at(30), (at(10), at(31), "ingres connection lost")),
+        ("marker in flight", at(30), (at(10), at(31), "ingres connection lost")),
+        # Confirmed: reported, and forgotten.
+        ("marker confirmed", at(30), None),
+    ],
+)
+def test_a_crash_at_any_point_leaves_the_window_to_the_next_start(
+    path: Path, point: str, gap_from: datetime,
+    spooled_window: tuple[datetime, datetime, str] | None,
+) -> None:
+    child = subprocess.run([sys.executable, "-c", _CHILD, str(path), point],
+                           cwd=Path(__file__).parent.parent, capture_output=True, timeout=60,
+                           check=False)
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()
+    spool = Spool.open(path)
+    try:
+        assert ledger_on(spool).restart_gap_from() == gap_from
+        assert markers(spool) == ([spooled_window] if spooled_window else [])
+    finally:
+        spool.close()
+    # Whatever the point, the lost window [10, 31] is reported by what is left.
+    lost_from, lost_until = at(10), at(31)
+    covered_from = gap_from if spooled_window is None else spooled_window[0]
+    assert point == "marker confirmed" or covered_from <= lost_from <= lost_until
 
 
 # --- without a usable spool --------------------------------------------------------------
 
 
-def test_without_a_spool_the_session_is_followed_but_nothing_remembered() -> None:
-    ledger = CatchLedger(None, EXACT)
+async def test_without_a_spool_the_session_is_followed_but_nothing_remembered() -> None:
+    backlog = Backlog(Metrics(), None)
+    ledger = CatchLedger(backlog, "demodb", EXACT)
     assert ledger.restart_gap_from() is None
-    ledger.session_up(at(0))
+    ledger.session_up(at(0), at(1), reconnected=False)
     ledger.proved(at(2))
     assert ledger.record() == at(2)
-    assert ledger.session_down() == at(2)
-    ledger.gap_reported(at(2))
+    assert ledger.session_down("cut") == at(2)
+    marker = ledger.session_up(at(5), at(6), reconnected=True)
+    assert marker is not None
+    assert await backlog.get() == marker  # in memory only, but on its way
 
 
-def test_a_closed_spool_is_left_alone(spool: Spool) -> None:
-    ledger = CatchLedger(spool, EXACT)
+async def test_a_closed_spool_is_left_alone(spool: Spool) -> None:
+    ledger = ledger_on(spool)
     spool.close()
-    ledger.session_up(at(0))
-    assert ledger.session_down() == at(0)
+    ledger.session_up(at(0), at(1), reconnected=False)
+    assert ledger.session_down("cut") == at(0)
     assert ledger.restart_gap_from() is None
 
 
-def test_spool_errors_are_logged_never_raised(
+async def test_spool_errors_are_logged_never_raised(
     spool: Spool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def refuse(*args: object) -> None:
         raise SpoolError("disk I/O error")
 
-    monkeypatch.setattr(spool, "set_meta", refuse)
+    monkeypatch.setattr(spool, "append", refuse)
     monkeypatch.setattr(spool, "get_meta", refuse)
-    ledger = CatchLedger(spool, EXACT)
-    with caplog.at_level(logging.WARNING, logger="bridge.gaps"):
+    with caplog.at_level(logging.WARNING):
+        ledger = ledger_on(spool)
         assert ledger.restart_gap_from() is None
-        ledger.session_up(at(0))
-        assert ledger.session_down() == at(0)  # still known in memory
+        ledger.session_up(at(0), at(1), reconnected=False)
+        assert ledger.session_down("cut") == at(0)  # still known in memory
+        assert ledger.session_up(at(5), at(6), reconnected=True) is not None
     assert "cannot read session_alive_at from the spool: disk I/O error" in caplog.text
-    assert "cannot record unreported_gap_from in the spool: disk I/O error" in caplog.text
+    assert "the catch ledger is not advanced (session_alive_at)" in caplog.text
+    # The marker could not be spooled: kept in memory, never dropped.
+    assert "disk I/O error; 1 items kept in memory only (lost on a crash), 0 events dropped" in (
+        caplog.text)
 
 
-def test_an_unreadable_time_in_the_spool_is_ignored(
+async def test_an_unreadable_time_in_the_spool_is_ignored(
     spool: Spool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    spool.set_meta(gaps._ALIVE_KEY, "yesterday-ish")
+    spool.set_meta(gaps._ALIVE_KEY, "yesterday-ish")  # what a damaged spool holds
     with caplog.at_level(logging.WARNING, logger="bridge.gaps"):
-        assert CatchLedger(spool, EXACT).restart_gap_from() is None
+        assert ledger_on(spool).restart_gap_from() is None
     assert "cannot read session_alive_at" in caplog.text
 
 
 # --- the allowance for events still in the DBMS's event thread ------------------------
 
 
-def test_a_proof_allows_for_events_still_in_the_event_thread_in_whole_seconds() -> None:
-    ledger = CatchLedger(None, BOUND)
-    ledger.session_up(at(0))
+async def test_a_proof_allows_for_events_still_in_the_event_thread_in_whole_seconds() -> None:
+    ledger = ledger_on(None, BOUND)
+    ledger.session_up(at(0), at(1), reconnected=False)
     ledger.proved(at(3))  # within the allowance: proves nothing new
     assert ledger.record() == at(0)
     ledger.proved(at(60.7))
     ledger.proved(at(30))  # an older proof never moves the start back
-    assert ledger.session_down() == at(55)
+    assert ledger.session_down("cut") == at(55)
 
 
-def test_caught_events_prove_less_the_allowance() -> None:
-    ledger = CatchLedger(None, BOUND)
-    ledger.session_up(at(0))
+async def test_caught_events_prove_less_the_allowance() -> None:
+    ledger = ledger_on(None, BOUND)
+    ledger.session_up(at(0), at(1), reconnected=False)
     ledger.caught([event(at(20)), event(at(12))])
-    assert ledger.session_down() == at(15)
+    assert ledger.session_down("cut") == at(15)

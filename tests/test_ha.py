@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from bridge.backlog import Backlog
-from bridge.event import CaughtEvent, Item
+from bridge.event import CaughtEvent, GapMarker, Item
 from bridge.ha import HaSource
 from bridge.metrics import Metrics
 from tests.metric_value import metric_value
@@ -78,7 +80,7 @@ async def test_takeover_publishes_what_is_held_first_in_catch_order_then_new_eve
 ) -> None:
     source = await _standby_holding(backlog, metrics, 4)
     source.settle(["id-2"])
-    source.become_active()
+    source.become_active(None)
     backlog.put(_event(10))
     taken = [await source.get() for _ in range(4)]
     assert [e.message_id for e in taken if e is not None] == ["id-0", "id-1", "id-3", "id-10"]
@@ -93,7 +95,7 @@ async def test_each_event_is_confirmed_to_the_backlog_once(
     backlog: _CountingBacklog, metrics: Metrics
 ) -> None:
     source = await _standby_holding(backlog, metrics, 2)
-    source.become_active()
+    source.become_active(None)
     first = await source.get()
     assert first is not None
     source.settle([first.message_id])  # a late report of the old active: ignored now
@@ -106,7 +108,7 @@ async def test_an_active_that_loses_the_lease_keeps_what_it_had_not_confirmed(
     backlog: _CountingBacklog, metrics: Metrics
 ) -> None:
     source = HaSource(backlog, metrics, held_max=1000)
-    source.become_active()
+    source.become_active(None)
     for i in range(3):
         backlog.put(_event(i))
     taken = [await source.get() for _ in range(3)]
@@ -114,6 +116,46 @@ async def test_an_active_that_loses_the_lease_keeps_what_it_had_not_confirmed(
     source.confirmed(taken[0])
     source.become_standby()  # the publisher's run ended: the other two are held
     assert await eventually(lambda: metric_value(metrics, "ha_held") == 2, 5)
-    source.become_active()
+    source.become_active(None)
     again = [await source.get() for _ in range(2)]
     assert [e.message_id for e in again if e is not None] == ["id-1", "id-2"]
+
+
+def _marker(i: int) -> GapMarker:
+    return GapMarker("db", T0 + timedelta(seconds=i), T0 + timedelta(seconds=i + 1),
+                     "ingres connection lost", message_id=f"gap-{i}")
+
+
+async def test_a_standby_holds_its_gap_markers_where_it_holds_its_events(
+    backlog: _CountingBacklog, metrics: Metrics
+) -> None:
+    source = await _standby_holding(backlog, metrics, 2)
+    backlog.put(_marker(5))
+    backlog.put(_event(6))
+    assert await eventually(lambda: metric_value(metrics, "ha_held") == 3, 5)  # events only
+    source.settle(["id-0", "id-1", "id-6", "gap-5"])  # a report never names a marker of ours
+    assert backlog.confirms == ["id-0", "id-1", "id-6"]
+    assert metric_value(metrics, "ha_held") == 0
+    source.become_active(None)  # no report came: nobody may have covered the window
+    taken = await source.get()
+    assert taken == _marker(5)
+    source.confirmed(taken)
+    assert backlog.confirms[-1] == "gap-5"
+    assert source.take_progress() == []  # the standby is not told about our markers
+
+
+async def test_takeover_forgets_the_markers_a_later_report_covers_and_publishes_the_rest(
+    backlog: _CountingBacklog, metrics: Metrics
+) -> None:
+    source = await _standby_holding(backlog, metrics, 1)
+    backlog.put(_marker(1))
+    await asyncio.sleep(0.01)  # the pull is stamped with this host's clock: keep them apart
+    assert await eventually(lambda: len(source._held_gaps) == 1, 5)
+    reported_at = time.time()  # the old active reported after the first window ended
+    await asyncio.sleep(0.01)
+    backlog.put(_marker(2))
+    assert await eventually(lambda: len(source._held_gaps) == 2, 5)
+    source.become_active(reported_at)
+    assert backlog.confirms == ["gap-1"]  # forgotten: confirmed to the backlog, unpublished
+    taken = [await source.get() for _ in range(2)]
+    assert taken == [_event(0), _marker(2)]  # in catch order, the covered one left out

@@ -1,4 +1,4 @@
-"""The durable spool: exact round trip, order, deletes, reopening, bad files, kill -9."""
+"""The durable spool: exact round trip, order, deletes, reopening, migration, bad files, kill -9."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.event import CaughtEvent
-from bridge.spool import Spool, SpoolError, item_size, read_stats
+from bridge.event import CaughtEvent, GapMarker, Item
+from bridge.spool import SCHEMA_VERSION, Spool, SpoolError, item_size, read_stats
 
 T0 = datetime(2024, 5, 17, 12, 34, 56, 789012, tzinfo=UTC)
 
@@ -28,6 +28,18 @@ def make_event(i: int, text: bytes | None = b"payload") -> CaughtEvent:
         database="sales", owner="ingres", name=f"ev_{i % 7}",
         raised_at=T0 + timedelta(microseconds=i), text=text, message_id=f"id-{i:06d}",
     )
+
+
+def make_gap(i: int, reason: str = "ingres connection lost") -> GapMarker:
+    return GapMarker("sales", T0 + timedelta(seconds=i), T0 + timedelta(seconds=i + 5), reason,
+                     message_id=f"gap-{i:06d}")
+
+
+def events_of(rows: list[tuple[int, Item]]) -> list[CaughtEvent]:
+    """The items read back, every one of them an event."""
+    events = [item for _, item in rows if isinstance(item, CaughtEvent)]
+    assert len(events) == len(rows)
+    return events
 
 
 @pytest.fixture
@@ -50,7 +62,7 @@ def test_every_field_round_trips_exactly(tmp_path: Path) -> None:
     spool.close()
 
     spool = Spool.open(path)
-    back = [event for _, event in spool.read(0, 100)]
+    back = events_of(spool.read(0, 100))
     spool.close()
     assert back == events  # dataclass equality: every field, caught_monotonic 0.0
     assert [e.text for e in back] == [*texts, b"x"]
@@ -63,7 +75,7 @@ def test_other_time_zones_keep_the_instant(spool: Spool) -> None:
     plus_two = timezone(timedelta(hours=2))
     event = CaughtEvent("d", "o", "n", datetime(2024, 1, 1, 14, 0, 0, 1, tzinfo=plus_two), None)
     spool.append([event])
-    (_, back), = spool.read(0, 1)
+    (back,) = events_of(spool.read(0, 1))
     assert back.raised_at == datetime(2024, 1, 1, 12, 0, 0, 1, tzinfo=UTC)
     assert back.raised_at.utcoffset() == timedelta(0)
 
@@ -73,7 +85,7 @@ def test_read_pages_in_append_order(spool: Spool) -> None:
     spool.append(events[:1])
     spool.append(events[1:30])
     spool.append(events[30:])
-    got: list[CaughtEvent] = []
+    got: list[Item] = []
     after = 0
     while page := spool.read(after, 7):
         seqs = [seq for seq, _ in page]
@@ -83,6 +95,43 @@ def test_read_pages_in_append_order(spool: Spool) -> None:
         got.extend(event for _, event in page)
     assert got == events
     assert spool.last_seq == after == 50
+
+
+def test_gap_markers_round_trip_in_one_order_with_events(tmp_path: Path) -> None:
+    marker = GapMarker("db\u00e9", datetime(1999, 12, 31, 23, 59, 58, 1, tzinfo=UTC),
+                       datetime(2000, 1, 1, 0, 0, 1, tzinfo=UTC), "n\u00e4me: E_LC0001 lost")
+    items: list[Item] = [make_event(0), marker, make_event(1), make_gap(2), make_event(2)]
+    path = tmp_path / "spool.sqlite"
+    spool = Spool.open(path)
+    spool.append(items)
+    assert (spool.depth, spool.gap_markers) == (5, 2)
+    assert spool.bytes == sum(map(item_size, items))
+    spool.close()
+
+    spool = Spool.open(path)
+    assert (spool.depth, spool.gap_markers, spool.bytes) == (5, 2, sum(map(item_size, items)))
+    assert [item for _, item in spool.read(0, 100)] == items  # every field, the kind kept
+    spool.delete([marker.message_id, "gap-000002"])
+    assert (spool.depth, spool.gap_markers) == (3, 0)
+    assert spool.bytes == sum(map(item_size, items[::2]))
+    spool.close()
+
+
+def test_a_gap_marker_counts_its_reason_and_window_against_the_limit() -> None:
+    short, long = make_gap(0, "x"), make_gap(0, "x" * 101)
+    assert item_size(long) - item_size(short) == 100
+    assert item_size(short) > len(short.message_id) + len(short.database)
+
+
+def test_meta_commits_with_the_items_or_not_at_all(spool: Spool) -> None:
+    spool.append([make_event(1)], {"session_alive_at": "1"})
+    assert spool.get_meta("session_alive_at") == "1"
+    spool.append([], {"session_alive_at": "2"})  # the meta alone is a transaction too
+    assert spool.get_meta("session_alive_at") == "2"
+    with pytest.raises(SpoolError, match="message_id"):
+        spool.append([make_gap(3), make_event(1)], {"session_alive_at": "3"})
+    assert spool.get_meta("session_alive_at") == "2"
+    assert (spool.depth, spool.gap_markers, spool.last_seq) == (1, 0, 1)
 
 
 def test_delete_and_accounting(spool: Spool) -> None:
@@ -244,7 +293,8 @@ def test_closed_spool_refuses_writes(spool: Spool) -> None:
 
 # The child runs a deterministic sequence of transactions (seeded), printing
 # "<n>" after the n-th transaction committed. Every third transaction deletes
-# the oldest batch still held, so deletes are crash-tested too.
+# the oldest batch still held, so deletes are crash-tested too; every other
+# batch carries a gap marker, and each append records its number in the meta.
 _CHILD = """
 import sys
 from pathlib import Path
@@ -253,7 +303,7 @@ from tests.test_spool import transactions
 spool = Spool.open(Path(sys.argv[1]))
 for n, (kind, events) in enumerate(transactions(int(sys.argv[2])), 1):
     if kind == "append":
-        spool.append(events)
+        spool.append(events, {"appended": str(n)})
     else:
         spool.delete([e.message_id for e in events])
     sys.stdout.write(f"{n}\\n")
@@ -261,38 +311,44 @@ for n, (kind, events) in enumerate(transactions(int(sys.argv[2])), 1):
 """
 
 
-def transactions(seed: int) -> Iterator[tuple[str, list[CaughtEvent]]]:
+def transactions(seed: int) -> Iterator[tuple[str, list[Item]]]:
     """The child's endless, reproducible stream of appends and deletes."""
     rng = random.Random(seed)
-    held: list[list[CaughtEvent]] = []
+    held: list[list[Item]] = []
     batch_no = 0
     while True:
         if batch_no % 3 == 2 and held:
             yield "delete", held.pop(0)
         size = rng.randint(1, 64)
-        batch = [
+        batch: list[Item] = [
             CaughtEvent("db", "owner", f"ev{batch_no}",
                         T0 + timedelta(microseconds=batch_no * 1000 + i),
                         rng.randbytes(rng.randint(0, 256)), message_id=f"{batch_no}:{i}")
             for i in range(size)
         ]
+        if batch_no % 2:
+            batch.insert(rng.randint(0, size), GapMarker(
+                "db", T0, T0 + timedelta(seconds=batch_no), f"lost {batch_no}",
+                message_id=f"{batch_no}:gap"))
         held.append(batch)
         batch_no += 1
         yield "append", batch
 
 
-def state_after(seed: int, count: int) -> list[CaughtEvent]:
-    """What the spool holds after the first `count` transactions, in order."""
-    held: list[CaughtEvent] = []
+def state_after(seed: int, count: int) -> tuple[list[Item], str | None]:
+    """What the spool holds after the first `count` transactions, in order, and its meta."""
+    held: list[Item] = []
+    appended = None
     stream = transactions(seed)
-    for _ in range(count):
+    for n in range(1, count + 1):
         kind, events = next(stream)
         if kind == "append":
             held.extend(events)
+            appended = str(n)
         else:
             gone = {e.message_id for e in events}
             held = [e for e in held if e.message_id not in gone]
-    return held
+    return held, appended
 
 
 def run_and_kill(path: Path, seed: int) -> int:
@@ -316,12 +372,16 @@ def check_kill(tmp_path: Path, seed: int) -> None:
     path = tmp_path / f"killed-{seed}.sqlite"
     reported = run_and_kill(path, seed)
     spool = Spool.open(path)
-    held = [event for _, event in spool.read(0, 1_000_000)]
+    held = [item for _, item in spool.read(0, 1_000_000)]
+    markers = sum(isinstance(item, GapMarker) for item in held)
     assert (spool.depth, spool.bytes) == (len(held), sum(map(item_size, held)))
+    assert spool.gap_markers == markers
+    state = (held, spool.get_meta("appended"))
     spool.close()
-    # Every reported commit is there; at most one more committed before its report.
+    # Every reported commit is there; at most one more committed before its report;
+    # the meta is always that of the last append committed, never ahead or behind.
     candidates = [state_after(seed, reported), state_after(seed, reported + 1)]
-    assert held in candidates, f"seed {seed}: after {reported} commits, spool holds {len(held)}"
+    assert state in candidates, f"seed {seed}: after {reported} commits, spool holds {len(held)}"
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -392,6 +452,7 @@ def test_stats_read_while_the_spool_is_held(spool: Spool) -> None:
     spool.delete([events[0].message_id])  # the oldest raise time goes with it (i=5 is newest)
     stats = read_stats(spool.path)
     assert stats.events == 4 == spool.depth
+    assert stats.gap_markers == 0
     assert stats.event_bytes == spool.bytes == sum(item_size(e) for e in events[1:])
     assert stats.oldest_raised_at == min(e.raised_at for e in events[1:])
     assert stats.file_bytes > 0
@@ -399,9 +460,20 @@ def test_stats_read_while_the_spool_is_held(spool: Spool) -> None:
     assert read_stats(spool.path).events == 5
 
 
+def test_stats_count_gap_markers_apart(spool: Spool) -> None:
+    old = make_gap(-3600)  # its window is older than any event: not a raise time
+    items: list[Item] = [make_event(3), old, make_event(1)]
+    spool.append(items)
+    stats = read_stats(spool.path)
+    assert (stats.events, stats.gap_markers) == (2, 1)
+    assert stats.event_bytes == spool.bytes == sum(map(item_size, items))
+    assert stats.oldest_raised_at == make_event(1).raised_at
+
+
 def test_stats_of_an_empty_spool(spool: Spool) -> None:
     stats = read_stats(spool.path)
-    assert (stats.events, stats.event_bytes, stats.oldest_raised_at) == (0, 0, None)
+    assert (stats.events, stats.gap_markers, stats.event_bytes, stats.oldest_raised_at) == (
+        0, 0, 0, None)
 
 
 def test_stats_without_a_spool(tmp_path: Path) -> None:
@@ -411,3 +483,100 @@ def test_stats_without_a_spool(tmp_path: Path) -> None:
     sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
     with pytest.raises(SpoolError, match="not a dbevent-bridge spool"):
         read_stats(other)
+
+
+# --- schema versions ------------------------------------------------------------------------
+
+# Version 1, exactly as the release before gap markers created it (bridge/spool.py).
+_V1_SCHEMA = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ("CREATE TABLE events ("
+     " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+     " message_id TEXT NOT NULL UNIQUE,"
+     " database TEXT NOT NULL,"
+     " owner TEXT NOT NULL,"
+     " name TEXT NOT NULL,"
+     " raised_at INTEGER NOT NULL,"
+     " text BLOB,"
+     " size INTEGER NOT NULL)"),
+    "PRAGMA application_id = 1145193794",
+    "PRAGMA user_version = 1",
+)
+_V1_INSERT = (
+    "INSERT INTO events (seq, message_id, database, owner, name, raised_at, text, size)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def write_v1_spool(path: Path, events: list[CaughtEvent], meta: dict[str, str],
+                   deleted: int = 0) -> None:
+    """A spool as the version-1 release left it: `events` after `deleted` confirmed ones."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        for statement in _V1_SCHEMA:
+            conn.execute(statement)
+        for seq, event in enumerate(events, deleted + 1):
+            micros = (event.raised_at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(
+                microseconds=1)
+            conn.execute(_V1_INSERT, (seq, event.message_id, event.database, event.owner,
+                                      event.name, micros, event.text, item_size(event)))
+        if deleted:  # what was confirmed and deleted left its high-water mark behind
+            conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'events'",
+                         (deleted + len(events),))
+        conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
+    finally:
+        conn.close()
+    path.chmod(0o600)
+
+
+def _columns(path: Path) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("PRAGMA table_info(items)").fetchall()
+    finally:
+        conn.close()
+
+
+def test_a_version_1_spool_is_migrated_in_place(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "v1.sqlite"
+    events = [make_event(i, None if i == 2 else b"\xffx") for i in range(5)]
+    write_v1_spool(path, events, {"session_alive_at": "2024-05-17T12:00:00+00:00"}, deleted=7)
+    assert read_stats(path).events == 5  # stats read it as it is, before any migration
+
+    with caplog.at_level(logging.INFO, logger="bridge.spool"):
+        spool = Spool.open(path)
+    assert "migrating the spool" in caplog.text
+    try:
+        assert [(seq, item) for seq, item in spool.read(0, 100)] == list(
+            enumerate(events, 8))  # seqs and message ids kept
+        assert (spool.depth, spool.gap_markers) == (5, 0)
+        assert spool.bytes == sum(map(item_size, events))
+        assert spool.get_meta("session_alive_at") == "2024-05-17T12:00:00+00:00"
+        assert spool.last_seq == 12
+        spool.append([make_gap(9)])
+        assert spool.last_seq == 13  # the high-water mark survived the rename
+    finally:
+        spool.close()
+    fresh = tmp_path / "fresh.sqlite"
+    Spool.open(fresh).close()
+    assert _columns(path) == _columns(fresh)  # one schema, whichever way a file came to it
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    conn.close()
+    stats = read_stats(path)
+    assert (stats.events, stats.gap_markers) == (5, 1)
+
+
+def test_a_spool_of_a_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite"
+    Spool.open(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 3")
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(SpoolError, match="schema version 3, this bridge reads versions up to 2"):
+        Spool.open(path)
+    assert path.read_bytes() == before

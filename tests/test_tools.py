@@ -187,6 +187,7 @@ def test_spool_stats_while_the_bridge_runs(
         if run.stderr is not None:
             run.stderr.close()
     assert stats["events"] == 3
+    assert stats["gap_markers"] == 0  # a first run: no earlier session, no gap
     assert stats["event_bytes"] > 3 * len("order 0")
     assert stats["file_bytes"] > 0
     assert stats["oldest_raised_at"].endswith("Z")

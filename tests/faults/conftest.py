@@ -151,6 +151,10 @@ class Tally:
     message_ids: dict[int, set[str]] = field(default_factory=dict)
     deliveries: int = 0
     gaps: list[Gap] = field(default_factory=list)
+    # A gap marker published again under its message_id (it waits in the spool
+    # like an event: a crash before its confirm sends it again) counts once.
+    gap_ids: set[str] = field(default_factory=set)
+    gap_duplicates: int = 0
     foreign: int = 0
     drained: set[str] = field(default_factory=set)  # the markers of `Subscriber.drain`
 
@@ -161,6 +165,10 @@ class Tally:
             return
         body: dict[str, Any] = json.loads(message.body)
         if message.type == GAP_TYPE:
+            if str(message.message_id) in self.gap_ids:
+                self.gap_duplicates += 1
+                return
+            self.gap_ids.add(str(message.message_id))
             self.gaps.append(Gap(_epoch(body["lost_from"]), _epoch(body["lost_until"]),
                                  str(body["reason"])))
             return
@@ -374,7 +382,7 @@ def verdict(name: str, records: list[RaiseRecord], tally: Tally, **extra: Any) -
         in_gaps=len(in_gaps),
         lost=[r.seq for r in missing if r.seq not in covered],
         gaps=len(tally.gaps),
-        extra=extra,
+        extra={"gap duplicates": tally.gap_duplicates, **extra},
     )
 
 
