@@ -114,8 +114,8 @@ class StageTrace:
                                         NAN, NAN, NAN, NAN, NAN]
             original["accept"](lane, batch)
 
-        def append(spool: Any, batch: Sequence[Any]) -> None:
-            original["append"](spool, batch)
+        def append(spool: Any, batch: Sequence[Any], meta: Any = None) -> None:
+            original["append"](spool, batch, meta)  # meta: the catch ledger's, same transaction
             self._stamp((e.message_id for e in batch), 3)
 
         async def get(backlog: Any) -> Any:
