@@ -70,7 +70,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from functools import partial
-from typing import Any, Literal, Protocol, cast
+from typing import Literal, Protocol, cast
 from urllib.parse import unquote
 
 import aio_pika
@@ -271,7 +271,6 @@ class _Entry:
     message: Outgoing | None  # None when dropped
     state: _State
     sends: int = 0
-    done: asyncio.Future[None] | None = None  # gap markers: resolved at confirm
     deadline: float = 0.0  # loop time by which the current send must be confirmed
     expired: bool = False  # the current send is past its deadline
     # The current send: the batch write until its frame is queued, then the confirm.
@@ -297,16 +296,6 @@ class _Session:
     def mark_broken(self, *_: object) -> None:
         """Close callback of the connection and the channel."""
         self.broken = True
-
-
-class _ClosedSource:
-    """The source of a drive that only publishes gap markers."""
-
-    async def get(self) -> Item | None:
-        return None
-
-    def confirmed(self, item: Item) -> None:  # pragma: no cover - never called
-        raise AssertionError(f"unexpected item {item.message_id}")
 
 
 def describe_error(config: PublisherConfig, exc: BaseException) -> str:
@@ -339,7 +328,7 @@ class Publisher:
     """Publishes events from an EventSource to one exchange, confirmed and in order.
 
     Use: `await start()` (connect + declare; PublisherStartupError), then
-    `await run(source)`; `publish_gap()` may be called at any time; finally
+    `await run(source)`, whose items are caught events and gap markers alike; finally
     `await close()`. One Publisher serves one run() at a time.
     """
 
@@ -377,8 +366,6 @@ class Publisher:
         self._watchdog: asyncio.TimerHandle | None = None
         self._kick = asyncio.Event()  # something changed: the send loop looks again
         self._space = asyncio.Event()  # the window has room: the feeder looks again
-        self._drive_lock = asyncio.Lock()
-        self._driving = False
         self._eof = False
         self._closed = False
 
@@ -409,74 +396,24 @@ class Publisher:
             await self._close_session(session)
 
     async def run(self, source: EventSource) -> None:
-        """Publish every event of `source` until get() returns None and all are confirmed.
+        """Publish every item of `source` until get() returns None and all are confirmed.
 
-        Connects first if start() was not called (PublisherStartupError). Later
-        connection losses are retried for ever. If run() is cancelled or the
-        source raises, unconfirmed events are abandoned (never reported
-        confirmed) and the exception propagates.
+        The one way in: caught events and gap markers alike, in the source's
+        order. Connects first if start() was not called (PublisherStartupError).
+        Later connection losses are retried for ever. If run() is cancelled or
+        the source raises, unconfirmed items are abandoned (never reported
+        confirmed, so the source keeps them) and the exception propagates.
         """
-        async with self._drive_lock:
-            await self._drive(source)
-
-    async def publish_gap(self, marker: GapMarker) -> None:
-        """Publish a gap marker; return once the broker confirmed it.
-
-        During run() the marker is published after the events already taken
-        from the source; otherwise it is published on its own. Retried like
-        events; cancelling the caller does not withdraw a marker run() has.
-        """
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.add_done_callback(_retrieve)
-        self._append(_Entry(marker, self._config.gap_routing_key, self._format.gap(marker),
-                            _State.QUEUED, done=done))
-        if not self._driving:
-            await self._drive_unless_done(done)
-        await asyncio.shield(done)
-
-    async def _drive_unless_done(self, done: asyncio.Future[None]) -> None:
-        """Drive alone for a gap marker, unless a run() takes the lock first and publishes it.
-
-        Waiting for the lock alone could block until that run() ends (for ever,
-        in the service), although its drive confirmed the marker long ago.
-        """
-        acquire = asyncio.ensure_future(self._drive_lock.acquire())
-        waiters: set[asyncio.Future[Any]] = {acquire, done}
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            await self._unlock(acquire)
-            raise
-        if not acquire.done() or done.done():
-            await self._unlock(acquire)
-            return
-        try:
-            await self._drive(_ClosedSource())
-        finally:
-            self._drive_lock.release()
-
-    async def _unlock(self, acquire: asyncio.Future[Any]) -> None:
-        """Withdraw a pending acquire of the drive lock, or release it if it got it."""
-        acquire.cancel()  # asyncio.Lock passes the lock on when a waiter cancels
-        await asyncio.gather(acquire, return_exceptions=True)
-        if not acquire.cancelled() and acquire.exception() is None:
-            self._drive_lock.release()
-
-    # -- the drive: feeder + send loop ------------------------------------------------
-
-    async def _drive(self, source: EventSource) -> None:
-        self._source, self._eof, self._driving = source, False, True
+        self._source, self._eof = source, False
         feeder = asyncio.create_task(self._feed(source))
         try:
             if self._session is None:
                 await self.start()
             await self._send_loop(feeder)
-        except BaseException as exc:
-            self._driving = False
-            await self._abandon(exc)
+        except BaseException:
+            await self._abandon()
             raise
         finally:
-            self._driving = False
             self._disarm()
             feeder.cancel()
             await asyncio.gather(feeder, return_exceptions=True)
@@ -534,7 +471,6 @@ class Publisher:
             if feeder.done():
                 feeder.result()  # re-raises the source's error, if any
             if self._eof and not self._pending:
-                self._driving = False  # before any await: see publish_gap()
                 return
             if self._needs_recovery():
                 await self._recover()
@@ -561,9 +497,8 @@ class Publisher:
         reported = False
         while self._pending and self._pending[0].state in _SETTLED:
             entry = self._pending.popleft()
-            if entry.done is None:  # publish_gap()'s markers are not the source's
-                assert self._source is not None
-                self._source.confirmed(entry.item)
+            assert self._source is not None
+            self._source.confirmed(entry.item)
             reported = True
         if reported:
             self._space.set()
@@ -711,11 +646,8 @@ class Publisher:
             self._metrics.events_confirmed.inc()
             latency = (datetime.now(UTC) - item.raised_at).total_seconds()
             self._metrics.raise_to_confirm.observe(max(latency, 0.0))
-        elif entry.done is None:  # a gap marker from the source: counted once confirmed
+        else:  # a gap marker: counted once confirmed, wherever it was put
             self._metrics.gap_markers.labels(database=item.database).inc()
-        elif not entry.done.done():
-            # metrics.gap_markers is counted by the caller (bridge.app), once per gap.
-            entry.done.set_result(None)
 
     # -- recovery ----------------------------------------------------------------------
 
@@ -842,8 +774,8 @@ class Publisher:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _abandon(self, exc: BaseException) -> None:
-        """Forget everything unconfirmed after run() failed; gap callers get an error."""
+    async def _abandon(self) -> None:
+        """Forget everything unconfirmed after run() failed (the source keeps it)."""
         await self._cancel_tasks()
         for entry in self._pending:
             # Detached: their late write or confirm callbacks change nothing.
@@ -851,10 +783,6 @@ class Publisher:
             confirmation, entry.confirmation = entry.confirmation, None
             if confirmation is not None:
                 confirmation.cancel()
-            if entry.done is not None and not entry.done.done():
-                error = PublisherError(f"publisher stopped before the gap marker was "
-                                       f"confirmed: {exc!r}")
-                entry.done.set_exception(error)
         self._pending.clear()
         self._queued.clear()
         self._in_flight = 0
@@ -865,9 +793,3 @@ class Publisher:
 def _is_current(deadline: float, entry: _Entry) -> bool:
     """True while `entry`'s send with this deadline awaits its write or confirm."""
     return entry.state is _State.SENT and entry.deadline == deadline
-
-
-def _retrieve(future: asyncio.Future[None]) -> None:
-    """Mark a future's exception as retrieved (its caller may be gone)."""
-    if not future.cancelled():
-        future.exception()

@@ -246,7 +246,8 @@ async def test_gap_marker_published_in_line_with_events(
     async with _publisher(_config(amqp_url, exchange), metrics) as publisher:
         running = asyncio.create_task(publisher.run(source))
         await collector.wait_for(5)
-        await publisher.publish_gap(marker)
+        source.put_nowait(marker)  # while the run waits for more: it goes at once
+        await collector.wait_for(6)
         for event in after:
             source.put_nowait(event)
         source.close()
@@ -259,7 +260,7 @@ async def test_gap_marker_published_in_line_with_events(
     assert gap.type == "dbevent-bridge.gap"
     assert gap.body == gap_body(marker)
     assert gap.headers == {"x-dbevent-database": "salesdb"}
-    assert source.confirmed_events == before + after
+    assert source.confirmed_items == [*before, marker, *after]
 
 
 @pytest.mark.amqp
@@ -288,41 +289,18 @@ async def test_gap_marker_from_the_source_published_and_confirmed_in_line(
 
 
 @pytest.mark.amqp
-async def test_gap_marker_confirmed_by_a_run_that_took_the_lock_first(
-    amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
-) -> None:
-    # publish_gap() finds no run() active and goes for the drive lock, but the
-    # run() started in the same tick gets it first. The run publishes the
-    # marker, and publish_gap() must return then, not when the run ends.
-    collector = Collector()
-    await collector.bind(amqp_connection, exchange)
-    source = RecordingSource(_events(3), close=False)
-    marker = GapMarker("salesdb", T0, T0 + timedelta(seconds=1), "ingres connection lost")
-    async with _publisher(_config(amqp_url, exchange), Metrics()) as publisher:
-        await publisher.start()
-        gap = asyncio.create_task(publisher.publish_gap(marker))
-        running = asyncio.create_task(publisher.run(source))
-        async with asyncio.timeout(10):
-            await gap
-        assert not running.done()
-        source.close()
-        await running
-        await collector.wait_for(4)
-    assert marker.message_id in collector.ids()
-    assert source.confirmed_count == 3
-
-
-@pytest.mark.amqp
 async def test_gap_marker_on_its_own(
     amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
 ) -> None:
     collector = Collector()
     await collector.bind(amqp_connection, exchange)
     marker = GapMarker("salesdb", T0, T0 + timedelta(seconds=1), "bridge restarted")
+    source = RecordingSource([marker])
     async with _publisher(_config(amqp_url, exchange), Metrics()) as publisher:
-        await publisher.publish_gap(marker)  # connects by itself
+        await publisher.run(source)  # connects by itself
         await collector.wait_for(1)
     assert collector.messages[0].body == gap_body(marker)
+    assert source.confirmed_items == [marker]
 
 
 # -- startup -----------------------------------------------------------------------------
