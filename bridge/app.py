@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import threading
 from collections.abc import Callable, Coroutine, Sequence
 from contextlib import suppress
@@ -46,6 +45,7 @@ from bridge.settings import (
     env_name,
     parse_event_name,
 )
+from bridge.signals import Signals
 from bridge.spool import Spool
 from bridge.tls import build_ssl_context
 
@@ -673,39 +673,6 @@ class Bridge:
             "DBEvents raised between %s and %s were not caught (%s); publishing a gap marker",
             marker.lost_from.isoformat(), marker.lost_until.isoformat(), marker.reason,
         )
-
-
-class Signals:
-    """The one place the process's signals are handled.
-
-    SIGTERM, SIGINT and SIGHUP all mean "stop": the first sets `stop` (stop
-    intake, drain, exit 0); a second one, while that drain runs, sets `force`
-    (exit at once with 128 + its number, leaving what is unconfirmed in the
-    spool). SIGHUP is not a reload: a bridge has nothing to reload that a
-    restart would not do better, and its default action would kill the
-    process without a drain.
-    """
-
-    HANDLED: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.stop = asyncio.Event()
-        self.force = asyncio.Event()
-        self.forced_by: int | None = None
-        for signum in self.HANDLED:
-            loop.add_signal_handler(signum, self._received, signum)
-
-    def _received(self, signum: int) -> None:
-        name = signal.Signals(signum).name
-        if not self.stop.is_set():
-            log.info("received %s: stopping intake and draining (send it again to exit at "
-                     "once)", name)
-            self.stop.set()
-        elif not self.force.is_set():
-            log.warning("received %s again: exiting now; unconfirmed events stay in the spool",
-                        name)
-            self.forced_by = signum
-            self.force.set()
 
 
 async def run_service(settings: Settings) -> int:

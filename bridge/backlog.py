@@ -182,7 +182,6 @@ class Backlog:
             self._marker_bytes += size
         if self._spool is None:
             self._mem.append(item)
-            self._metrics.queue_depth.set(len(self._mem))
             self._nonempty.set()
         else:
             self._pending.append(item)
@@ -192,6 +191,8 @@ class Backlog:
                 # Everything put during this loop iteration goes in one transaction.
                 self._flush_scheduled = True
                 asyncio.get_running_loop().call_soon(self._flush)
+        # Pending events are in memory too: the gauge bounds what this process holds.
+        self._metrics.queue_depth.set(len(self._mem) + len(self._pending))
         self._after_change()
         return True
 
@@ -488,16 +489,6 @@ class Backlog:
     def bytes(self) -> int:
         """The `item_size` total of the items counted by `depth`."""
         return self._held_bytes
-
-    @property
-    def spilled(self) -> bool:
-        """Whether some items wait in the spool only (memory was full)."""
-        return self._spilled
-
-    @property
-    def memory_depth(self) -> int:
-        """Items held in memory waiting for `get` (committed or pending commit)."""
-        return len(self._mem) + len(self._pending)
 
     # --- fill level: gate, warnings, gauges ------------------------------------------
 

@@ -7,23 +7,28 @@ what `run` would publish, without a broker.
 
 from __future__ import annotations
 
+import asyncio
 import json
-import signal
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from types import FrameType
 from typing import Any, TextIO
 
 from bridge.app import catcher_config, catcher_configs, cloudevents_sources, ingres_targets
 from bridge.catcher import Catcher
 from bridge.event import CaughtEvent, EventIdentities
-from bridge.exits import ExitStatus
+from bridge.exits import ExitStatus, forced_by
 from bridge.message import MessageFormat, format_timestamp
 from bridge.openapi import OpenAPIError, Session
 from bridge.routing import RoutingKeyBuilder, RoutingKeyTooLong
 from bridge.settings import EventName, Settings
+from bridge.signals import Signals
 from bridge.spool import SpoolError, read_stats
+
+# How long `tail` waits for its catchers to close their sessions, and how often it looks.
+_CATCHER_STOP_TIMEOUT = 10.0
+_POLL_INTERVAL = 0.05
 
 
 def _fail(message: str) -> int:
@@ -63,14 +68,14 @@ def run_raise(settings: Settings, name: EventName, text: str | None) -> int:
 class _Printer:
     """A catcher sink that prints each event as `run` would publish it: one JSON line."""
 
-    def __init__(self, settings: Settings, out: TextIO, done: threading.Event) -> None:
+    def __init__(self, settings: Settings, out: TextIO, failed: Callable[[], object]) -> None:
         amqp = settings.amqp
         self._format = MessageFormat(
             amqp.format, amqp.text_encoding, cloudevents_sources(ingres_targets(settings))
         )
         self._routing = RoutingKeyBuilder(settings.amqp.routing_key)
         self._out = out
-        self._done = done
+        self._failed = failed  # thread-safe: wakes the command up
         self._lock = threading.Lock()
         self.error: BaseException | None = None
 
@@ -107,34 +112,60 @@ class _Printer:
 
     def catcher_failed(self, error: BaseException) -> None:
         self.error = error
-        self._done.set()
+        self._failed()
 
 
 def run_tail(settings: Settings, out: TextIO = sys.stdout) -> int:
-    """Catch the configured events and print one JSON line each, until SIGINT/SIGTERM."""
-    done = threading.Event()
+    """Catch the configured events and print one JSON line each, until a signal (bridge.signals).
 
-    def stop(_signum: int, _frame: FrameType | None) -> None:
-        done.set()
+    A second signal exits at once (128 + its number), without waiting for the
+    catchers to close their sessions.
+    """
+    return asyncio.run(_tail(settings, out))
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    printer = _Printer(settings, out, done)
+
+async def _tail(settings: Settings, out: TextIO) -> int:
+    loop = asyncio.get_running_loop()
+    signals = Signals(loop, stopping="stopping", forcing="Ingres sessions left open")
+    failed = asyncio.Event()
+    printer = _Printer(settings, out, lambda: loop.call_soon_threadsafe(failed.set))
     # One catcher per database, as under `run`; they share the printer.
     catchers = [Catcher(config, printer, EventIdentities()) for config in catcher_configs(settings)]
     try:
         for catcher in catchers:
             catcher.start()
-        done.wait()
+        await _first_done(signals.stop.wait(), failed.wait())
     finally:
         for catcher in catchers:
             catcher.stop()
-        for catcher in catchers:
-            catcher.join(10.0)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        await _first_done(signals.force.wait(), _ended(catchers))
+    if signals.forced_by is not None:
+        return forced_by(signals.forced_by)
     if printer.error is not None:
         return _fail(str(printer.error))
     return ExitStatus.OK
+
+
+async def _ended(catchers: list[Catcher]) -> None:
+    """Return once every catcher thread ended, or after _CATCHER_STOP_TIMEOUT.
+
+    Polled, not joined on executor threads: `asyncio.run` waits for those as it
+    ends, which would hold a forced exit back for as long as a catcher is stuck
+    in an Ingres call.
+    """
+    deadline = asyncio.get_running_loop().time() + _CATCHER_STOP_TIMEOUT
+    while any(c.alive for c in catchers) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 (a thread's end sets no asyncio.Event)
+        await asyncio.sleep(_POLL_INTERVAL)
+
+
+async def _first_done(*waits: Awaitable[object]) -> None:
+    """Return as soon as one of `waits` is done; the others are cancelled."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def run_spool_stats(settings: Settings) -> int:

@@ -98,24 +98,42 @@ async def test_confirmed_events_are_deleted_in_batches(metrics: Metrics, spool: 
     reopened.close()
 
 
-async def test_order_across_memory_spill_memory(metrics: Metrics, spool: Spool) -> None:
+def in_memory(metrics: Metrics) -> float:
+    """Events the backlog holds in memory (waiting for `get`, or for their commit)."""
+    value = metrics.registry.get_sample_value("dbevent_bridge_queue_depth")
+    assert value is not None
+    return value
+
+
+def spill_log(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What the backlog said about spilling: "spilled" and "read back", in order."""
+    said = [r.getMessage() for r in caplog.records if r.name == "bridge.backlog"]
+    return ["spilled" if "spilling to the spool" in m else "read back"
+            for m in said if "spilling to the spool" in m or "all read back" in m]
+
+
+async def test_order_across_memory_spill_memory(
+    metrics: Metrics, spool: Spool, caplog: pytest.LogCaptureFixture
+) -> None:
     backlog = Backlog(metrics, spool, max_events=10, flush_max=8, refill_chunk=4)
     expected = [make_event(i) for i in range(200)]
     feed = iter(expected)
     got: list[Item] = []
-    saw_spill = False
-    for round_no in range(40):
-        for _ in range(7 if round_no < 20 else 3):  # Fill faster than we drain, then slower.
-            event = next(feed, None)
-            if event is not None:
-                backlog.put(event)
-        await asyncio.sleep(0)
-        saw_spill = saw_spill or backlog.spilled
-        got.extend(await take(backlog, min(5, len(expected) - len(got))))
-        assert backlog.memory_depth <= 10 + 8  # Queue plus at most one pending batch.
-    got.extend(await take(backlog, len(expected) - len(got)))
-    assert saw_spill
-    assert not backlog.spilled
+    with caplog.at_level(logging.INFO, logger="bridge.backlog"):
+        for round_no in range(40):
+            for _ in range(7 if round_no < 20 else 3):  # Fill faster than we drain, then slower.
+                event = next(feed, None)
+                if event is not None:
+                    backlog.put(event)
+                    assert in_memory(metrics) <= 10 + 8  # Queue plus one pending batch.
+            await asyncio.sleep(0)
+            got.extend(await take(backlog, min(5, len(expected) - len(got))))
+            assert in_memory(metrics) <= 10 + 8
+        got.extend(await take(backlog, len(expected) - len(got)))
+    # It spilled, and every spilled event was read back (spilling is over).
+    said = spill_log(caplog)
+    assert said[:1] == ["spilled"]
+    assert said[-1:] == ["read back"]
     assert got == expected
     for item in got:
         backlog.confirmed(item)
@@ -127,8 +145,8 @@ async def test_memory_stays_bounded_when_nobody_reads(metrics: Metrics, spool: S
     events = [make_event(i) for i in range(2000)]
     for event in events:
         backlog.put(event)
-        assert backlog.memory_depth <= 50 + 16
-    assert await eventually(lambda: backlog.memory_depth <= 50, 5)
+        assert in_memory(metrics) <= 50 + 16
+    assert await eventually(lambda: in_memory(metrics) <= 50, 5)
     assert spool.depth == 2000
     assert await take(backlog, 2000) == events
     backlog.shutdown()
@@ -146,9 +164,12 @@ async def test_restart_yields_leftovers_first_with_their_ids(
         first.confirmed(item)
     first.shutdown()
 
-    second = Backlog(Metrics(), Spool.open(spool_path), max_events=4, refill_chunk=3)
+    resumed = Metrics()
+    second = Backlog(resumed, Spool.open(spool_path), max_events=4, refill_chunk=3)
     assert second.depth == 15
-    assert second.spilled
+    # All 15 wait in the spool only, until `get` reads them back.
+    assert in_memory(resumed) == 0
+    assert resumed.registry.get_sample_value("dbevent_bridge_spool_depth") == 15
     new = [make_event(i) for i in range(100, 105)]
     for event in new:
         second.put(event)
@@ -271,7 +292,6 @@ async def test_spool_off_keeps_order_and_bounds_memory(metrics: Metrics) -> None
     events = [make_event(i) for i in range(7)]
     taken = [backlog.put(event) for event in events]
     assert taken == [True] * 5 + [False] * 2
-    assert backlog.memory_depth == 5
     assert dropped(metrics) == 2
     assert metrics.registry.get_sample_value("dbevent_bridge_queue_depth") == 5
     got = await take(backlog, 5)

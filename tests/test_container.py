@@ -217,6 +217,9 @@ def test_final_image_has_healthcheck_volume_and_entrypoint(target: str) -> None:
 
     assert "/usr/local/lib/dbevent-bridge/healthcheck.py" in last("HEALTHCHECK")
     assert "curl" not in last("HEALTHCHECK")
+    # healthcheck.py (and demo_app.py) import the bridge: their `python` must be its venv's.
+    assert json.loads(last("HEALTHCHECK").split("CMD", 1)[1])[0] == "python"
+    assert "PATH=/opt/venv/bin:" in " ".join(v for stage in chain for v in stage.values("ENV"))
     assert json.loads(last("VOLUME")) == [SPOOL_DIR]
     assert json.loads(last("ENTRYPOINT")) == ["/usr/local/bin/dbevent-bridge-entrypoint"]
     assert json.loads(last("CMD")) == ["run"]
@@ -948,6 +951,7 @@ def test_healthcheck_url_for_listen_addresses() -> None:
     assert healthcheck.health_url("0.0.0.0:8080") == "http://127.0.0.1:8080/healthz"
     assert healthcheck.health_url("[::]:9000") == "http://[::1]:9000/healthz"
     assert healthcheck.health_url("10.1.2.3:8080") == "http://10.1.2.3:8080/healthz"
+    assert healthcheck.health_url(":8080") == "http://127.0.0.1:8080/healthz"  # as the bridge
     with pytest.raises(ValueError, match="HOST:PORT"):
         healthcheck.health_url("8080")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -210,3 +211,25 @@ def test_commands_need_their_settings(
     result = bridge(command, env, tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith("dbevent-bridge: BRIDGE_INGRES__TARGET (ingres.target)")
+
+
+def test_a_second_signal_ends_tail_at_once(env: dict[str, str], tmp_path: Path) -> None:
+    # A server that takes the connection and never answers: the catcher is stuck in
+    # its connect call for operation_timeout, which a stop request cannot shorten.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        silent.settimeout(60)
+        port = silent.getsockname()[1]
+        env["BRIDGE_INGRES__TARGET"] = f"@127.0.0.1,tcp_ip,{port}[ingres,x]::demodb"
+        env["BRIDGE_INGRES__OPERATION_TIMEOUT"] = "600"
+        env["BRIDGE_INGRES__EVENTS"] = "anything"
+        tail = Tail(env, tmp_path)
+        try:
+            connection, _ = silent.accept()  # the catcher's connect is under way
+            with connection:
+                assert tail.proc.stderr is not None
+                tail.proc.send_signal(signal.SIGINT)
+                _wait_for_line(tail.proc.stderr, "received SIGINT: stopping")
+                tail.proc.send_signal(signal.SIGINT)
+                assert tail.proc.wait(30) == 128 + signal.SIGINT
+        finally:
+            tail.close()

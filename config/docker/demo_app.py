@@ -24,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bridge.address import parse_host_port
 from bridge.sim.wire import SimClient
 
 EVENTS = ("order_created", "order_shipped")
@@ -33,7 +34,8 @@ CONNECT_RETRY_SECONDS = 1.0
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Raise demo DBEvents in the simulator.")
-    parser.add_argument("--server", required=True, help="HOST:PORT of the simulator")
+    parser.add_argument("--server", required=True, type=_address,
+                        help="HOST:PORT of the simulator")
     parser.add_argument("--database", default="demodb")
     parser.add_argument("--user", default="ingres")
     parser.add_argument("--password", default="demo")
@@ -43,16 +45,24 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _address(text: str) -> tuple[str, int]:
+    """--server's HOST:PORT, parsed as the bridge parses addresses."""
+    try:
+        return parse_host_port(text, "127.0.0.1")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None  # a one-line usage error
+
+
 def event_text(order_id: int, status: str) -> str:
     """The event text the sample procedure builds for one order."""
     return f"order_id={order_id} customer=demo status={status}"
 
 
 async def _connect(args: argparse.Namespace) -> SimClient:
-    host, _, port = args.server.rpartition(":")
+    host, port = args.server
     for attempt in range(1, CONNECT_ATTEMPTS + 1):
         try:
-            return await SimClient.connect(host, int(port), args.user, args.password,
+            return await SimClient.connect(host, port, args.user, args.password,
                                            args.database)
         except OSError as exc:
             if attempt == CONNECT_ATTEMPTS:

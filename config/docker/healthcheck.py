@@ -1,9 +1,11 @@
 """Container health check: GET /healthz on the bridge's own HTTP listener.
 
-Run by the image's HEALTHCHECK as `python healthcheck.py`; standard library
-only, so the image needs no curl. It reads BRIDGE_HTTP__LISTEN (default
-0.0.0.0:8080) the same way the bridge does, and connects to loopback when the
-bridge listens on every address. Exit status 0 means healthy, 1 unhealthy
+Run by the image's HEALTHCHECK as `python healthcheck.py`: the image's
+`python` is the bridge's virtual environment (/opt/venv/bin comes first on
+PATH), so the address is parsed by the bridge's own parser (bridge.address),
+and the image needs no curl. It reads BRIDGE_HTTP__LISTEN (default
+0.0.0.0:8080) and connects to loopback when the bridge listens on every
+address. Exit status 0 means healthy, 1 unhealthy
 (what Docker expects); the reason goes to stdout, which `docker inspect` shows.
 """
 
@@ -14,20 +16,21 @@ import sys
 import urllib.error
 import urllib.request
 
+from bridge.address import format_host_port, parse_host_port
+
 DEFAULT_LISTEN = "0.0.0.0:8080"
 TIMEOUT_SECONDS = 3.0
-_WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}
+# Where a bridge that listens on every address is reached from inside its container.
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
 def health_url(listen: str) -> str:
     """The /healthz URL that reaches a bridge listening on `listen` (HOST:PORT)."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"BRIDGE_HTTP__LISTEN={listen!r} is not HOST:PORT")
-    host = _WILDCARDS.get(host, host)
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"  # a bare IPv6 address needs brackets in a URL
-    return f"http://{host}:{port}/healthz"
+    try:
+        host, port = parse_host_port(listen, "0.0.0.0")  # noqa: S104 (the bridge's default)
+    except ValueError as exc:
+        raise ValueError(f"BRIDGE_HTTP__LISTEN: {exc}") from None
+    return f"http://{format_host_port(_WILDCARDS.get(host, host), port)}/healthz"
 
 
 def main() -> int:

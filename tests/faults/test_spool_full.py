@@ -51,10 +51,10 @@ def _dropped(bridge: Bridge) -> int:
 
 
 async def _peak_memory_depth(bridge: Bridge, stop: asyncio.Event) -> int:
-    assert bridge._backlog is not None
+    """The most events the backlog held in memory (its queue_depth gauge) until `stop`."""
     peak = 0
     while not stop.is_set():
-        peak = max(peak, bridge._backlog.memory_depth)
+        peak = max(peak, int(metric_value(bridge.metrics, "queue_depth")))
         await asyncio.sleep(0.005)
     return peak
 

@@ -1,0 +1,50 @@
+"""The process's signals, handled in one place, for `run` and `tail` alike.
+
+SIGTERM, SIGINT and SIGHUP all mean "stop": the first sets `stop` (the
+command winds down in order: `run` stops intake and drains); a second one,
+while that goes on, sets `force` (exit at once with 128 + its number, see
+bridge.exits; `run` leaves what is unconfirmed in the spool). SIGHUP is not
+a reload: a bridge has nothing to reload that a restart would not do better,
+and its default action would kill the process without a drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Final
+
+log = logging.getLogger("bridge.signals")
+
+
+class Signals:
+    """Handles SIGTERM, SIGINT and SIGHUP on `loop` from construction on (see the module)."""
+
+    HANDLED: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        stopping: str = "stopping intake and draining",
+        forcing: str = "unconfirmed events stay in the spool",
+    ) -> None:
+        """`stopping` says what the first signal starts, `forcing` what exiting at once leaves."""
+        self.stop = asyncio.Event()
+        self.force = asyncio.Event()
+        self.forced_by: int | None = None
+        self._stopping = stopping
+        self._forcing = forcing
+        for signum in self.HANDLED:
+            loop.add_signal_handler(signum, self._received, signum)
+
+    def _received(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if not self.stop.is_set():
+            log.info("received %s: %s (send it again to exit at once)", name, self._stopping)
+            self.stop.set()
+        elif not self.force.is_set():
+            log.warning("received %s again: exiting now; %s", name, self._forcing)
+            self.forced_by = signum
+            self.force.set()
