@@ -23,8 +23,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import quote
 
-import stamina
-
 from bridge.address import format_host_port
 from bridge.backlog import Backlog
 from bridge.catcher import Catcher, CatcherConfig
@@ -140,13 +138,6 @@ def publisher_config(
         cloudevents_sources=cloudevents_sources(targets),
         ssl_context=ssl_context,
     )
-
-
-def _unreachable(exc: Exception) -> bool:
-    if isinstance(exc, PublisherStartupError) and exc.transient:
-        log.warning("RabbitMQ not reachable, retrying: %s", exc, extra={"side": "amqp"})
-        return True
-    return False
 
 
 def source_of(target: str) -> str:
@@ -522,26 +513,13 @@ class Bridge:
             if self._pair is not None:
                 await self._pair.run()
                 return
-            if not self._publisher.is_connected:
-                await self._connect_publisher()
+            # Connects first if start() could not: retried while RabbitMQ is unreachable.
             await self._publisher.run(self._backlog)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             log.exception("publisher failed")
             self.fail(exc)
-
-    async def _connect_publisher(self) -> None:
-        """Retry the first connection for as long as RabbitMQ is merely unreachable."""
-        assert self._publisher is not None
-        amqp = self.settings.amqp
-        async for attempt in stamina.retry_context(
-            on=_unreachable, attempts=None, timeout=None,
-            wait_initial=amqp.reconnect_backoff_min, wait_max=amqp.reconnect_backoff_max,
-        ):
-            with attempt:
-                await self._publisher.start()
-        log.info("connected to RabbitMQ at %s", amqp.url_masked, extra={"side": "amqp"})
 
     async def wait(self, stop: asyncio.Event) -> None:
         """Return when `stop` is set; raise when a component failed for good."""

@@ -78,7 +78,7 @@ class FullPolicy(StrEnum):
 class Backlog:
     """Ordered, bounded, optionally durable hand-over from the catcher to the publisher.
 
-    Implements the publisher's `EventSource` protocol (`get`, `confirmed`).
+    Implements the publisher's `ItemSource` protocol (`get`, `confirmed`).
     `shutdown` closes `spool`; alternatively call `flush` and close it yourself.
     """
 

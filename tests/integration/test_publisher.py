@@ -14,11 +14,13 @@ from typing import Any, Self
 import aio_pika
 import aio_pika.abc
 import pytest
+from yarl import URL
 
 from bridge.event import CaughtEvent, GapMarker, Item
 from bridge.message import event_body, gap_body
 from bridge.metrics import Metrics
 from bridge.publisher import Publisher, PublisherConfig, PublisherStartupError
+from tests.faults.proxy import TcpProxy
 from tests.polling import eventually
 from tests.queue_source import QueueSource
 from tests.rabbitnode import RabbitNode, require_rabbitmq_server
@@ -53,21 +55,21 @@ def _events(count: int, database: str = "salesdb") -> list[CaughtEvent]:
 class RecordingSource(QueueSource):
     """A QueueSource that remembers what was confirmed, and can act on a count."""
 
-    def __init__(self, events: Sequence[Item], close: bool = True) -> None:
+    def __init__(self, items: Sequence[Item], close: bool = True) -> None:
         super().__init__()
-        for event in events:
-            self.put_nowait(event)
+        for item in items:
+            self.put_nowait(item)
         if close:
             self.close()
         self.confirmed_events: list[CaughtEvent] = []
         self.confirmed_items: list[Item] = []
         self.on_confirm: Callable[[int], None] = lambda count: None
 
-    def confirmed(self, event: Item) -> None:
-        super().confirmed(event)
-        self.confirmed_items.append(event)
-        if isinstance(event, CaughtEvent):
-            self.confirmed_events.append(event)
+    def confirmed(self, item: Item) -> None:
+        super().confirmed(item)
+        self.confirmed_items.append(item)
+        if isinstance(item, CaughtEvent):
+            self.confirmed_events.append(item)
             self.on_confirm(len(self.confirmed_events))
 
 
@@ -255,11 +257,7 @@ async def test_gap_marker_published_in_line_with_events(
         await collector.wait_for(11)
     expected = [e.message_id for e in before] + [marker.message_id]
     assert collector.ids() == expected + [e.message_id for e in after]
-    gap = collector.messages[5]
-    assert gap.routing_key == "dbevent-bridge.gap"
-    assert gap.type == "dbevent-bridge.gap"
-    assert gap.body == gap_body(marker)
-    assert gap.headers == {"x-dbevent-database": "salesdb"}
+    _assert_is_gap(collector.messages[5], marker)
     assert source.confirmed_items == [*before, marker, *after]
 
 
@@ -279,17 +277,16 @@ async def test_gap_marker_from_the_source_published_and_confirmed_in_line(
         await collector.wait_for(6)
     assert collector.ids() == [item.message_id for item in items]
     assert source.confirmed_items == items  # one way in, one order
-    gap = collector.messages[3]
-    assert gap.routing_key == "dbevent-bridge.gap"
-    assert gap.type == "dbevent-bridge.gap"
-    assert gap.body == gap_body(marker)
-    assert gap.headers == {"x-dbevent-database": "salesdb"}
+    _assert_is_gap(collector.messages[3], marker)
     assert _sample(metrics, "events_published") == 6
     assert _sample(metrics, "gap_markers", database="salesdb") == 1  # counted once confirmed
+    assert _sample(metrics, "events_confirmed") == 5  # events only
+    assert metrics.registry.get_sample_value(
+        "dbevent_bridge_raise_to_confirm_seconds_count") == 5
 
 
 @pytest.mark.amqp
-async def test_gap_marker_on_its_own(
+async def test_a_source_of_one_gap_marker_connects_by_itself(
     amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
 ) -> None:
     collector = Collector()
@@ -297,10 +294,18 @@ async def test_gap_marker_on_its_own(
     marker = GapMarker("salesdb", T0, T0 + timedelta(seconds=1), "bridge restarted")
     source = RecordingSource([marker])
     async with _publisher(_config(amqp_url, exchange), Metrics()) as publisher:
-        await publisher.run(source)  # connects by itself
+        await publisher.run(source)
         await collector.wait_for(1)
-    assert collector.messages[0].body == gap_body(marker)
+    _assert_is_gap(collector.messages[0], marker)
     assert source.confirmed_items == [marker]
+
+
+def _assert_is_gap(message: aio_pika.abc.AbstractIncomingMessage, marker: GapMarker) -> None:
+    assert message.message_id == marker.message_id
+    assert message.routing_key == "dbevent-bridge.gap"
+    assert message.type == "dbevent-bridge.gap"
+    assert message.body == gap_body(marker)
+    assert message.headers == {"x-dbevent-database": marker.database}
 
 
 # -- startup -----------------------------------------------------------------------------
@@ -366,6 +371,52 @@ async def test_connection_refused_fails_clearly() -> None:
         with pytest.raises(PublisherStartupError, match="cannot connect") as info:
             await publisher.start()
     assert "pw@" not in str(info.value)
+
+
+@pytest.mark.amqp
+async def test_run_waits_for_an_unreachable_broker_then_connects(
+    amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The first connect is retried (stamina) while the broker is merely
+    # unreachable: the bridge catches meanwhile, and publishes once it answers.
+    collector = Collector()
+    await collector.bind(amqp_connection, exchange)
+    events = _events(20)
+    source = RecordingSource(events)
+    metrics = Metrics()
+    broker = URL(amqp_url)
+    with TcpProxy(broker.host or "127.0.0.1", broker.port or 5672) as proxy:
+        proxy.refusing = True
+        url = str(broker.with_port(proxy.port))
+        async with _publisher(_config(url, exchange), metrics) as publisher:
+            running = asyncio.create_task(publisher.run(source))
+            assert await eventually(lambda: _connect_failures(caplog) >= 2, 10)  # retried
+            assert not running.done()
+            proxy.refusing = False
+            await running
+        await collector.wait_for(20)
+    assert collector.ids() == [e.message_id for e in events]
+    assert source.confirmed_events == events
+    assert _sample(metrics, "reconnects", side="amqp") == 0  # a first connect, not a reconnect
+
+
+def _connect_failures(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(r.getMessage().startswith("connect failed") for r in caplog.records)
+
+
+@pytest.mark.amqp
+async def test_run_does_not_retry_a_first_connect_that_waiting_cannot_cure(
+    amqp_url: str, unique_name: str
+) -> None:
+    config = _config(amqp_url, unique_name, declare_exchange=False)
+    source = RecordingSource(_events(1))
+    async with _publisher(config, Metrics()) as publisher:
+        with pytest.raises(PublisherStartupError, match="does not exist") as info:
+            async with asyncio.timeout(30):
+                await publisher.run(source)
+    assert not info.value.transient
+    assert source.confirmed_events == []
 
 
 # -- nacks -------------------------------------------------------------------------------
