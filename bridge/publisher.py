@@ -13,7 +13,9 @@ plain core with a recovery layer on top:
 - this module, the recovery layer: `Publisher` opens sessions (connection,
   confirming channel, exchange), feeds the window from its source and acts on
   the outcomes. It is the only place that reconnects, backs off or decides
-  what to publish again.
+  what to publish again. Inside, `_Sessions` holds the one session and
+  reopens it with back-off, and `_Run` is one `run(source)`: the feeder, the
+  in-order reports, and what each outcome leads to (below).
 
 `Publisher.run(source)` takes items from an `EventSource` in order (events and
 gap markers alike: one way in) and keeps up to `confirm_window` of them
@@ -355,6 +357,7 @@ class Publisher:
         if not self._sessions.connected:
             await self._sessions.reopen()
         await _Run(self._config, self._sessions, self._composer, source).publish()
+
 
 class _Sessions:
     """The publisher's connection to the broker: one session at a time, reopened with back-off."""
