@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 from bridge.address import format_host_port
 from bridge.backlog import Backlog
-from bridge.catcher import Catcher, CatcherConfig
+from bridge.catcher import Catcher
 from bridge.event import CaughtEvent, EventIdentities, GapMarker
 from bridge.exits import ExitStatus, forced_by, status_of
 from bridge.gaps import CatchLedger
@@ -37,11 +37,10 @@ from bridge.metrics import Metrics
 from bridge.publisher import Publisher, PublisherConfig, PublisherStartupError
 from bridge.settings import (
     AmqpSettings,
-    IngresTarget,
+    IngresSettings,
     Settings,
     database_of,
     env_name,
-    parse_event_name,
 )
 from bridge.signals import Signals
 from bridge.spool import Spool
@@ -72,34 +71,12 @@ class StartupError(RuntimeError):
     """The bridge cannot start; the message says why, in an operator's words."""
 
 
-def catcher_configs(settings: Settings) -> list[CatcherConfig]:
-    """The catchers' view of the settings: one per database."""
-    targets = ingres_targets(settings)
-    if not targets:
+def per_database(settings: Settings) -> list[IngresSettings]:
+    """Each database's view of the ingres section, one per catcher (`IngresSettings.database`)."""
+    views = settings.ingres.per_database()
+    if not views:
         raise StartupError("no Ingres target: set BRIDGE_INGRES__TARGET (ingres.target)")
-    return [_catcher_config(settings, target) for target in settings.ingres.all_targets()]
-
-
-def catcher_config(settings: Settings) -> CatcherConfig:
-    """The view of the first database's catcher (the only one, unless ingres.targets)."""
-    return catcher_configs(settings)[0]
-
-
-def _catcher_config(settings: Settings, target: IngresTarget) -> CatcherConfig:
-    ingres = settings.ingres
-    own = ingres.database(target)  # its own user, password and events, else the section's
-    return CatcherConfig(
-        target=target.get_secret_value(),
-        user=own.user,
-        password=own.password.get_secret_value() if own.password else None,
-        events=[parse_event_name(name).sql for name in own.events or []],
-        get_event_timeout_ms=int(ingres.get_event_timeout * 1000),
-        idle_probe_s=ingres.idle_probe_interval,
-        probe_timeout_s=ingres.probe_timeout,
-        reconnect_min_s=ingres.reconnect_backoff_min,
-        reconnect_max_s=ingres.reconnect_backoff_max,
-        operation_timeout_s=ingres.operation_timeout,
-    )
+    return views
 
 
 def ingres_targets(settings: Settings) -> list[str]:
@@ -277,11 +254,11 @@ class _Lane:
     """
 
     def __init__(
-        self, bridge: Bridge, config: CatcherConfig, component: str, ledger: CatchLedger
+        self, bridge: Bridge, ingres: IngresSettings, component: str, ledger: CatchLedger
     ) -> None:
         self.bridge = bridge
-        self.config = config
-        self.database = database_of(config.target)
+        self.ingres = ingres
+        self.database = ingres.database_name
         self.component = component
         self.ledger = ledger
         self.catcher: Catcher | None = None
@@ -299,7 +276,7 @@ class _Lane:
         metrics.gap_markers.labels(database=self.database)
         metrics.last_event_timestamp.labels(database=self.database)
         self.sink = _LoopSink(self, loop, backlog)
-        self.catcher = Catcher(self.config, self.sink, identities)
+        self.catcher = Catcher(self.ingres, self.sink, identities)
         self.catcher.start()
 
     @property
@@ -387,12 +364,12 @@ class Bridge:
         """Open the spool, connect to RabbitMQ, start catching. Raises StartupError."""
         loop = asyncio.get_running_loop()
         self._failed = loop.create_future()
-        configs = catcher_configs(self.settings)
+        views = per_database(self.settings)
         self._open_backlog()
-        several = len(configs) > 1
+        several = len(views) > 1
         delay_bound = timedelta(seconds=self.settings.ingres.delivery_delay_max)
         self.health = Health([
-            *(f"ingres:{database_of(c.target)}" if several else "ingres" for c in configs),
+            *(f"ingres:{v.database_name}" if several else "ingres" for v in views),
             "amqp",
         ])
         assert self._backlog is not None
@@ -400,10 +377,10 @@ class Bridge:
         self._lanes = [
             # The first database keeps the ledger's unscoped keys, so a spool
             # written while it was the only one still tells where its gap starts.
-            _Lane(self, config, f"ingres:{database_of(config.target)}" if several else "ingres",
-                  CatchLedger(backlog, database_of(config.target), delay_bound,
-                              database_of(config.target) if i else ""))
-            for i, config in enumerate(configs)
+            _Lane(self, view, f"ingres:{view.database_name}" if several else "ingres",
+                  CatchLedger(backlog, view.database_name, delay_bound,
+                              view.database_name if i else ""))
+            for i, view in enumerate(views)
         ]
         if (address := self.settings.http.address) is not None:
             self._http = await _serve_http(address, self.metrics, self.health)

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Protocol
@@ -31,24 +31,9 @@ import stamina
 from bridge.event import CaughtEvent, DBEvent, EventIdentities
 from bridge.ingres_errors import Remedy, explain, remedy
 from bridge.openapi import API_VERSION, OpenAPIError, Session
+from bridge.settings import IngresSettings
 
 log = logging.getLogger("bridge.catcher")
-
-
-@dataclass(frozen=True, slots=True)
-class CatcherConfig:
-    """What the catcher needs to know; built from the `ingres` settings."""
-
-    target: str
-    user: str | None
-    password: str | None
-    events: Sequence[str]
-    get_event_timeout_ms: int = 500
-    idle_probe_s: float = 2.0
-    probe_timeout_s: float = 2.0
-    operation_timeout_s: float = 30.0
-    reconnect_min_s: float = 0.1
-    reconnect_max_s: float = 30.0
 
 
 class CatcherSink(Protocol):
@@ -139,9 +124,12 @@ class Catcher:
     """Runs the Ingres session on its own thread; see the module docstring."""
 
     def __init__(
-        self, config: CatcherConfig, sink: CatcherSink, identities: EventIdentities
+        self, ingres: IngresSettings, sink: CatcherSink, identities: EventIdentities
     ) -> None:
-        self._config = config
+        """`ingres` is one database's view of the section: `IngresSettings.database(target)`."""
+        if ingres.target is None or ingres.targets:
+            raise ValueError("a catcher catches from one database: IngresSettings.database()")
+        self._ingres = ingres
         self._sink = sink
         self._identities = identities  # used on the catcher thread only
         self._stop = threading.Event()
@@ -251,7 +239,7 @@ class Catcher:
             if self._stop.is_set():
                 return None
             self._interrupt = lambda: loop.call_soon_threadsafe(task.cancel)
-        low, high = self._config.reconnect_min_s, self._config.reconnect_max_s
+        low, high = self._ingres.reconnect_backoff_min, self._ingres.reconnect_backoff_max
         try:
             async for attempt in stamina.retry_context(
                 on=OpenAPIError, attempts=None, timeout=None,
@@ -338,7 +326,7 @@ class Catcher:
         effect, so it ends the window that the previous session left.
         """
         try:
-            return self._registered(_open_session(self._config))
+            return self._registered(_open_session(self._ingres))
         except RegistrationError:
             raise  # retried with back-off whatever it says: the event may be created any time
         except OpenAPIError as exc:
@@ -346,10 +334,10 @@ class Catcher:
             raise
 
     def _registered(self, session: Session) -> _Registered:
-        timeout_s = self._config.operation_timeout_s
+        timeout_s = self._ingres.operation_timeout
         try:
             catching_from = session.probe(timeout_s)
-            for name in self._config.events:
+            for name in self._ingres.events:
                 try:
                     session.register(name)
                 except OpenAPIError as exc:
@@ -361,8 +349,8 @@ class Catcher:
             session.close()
             raise
         log.info(
-            "registered %d DBEvent(s) through OpenAPI version %d: %s", len(self._config.events),
-            API_VERSION, ", ".join(self._config.events), extra={"side": "ingres"},
+            "registered %d DBEvent(s) through OpenAPI version %d: %s", len(self._ingres.events),
+            API_VERSION, ", ".join(self._ingres.events), extra={"side": "ingres"},
         )
         return _Registered(session, catching_from, registered_by)
 
@@ -378,7 +366,8 @@ class Catcher:
         """
         last_activity = time.monotonic()
         answered: datetime | None = None
-        timeout_ms = self._config.get_event_timeout_ms
+        # The OpenAPI counts this wait in milliseconds.
+        timeout_ms = round(self._ingres.get_event_timeout * 1000)
         while not self._stop.is_set():
             try:
                 raw = session.next_event(timeout_ms)
@@ -390,9 +379,9 @@ class Catcher:
                 if answered is not None:
                     self._sink.session_proved(answered)
                     answered = None
-                if time.monotonic() - last_activity >= self._config.idle_probe_s:
+                if time.monotonic() - last_activity >= self._ingres.idle_probe_interval:
                     # A half-open session fails or times out here.
-                    answered = session.probe(self._config.probe_timeout_s)
+                    answered = session.probe(self._ingres.probe_timeout)
                     last_activity = time.monotonic()
             except OpenAPIError as exc:
                 log.error("Ingres session lost: %s", exc, extra={"side": "ingres"})
@@ -415,10 +404,22 @@ def _to_caught(raw: DBEvent, identities: EventIdentities) -> CaughtEvent:
     )
 
 
-def _open_session(config: CatcherConfig) -> Session:
-    session = Session(
-        config.target, config.user, config.password, timeout_s=config.operation_timeout_s
+def session_for(ingres: IngresSettings, timeout_s: float | None = None) -> Session:
+    """A session (not yet open) on the one database of `ingres` (`IngresSettings.database`).
+
+    `timeout_s` bounds each operation; default: ingres.operation_timeout.
+    """
+    if ingres.target is None:
+        raise ValueError("no Ingres target: set BRIDGE_INGRES__TARGET (ingres.target)")
+    password = ingres.password.get_secret_value() if ingres.password is not None else None
+    return Session(
+        ingres.target.get_secret_value(), ingres.user, password,
+        timeout_s=ingres.operation_timeout if timeout_s is None else timeout_s,
     )
+
+
+def _open_session(ingres: IngresSettings) -> Session:
+    session = session_for(ingres)
     try:
         session.open()
     except BaseException:

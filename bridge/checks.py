@@ -11,13 +11,13 @@ import dataclasses
 import json
 import sys
 
-from bridge.app import StartupError, catcher_configs, ingres_targets, publisher_config
-from bridge.catcher import CatcherConfig
+from bridge.app import StartupError, ingres_targets, per_database, publisher_config
+from bridge.catcher import session_for
 from bridge.exits import checks_status
 from bridge.metrics import Metrics
-from bridge.openapi import OpenAPIError, OpenAPIUnavailableError, Session
+from bridge.openapi import OpenAPIError, OpenAPIUnavailableError
 from bridge.publisher import ExchangeMissingError, Publisher, PublisherError
-from bridge.settings import Settings, database_of
+from bridge.settings import IngresSettings, Settings
 from bridge.tls import TlsConfigError
 
 
@@ -27,25 +27,24 @@ def _check_ingres(settings: Settings) -> str | None:
     With several databases, each problem is named by its database.
     """
     try:
-        configs = catcher_configs(settings)
+        views = per_database(settings)
     except StartupError as exc:
         return str(exc)
     problems = []
-    for config in configs:
-        problem = _check_database(settings, config)
+    for view in views:
+        problem = _check_database(view)
         if problem is not None:
-            database = database_of(config.target)
-            problems.append(problem if len(configs) == 1 else f"{database}: {problem}")
+            problems.append(problem if len(views) == 1 else f"{view.database_name}: {problem}")
     return "; ".join(problems) or None
 
 
-def _check_database(settings: Settings, config: CatcherConfig) -> str | None:
+def _check_database(ingres: IngresSettings) -> str | None:
     try:
-        session = Session(config.target, config.user, config.password, timeout_s=15.0)
+        session = session_for(ingres, timeout_s=15.0)
         try:
             session.open()
-            session.probe(settings.ingres.probe_timeout)
-            for name in config.events:
+            session.probe(ingres.probe_timeout)
+            for name in ingres.events:
                 session.register(name)
         finally:
             session.close()

@@ -697,15 +697,31 @@ class IngresSettings(_Section):
         self._check_credentials()
         return self
 
-    def database(self, target: IngresTarget) -> DatabaseSettings:
-        """The effective user, password and events of one target's database."""
+    def database(self, target: IngresTarget) -> IngresSettings:
+        """This section as one database's catcher sees it: `target` alone, with that
+        database's own user, password and events where it has them, else the section's.
+
+        Not validated again: every value in it already was.
+        """
         own = self.databases.get(database_of(target.get_secret_value()), DatabaseSettings())
         if own.user is not None or own.password is not None:
             user, password = own.user, own.password
         else:
             user, password = self.user, self.password
         events = own.events if own.events is not None else self.events
-        return DatabaseSettings(user=user, password=password, events=events)
+        return self.model_copy(update={
+            "target": target, "targets": [], "databases": {},
+            "user": user, "password": password, "events": events,
+        })
+
+    @property
+    def database_name(self) -> str:
+        """The database `target` names (metrics, gap markers and routing keys use it)."""
+        return "" if self.target is None else database_of(self.target.get_secret_value())
+
+    def per_database(self) -> list[IngresSettings]:
+        """One view per database to catch from (see `database`), in the order configured."""
+        return [self.database(target) for target in self.all_targets()]
 
     def all_targets(self) -> list[IngresTarget]:
         """The databases to catch from: `targets`, or the one `target` (none: not runnable)."""

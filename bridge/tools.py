@@ -15,12 +15,12 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TextIO
 
-from bridge.app import catcher_config, catcher_configs, cloudevents_sources, ingres_targets
-from bridge.catcher import Catcher
+from bridge.app import cloudevents_sources, ingres_targets, per_database
+from bridge.catcher import Catcher, session_for
 from bridge.event import CaughtEvent, EventIdentities
 from bridge.exits import ExitStatus, forced_by
 from bridge.message import MessageFormat, format_timestamp
-from bridge.openapi import OpenAPIError, Session
+from bridge.openapi import OpenAPIError
 from bridge.routing import RoutingKeyBuilder, RoutingKeyTooLong
 from bridge.settings import EventName, Settings
 from bridge.signals import Signals
@@ -38,10 +38,7 @@ def _fail(message: str) -> int:
 
 def run_sql(settings: Settings, statement: str) -> int:
     """Run one statement that returns no rows (CREATE DBEVENT, GRANT, RAISE DBEVENT, ...)."""
-    config = catcher_config(settings)
-    session = Session(
-        config.target, config.user, config.password, timeout_s=config.operation_timeout_s
-    )
+    session = session_for(per_database(settings)[0])  # the first database (README)
     try:
         session.open()
         rows = session.execute(statement)
@@ -130,7 +127,7 @@ async def _tail(settings: Settings, out: TextIO) -> int:
     failed = asyncio.Event()
     printer = _Printer(settings, out, lambda: loop.call_soon_threadsafe(failed.set))
     # One catcher per database, as under `run`; they share the printer.
-    catchers = [Catcher(config, printer, EventIdentities()) for config in catcher_configs(settings)]
+    catchers = [Catcher(view, printer, EventIdentities()) for view in per_database(settings)]
     try:
         for catcher in catchers:
             catcher.start()

@@ -20,12 +20,12 @@ import stamina
 import bridge.catcher as catcher_module
 from bridge.catcher import (
     Catcher,
-    CatcherConfig,
     CatcherGaveUpError,
     CatcherStartupError,
 )
 from bridge.event import CaughtEvent, DBEvent, EventIdentities, stable_message_id
 from bridge.openapi import ApiError, OpenAPIError, SessionTimeoutError
+from bridge.settings import IngresSettings, IngresTarget
 from tests.polling import wait_until
 
 RAISED = datetime(2026, 11, 25, 8, 0, 0, tzinfo=UTC)
@@ -140,7 +140,7 @@ def script(monkeypatch: pytest.MonkeyPatch) -> Script:
     """What each attempt to open a session gets, in order; then sessions that stay idle."""
     plays: Script = []
 
-    def open_session(config: CatcherConfig) -> ScriptedSession:
+    def open_session(ingres: IngresSettings) -> ScriptedSession:
         item = plays.pop(0) if plays else ScriptedSession()
         if isinstance(item, OpenAPIError):
             raise item
@@ -157,9 +157,9 @@ def sink() -> RecordingSink:
 
 @pytest.fixture
 def catcher(sink: RecordingSink) -> Iterator[Catcher]:
-    config = CatcherConfig(
-        target="demodb", user=None, password=None, events=["a", "b"],
-        get_event_timeout_ms=10, idle_probe_s=60.0, reconnect_min_s=0.01, reconnect_max_s=0.02,
+    config = IngresSettings(
+        target=IngresTarget("demodb"), events=["a", "b"], get_event_timeout=0.01,
+        idle_probe_interval=60.0, reconnect_backoff_min=0.01, reconnect_backoff_max=0.02,
     )
     started = Catcher(config, sink, EventIdentities())
     yield started
@@ -190,8 +190,8 @@ def test_an_idle_session_is_probed_and_the_probe_proves_what_came_before(
 ) -> None:
     session = ScriptedSession([raw()])
     script.append(session)
-    config = CatcherConfig(target="demodb", user=None, password=None, events=["a"],
-                           get_event_timeout_ms=10, idle_probe_s=0.05)
+    config = IngresSettings(target=IngresTarget("demodb"), events=["a"], get_event_timeout=0.01,
+                            idle_probe_interval=0.05)
     catcher = Catcher(config, sink, EventIdentities())
     catcher.start()
     try:
@@ -230,9 +230,9 @@ def test_a_probe_that_fails_loses_the_session(
 ) -> None:
     timed_out = SessionTimeoutError("probe", 5, [])
     script.append(ScriptedSession(probe_error=timed_out))
-    config = CatcherConfig(target="demodb", user=None, password=None, events=["a"],
-                           get_event_timeout_ms=10, idle_probe_s=0.02,
-                           reconnect_min_s=0.01, reconnect_max_s=0.02)
+    config = IngresSettings(target=IngresTarget("demodb"), events=["a"], get_event_timeout=0.01,
+                            idle_probe_interval=0.02,
+                            reconnect_backoff_min=0.01, reconnect_backoff_max=0.02)
     catcher = Catcher(config, sink, EventIdentities())
     catcher.start()
     try:
@@ -341,9 +341,9 @@ def waits() -> Iterator[list[float]]:
 
 
 def _backing_off(sink: RecordingSink, low: float, high: float) -> Catcher:
-    config = CatcherConfig(target="demodb", user=None, password=None, events=["a"],
-                           get_event_timeout_ms=10, idle_probe_s=60.0,
-                           reconnect_min_s=low, reconnect_max_s=high)
+    config = IngresSettings(target=IngresTarget("demodb"), events=["a"], get_event_timeout=0.01,
+                            idle_probe_interval=60.0, reconnect_backoff_min=low,
+                            reconnect_backoff_max=high)
     return Catcher(config, sink, EventIdentities())
 
 
@@ -404,3 +404,10 @@ def test_a_stop_request_ends_the_wait_for_the_next_attempt_at_once(
         assert catcher.join(10)
     assert sink.of("up") == []
     assert sink.failed is None
+
+
+def test_a_catcher_takes_one_databases_view(sink: RecordingSink) -> None:
+    several = IngresSettings(targets=[IngresTarget("a::sales"), IngresTarget("b::stock")])
+    with pytest.raises(ValueError, match="one database"):
+        Catcher(several, sink, EventIdentities())
+    Catcher(several.per_database()[1], sink, EventIdentities())  # a view of one: accepted

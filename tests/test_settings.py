@@ -1013,8 +1013,13 @@ user = "stockreader"
 events = ["low_stock", "ingres.price_changed"]
 """)
     settings = load_settings(config_file=config)
-    sales, stock = (settings.ingres.database(t) for t in settings.ingres.all_targets())
+    sales, stock = settings.ingres.per_database()
     assert (sales.user, sales.password, sales.events) == ("bridge", None, ["order_created"])
+    # Each view is the section for one database: what its catcher reads, nothing else.
+    assert [(view.target, view.targets, view.databases) for view in (sales, stock)] == [
+        (settings.ingres.targets[0], [], {}), (settings.ingres.targets[1], [], {})]
+    assert (sales.database_name, stock.database_name) == ("sales", "stock")
+    assert sales.reconnect_backoff_min == settings.ingres.reconnect_backoff_min
     assert stock.user == "stockreader"
     assert stock.password is not None
     assert stock.password.get_secret_value() == PASSWORD

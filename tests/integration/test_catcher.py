@@ -10,8 +10,9 @@ from datetime import datetime
 
 import pytest
 
-from bridge.catcher import Catcher, CatcherConfig, CatcherStartupError
+from bridge.catcher import Catcher, CatcherStartupError
 from bridge.event import CaughtEvent, EventIdentities
+from bridge.settings import IngresSettings, IngresTarget
 from bridge.sim.server import ServerThread, SimServer
 from tests.polling import wait_until
 
@@ -53,8 +54,9 @@ def guarded() -> Iterator[ServerThread]:
 
 
 def _catcher(target: str) -> tuple[Catcher, _Sink]:
-    config = CatcherConfig(target=target, user=None, password=None, events=["order_created"],
-                           reconnect_min_s=0.05, reconnect_max_s=0.2, operation_timeout_s=10.0)
+    config = IngresSettings(target=IngresTarget(target), events=["order_created"],
+                            reconnect_backoff_min=0.05, reconnect_backoff_max=0.2,
+                            operation_timeout=10.0)
     sink = _Sink()
     return Catcher(config, sink, EventIdentities()), sink
 
