@@ -92,7 +92,7 @@ def publisher_config(
     `targets` (the Ingres targets, credentials included) give each database
     its CloudEvents source; no credential reaches it.
     """
-    url = amqp.url.get_secret_value()
+    url = str(amqp.url.get_secret_value())
     ssl_context = None
     if amqp.uses_tls:
         tls = amqp.tls

@@ -27,7 +27,7 @@ _FOR_PEOPLE = frozenset({"demo", "tail", "sql", "raise"})
 
 
 def _parser() -> argparse.ArgumentParser:
-    from bridge.settings import add_cli_options
+    from bridge.settings import add_settings_options
 
     parser = argparse.ArgumentParser(
         prog="dbevent-bridge",
@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def command(name: str, text: str, parent: Any = commands) -> argparse.ArgumentParser:
         sub: argparse.ArgumentParser = parent.add_parser(name, help=text, description=text)
-        add_cli_options(sub)
+        add_settings_options(sub)
         return sub
 
     command("run", "run the bridge until SIGTERM, SIGINT or SIGHUP")
@@ -68,15 +68,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings | ExitStatus:
     """The settings the command needs, or the exit status after saying what is wrong."""
-    from bridge.settings import (
-        SettingsError,
-        config_file_from_args,
-        load_settings,
-        overrides_from_args,
-    )
+    from bridge.settings import SettingsError, load_settings
 
     try:
-        settings = load_settings(overrides_from_args(args), config_file_from_args(args))
+        settings = load_settings(config_file=args.config, cli=args)
         if args.command in _NEEDS_EVENTS:
             # check-config passes exactly what run accepts, no more.
             settings.require_runnable()

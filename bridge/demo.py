@@ -51,7 +51,7 @@ async def run_demo(settings: Settings) -> int:
     except BuildError as exc:
         print(f"cannot build the OpenAPI simulator: {exc}")
         return 1
-    url = settings.amqp.url.get_secret_value()
+    url = str(settings.amqp.url.get_secret_value())
     try:
         connection = await aio_pika.connect(url, timeout=10)
     except Exception as exc:  # noqa: BLE001 (any failure to reach the broker is explained the same way)

@@ -2,8 +2,9 @@
 
 Sources, highest precedence first:
 
-1. command-line options (`add_cli_options` / `overrides_from_args`), passed to
-   `load_settings` as nested overrides;
+1. command-line options: pydantic-settings' CLI source, added to a parser by
+   `add_settings_options` (`--amqp-exchange-type`, ...); what it parsed goes
+   to `load_settings(cli=...)`;
 2. the process environment: `BRIDGE_` prefix, `__` between levels, e.g.
    `BRIDGE_AMQP__EXCHANGE_TYPE=fanout`;
 3. a `.env` file in the working directory (same names; lines without the
@@ -32,22 +33,23 @@ import os
 import re
 import string
 import tomllib
-from collections.abc import Iterator, Mapping
-from contextvars import ContextVar
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, cast, get_args, get_origin
-from urllib.parse import urlsplit
 
-import pydantic_settings
 from pydantic import (
     AfterValidator,
+    AnyUrl,
     BaseModel,
     BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
+    FilePath,
+    Secret,
     SecretStr,
+    UrlConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -56,14 +58,18 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
+    CliSettingsSource,
     DotEnvSettingsSource,
     EnvSettingsSource,
+    InitSettingsSource,
     NestedSecretsSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
+    SecretsSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings.sources import DefaultSettingsSource
 
 from bridge.address import format_host_port, parse_host_port
 from bridge.masking import MASK, mask_target, mask_url, target_has_credentials
@@ -86,13 +92,11 @@ __all__ = [
     "ShutdownSettings",
     "SpoolSettings",
     "TlsSettings",
-    "add_cli_options",
-    "config_file_from_args",
+    "add_settings_options",
     "database_of",
     "env_name",
     "leaf_fields",
     "load_settings",
-    "overrides_from_args",
     "parse_event_name",
 ]
 
@@ -104,6 +108,12 @@ SECRETS_DIR_ENV = "BRIDGE_SECRETS_DIR"
 
 # A `[user,password]` part of a target, removed to count the parts of a dynamic node.
 _CREDENTIALS_PART = re.compile(r"\[[^\],]*,[^\]]*\]")
+
+# Appended to the description (the --help) of settings that hold a password.
+_NOT_ON_COMMAND_LINES = (
+    " On a command line it is visible to every user of the host: prefer the environment "
+    "or a secrets file."
+)
 
 # Settings whose input must never be echoed in an error message.
 _SECRET_PATHS = frozenset(
@@ -166,41 +176,6 @@ def _parse_positive_duration(value: object) -> float:
 
 
 PositiveDuration = Annotated[float, BeforeValidator(_parse_positive_duration)]
-
-_BYTE_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
-_BYTE_UNITS = {
-    "": 1, "b": 1,
-    "k": 10**3, "kb": 10**3, "ki": 2**10, "kib": 2**10,
-    "m": 10**6, "mb": 10**6, "mi": 2**20, "mib": 2**20,
-    "g": 10**9, "gb": 10**9, "gi": 2**30, "gib": 2**30,
-    "t": 10**12, "tb": 10**12, "ti": 2**40, "tib": 2**40,
-}  # fmt: skip
-
-
-def _parse_byte_size(value: object) -> int:
-    """Bytes from an integer or a string like '1073741824', '512MiB', '1GB', '1.5GiB'."""
-    size: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        size = value
-    elif isinstance(value, str):
-        match = _BYTE_SIZE.match(value.replace("_", ""))
-        if match and match.group(2).lower() in _BYTE_UNITS:
-            try:
-                size = int(Decimal(match.group(1)) * _BYTE_UNITS[match.group(2).lower()])
-            except InvalidOperation:  # pragma: no cover - the pattern admits only decimals
-                size = None
-    if size is None:
-        raise ValueError(
-            f"must be a size in bytes, or with a unit (KB, MB, GB, TB: powers of 1000; "
-            f"KiB, MiB, GiB, TiB: powers of 1024); got {value!r}"
-        )
-    if size <= 0:
-        raise ValueError(f"must be greater than 0 bytes; got {value!r}")
-    return size
-
-
-ByteSize = Annotated[int, BeforeValidator(_parse_byte_size)]
-
 
 def _one_of(choices: tuple[str, ...], *, fold: str = "lower") -> BeforeValidator:
     """A validator that accepts one of `choices` in any case and names them all when it fails."""
@@ -265,31 +240,16 @@ def _check_target(target: IngresTarget) -> IngresTarget:
     return IngresTarget(text)
 
 
-class AmqpUrl(SecretStr):
+# The broker URL: pydantic's URL type, limited to AMQP, with a host (its own
+# AmqpDsn leaves the host optional, which aio-pika would then guess).
+_AmqpDsn = Annotated[AnyUrl, UrlConstraints(allowed_schemes=["amqp", "amqps"], host_required=True)]
+
+
+class AmqpUrl(Secret[_AmqpDsn]):
     """The broker URL; shown with its password masked, complete via `get_secret_value()`."""
 
     def _display(self) -> str:
-        return mask_url(self.get_secret_value())
-
-
-def _check_amqp_url(url: AmqpUrl) -> AmqpUrl:
-    """amqp:// or amqps:// with a host and a sound port; messages never echo the URL."""
-    text = url.get_secret_value().strip()
-    parts = urlsplit(text)
-    if parts.scheme.lower() not in ("amqp", "amqps") or not text.lower().startswith(
-        parts.scheme.lower() + "://"
-    ):
-        got = f"scheme {parts.scheme!r}" if parts.scheme and "://" in text else "no scheme"
-        raise ValueError(f"must start with amqp:// or amqps://; got {got}")
-    try:
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        raise ValueError("has an invalid port (expected a number 1-65535)") from None
-    if not host:
-        raise ValueError("has no host; expected amqp://USER:PASSWORD@HOST:PORT/VHOST")
-    if port == 0:
-        raise ValueError("has an invalid port (expected a number 1-65535)")
-    return AmqpUrl(text)
+        return mask_url(str(self.get_secret_value()))
 
 
 # --------------------------------------------------------------------------- event names
@@ -535,15 +495,7 @@ def _parse_listen(value: object) -> str | None:
     return format_host_port(host, port)
 
 
-def _check_existing_file(path: Path | None) -> Path | None:
-    if path is not None and not path.is_file():
-        raise ValueError(f"{str(path)!r} is not a readable file")
-    return path
-
-
-ExistingFile = Annotated[
-    Path | None, BeforeValidator(_empty_to_none), AfterValidator(_check_existing_file)
-]
+ExistingFile = Annotated[FilePath | None, BeforeValidator(_empty_to_none)]
 
 
 # --------------------------------------------------------------------------- the model
@@ -576,7 +528,7 @@ class DatabaseSettings(_Section):
         default=None, description="User name for this database's connection."
     )
     password: Annotated[SecretStr | None, BeforeValidator(_empty_to_none)] = Field(
-        default=None, description="Password for this database's user."
+        default=None, description="Password for this database's user." + _NOT_ON_COMMAND_LINES
     )
     events: Annotated[list[str] | None, NoDecode] = Field(
         default=None, description="DBEvents to register in this database, as ingres.events."
@@ -611,13 +563,13 @@ class IngresSettings(_Section):
     ] = Field(
         default=None,
         description="Connection target: database, vnode::database, or "
-        "@host,tcp_ip,PORT[user,password]::database. Required to run.",
+        "@host,tcp_ip,PORT[user,password]::database. Required to run." + _NOT_ON_COMMAND_LINES,
     )
     targets: Annotated[list[IngresTarget], NoDecode] = Field(
         default_factory=list,
         description="Several databases in one process: a JSON list of targets, each as "
         "ingres.target, each on a database of its own; the same user, password and events "
-        "for each. Instead of ingres.target.",
+        "for each. Instead of ingres.target." + _NOT_ON_COMMAND_LINES,
     )
     databases: Annotated[
         dict[str, DatabaseSettings], NoDecode, BeforeValidator(_json_object)
@@ -625,13 +577,13 @@ class IngresSettings(_Section):
         default_factory=dict,
         description="Per-database user, password and events for ingres.targets, by database "
         "name (a TOML table per database, or a JSON object); unset values come from this "
-        "section.",
+        "section." + _NOT_ON_COMMAND_LINES,
     )
     user: Annotated[str | None, BeforeValidator(_empty_to_none)] = Field(
         default=None, description="User name for the connection (unless the target carries it)."
     )
     password: Annotated[SecretStr | None, BeforeValidator(_empty_to_none)] = Field(
-        default=None, description="Password for `user`."
+        default=None, description="Password for `user`." + _NOT_ON_COMMAND_LINES
     )
     events: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -698,10 +650,11 @@ class IngresSettings(_Section):
         return self
 
     def database(self, target: IngresTarget) -> IngresSettings:
-        """This section as one database's catcher sees it: `target` alone, with that
-        database's own user, password and events where it has them, else the section's.
+        """The section as one database's catcher sees it.
 
-        Not validated again: every value in it already was.
+        `target` alone, with that database's own user, password and events
+        where it has them, else the section's. Not validated again: every value
+        in it already was.
         """
         own = self.databases.get(database_of(target.get_secret_value()), DatabaseSettings())
         if own.user is not None or own.password is not None:
@@ -790,9 +743,10 @@ class TlsSettings(_Section):
 class AmqpSettings(_Section):
     """The broker, the exchange the events go to, and how publishing behaves."""
 
-    url: Annotated[AmqpUrl, AfterValidator(_check_amqp_url)] = Field(
-        default=AmqpUrl("amqp://guest:guest@localhost:5672/"),
-        description="Broker URL, amqp:// or amqps://USER:PASSWORD@HOST:PORT/VHOST.",
+    url: AmqpUrl = Field(
+        default=AmqpUrl(AnyUrl("amqp://guest:guest@localhost:5672/")),
+        description="Broker URL, amqp:// or amqps://USER:PASSWORD@HOST:PORT/VHOST."
+        + _NOT_ON_COMMAND_LINES,
     )
     exchange: Annotated[str, AfterValidator(_valid_short_string)] = Field(
         default="ingres.dbevents", min_length=1, description="Exchange the events are published to."
@@ -845,12 +799,12 @@ class AmqpSettings(_Section):
     @property
     def url_masked(self) -> str:
         """The broker URL with its password replaced by ***: for logs and status pages."""
-        return mask_url(self.url.get_secret_value())
+        return str(self.url)
 
     @property
     def uses_tls(self) -> bool:
         """Whether the URL asks for TLS (amqps://)."""
-        return self.url.get_secret_value().lower().startswith("amqps://")
+        return str(self.url.get_secret_value()).lower().startswith("amqps://")
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -881,7 +835,8 @@ class SpoolSettings(_Section):
         description="SQLite file of the spool (its directory must be writable).",
     )
     max_bytes: ByteSize = Field(
-        default=1024**3,
+        default=ByteSize(1024**3),
+        gt=0,
         description="Largest size of the spool: bytes, or with a unit (512MiB, 1GB).",
     )
     full_policy: Annotated[
@@ -963,18 +918,6 @@ class LogSettings(_Section):
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _SourcePlan:
-    """Where this load reads from; set by `load_settings` for the sources it builds."""
-
-    config_file: Path | None
-    config_origin: str
-    secrets_dir: Path
-    isolated: bool = False  # overrides and defaults only: for tests and embedding
-
-
-_PLAN: ContextVar[_SourcePlan | None] = ContextVar("bridge_settings_plan", default=None)
-
 # BRIDGE_ variables of the process environment that are not settings: they say
 # where the settings are (read before any source), where the simulator builds,
 # or which runtime version the simulator's library acts as (read by the library).
@@ -983,7 +926,39 @@ _ENVIRONMENT_ONLY = frozenset(
 )
 
 
-class _EnvironmentSource(DotEnvSettingsSource):
+class _UnreadableSourceError(Exception):
+    """A source cannot be read at all; the message is the line to show.
+
+    Not a ValueError: pydantic-settings wraps those in its own SettingsError,
+    whose text would then be all there is to go on.
+    """
+
+
+class _ReadsJsonSections:
+    """Names the setting and the source when a whole section given as JSON is not JSON.
+
+    pydantic-settings reports it as a SettingsError carrying only text; this
+    hook is where the field and the source are still known.
+    """
+
+    source_name = ""
+
+    def prepare_field_value(
+        self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool
+    ) -> Any:
+        try:
+            return super().prepare_field_value(  # type: ignore[misc]
+                field_name, field, value, value_is_complex
+            )
+        except ValueError:
+            path = (field_name,)
+            raise _UnreadableSourceError(_problem(
+                path, f"is not valid JSON (in {self.source_name}); set each setting as "
+                f"{env_name(path)}__... instead",
+            )) from None
+
+
+class _EnvironmentSource(_ReadsJsonSections, DotEnvSettingsSource):
     """The process environment, checked like `.env`: an unknown BRIDGE_ name is an error.
 
     pydantic-settings' environment source ignores names it does not know, so
@@ -993,12 +968,29 @@ class _EnvironmentSource(DotEnvSettingsSource):
     one, reading the process environment instead of a file.
     """
 
+    source_name = "the environment"
+
     def _load_env_vars(self) -> Mapping[str, str | None]:
         return EnvSettingsSource._load_env_vars(self)  # noqa: SLF001 (the dotenv source's own loader, reused for the environment)
 
     def __call__(self) -> dict[str, Any]:
         data = super().__call__()
         return {key: value for key, value in data.items() if key not in _ENVIRONMENT_ONLY}
+
+
+class _DotEnvSource(_ReadsJsonSections, DotEnvSettingsSource):
+    source_name = ".env"
+
+
+class _SecretsSource(_ReadsJsonSections, NestedSecretsSettingsSource):
+    """One file per setting, named like its variable; a missing directory is fine."""
+
+    source_name = "the secrets directory"
+
+    def validate_secrets_path(self, path: Path) -> None:
+        if path.exists() and not path.is_dir():
+            raise _UnreadableSourceError(f"{SECRETS_DIR_ENV}: {str(path)!r} is not a directory")
+        super().validate_secrets_path(path)
 
 
 class Settings(BaseSettings):
@@ -1017,6 +1009,10 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         dotenv_filtering="match_prefix",
         case_sensitive=False,
+        secrets_dir_missing="ok",
+        secrets_nested_delimiter=NESTED_DELIMITER,
+        cli_implicit_flags=True,  # --amqp-declare-exchange / --no-amqp-declare-exchange
+        cli_show_env_vars=True,  # each option's help names its variable
         extra="forbid",
         frozen=True,
         hide_input_in_errors=True,
@@ -1035,25 +1031,15 @@ class Settings(BaseSettings):
     @classmethod
     def settings_customise_sources(
         cls,
-        settings_cls: type[BaseSettings],
+        # pydantic-settings' signature; the sources below are built by `_sources`.
+        settings_cls: type[BaseSettings],  # noqa: ARG003
         init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,  # noqa: ARG003 (pydantic-settings' signature)
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,  # noqa: ARG003
+        dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003
+        file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """CLI (init kwargs) > environment > .env > secrets directory > TOML file > defaults."""
-        plan = _PLAN.get() or _plan_from_environment(None)
-        if plan.isolated:
-            return (init_settings,)
-        secrets = NestedSecretsSettingsSource(
-            file_secret_settings,
-            secrets_dir=plan.secrets_dir,
-            secrets_dir_missing="ok",
-            secrets_nested_delimiter=NESTED_DELIMITER,
-        )
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=plan.config_file)
-        environment = _EnvironmentSource(settings_cls, env_file=None)
-        return init_settings, environment, dotenv_settings, secrets, toml
+        """For `Settings()` called directly: the sources `load_settings` reads, minus the CLI."""
+        return _sources(init_settings, None, None)
 
     @classmethod
     def isolated(cls, overrides: Mapping[str, Any] | None = None) -> Settings:
@@ -1061,8 +1047,7 @@ class Settings(BaseSettings):
 
         For tests and for embedding; raises SettingsError like `load_settings`.
         """
-        plan = _SourcePlan(None, "--config", DEFAULT_SECRETS_DIR, isolated=True)
-        return _build(plan, overrides)
+        return _build(lambda: (InitSettingsSource(Settings, dict(overrides or {})),))
 
     def require_events(self) -> None:
         """Raise SettingsError unless every database has an event to catch (`run` needs one).
@@ -1219,6 +1204,24 @@ def _unknown_setting(path: tuple[str, ...]) -> str:
 _SCALARS = (str, int, float, bool)
 
 
+# pydantic's words for its own types, by error type, in the operator's terms.
+_MESSAGES = {
+    "bool_parsing": "must be true or false (also: yes/no, on/off, 1/0)",
+    "byte_size": "must be a size in bytes, or with a unit (KB, MB, GB, TB: powers of 1000; "
+    "KiB, MiB, GiB, TiB: powers of 1024)",
+    "path_not_file": "must name an existing file",
+    "url_scheme": "must start with amqp:// or amqps://",
+    "url_type": "must be a valid string",
+}
+_MESSAGES["byte_size_unit"] = _MESSAGES["byte_size"]
+# What a URL failed on (pydantic-core's `error` context: a fixed set of reasons).
+_URL_REASONS = {
+    "empty host": "has no host; expected amqp://USER:PASSWORD@HOST:PORT/VHOST",
+    "invalid port number": "has an invalid port (expected a number 1-65535)",
+    "relative URL without a base": "must start with amqp:// or amqps://",
+}
+
+
 def _message(error: ErrorDetails, path: tuple[str, ...]) -> str:
     kind = error["type"]
     context = error.get("ctx") or {}
@@ -1228,10 +1231,12 @@ def _message(error: ErrorDetails, path: tuple[str, ...]) -> str:
         return _unknown_setting(path)
     if kind == "missing":
         return "is required"
-    message = error["msg"]
-    message = re.sub(r"^(Input|String|List|Value) should ", "must ", message)
-    if kind == "bool_parsing":
-        message = "must be true or false (also: yes/no, on/off, 1/0)"
+    if kind == "url_parsing":
+        reason = str(context.get("error", ""))
+        return _URL_REASONS.get(reason, f"is not a valid URL: {reason}")
+    message = _MESSAGES.get(kind) or re.sub(
+        r"^(Input|String|List|Value) should ", "must ", error["msg"]
+    )
     value = error.get("input")
     if path not in _SECRET_PATHS and isinstance(value, _SCALARS):
         message += f"; got {value!r}"
@@ -1253,88 +1258,89 @@ def _problems_of(exc: ValidationError) -> list[str]:
 # --------------------------------------------------------------------------- loading
 
 
-def _plan_from_environment(config_file: Path | None) -> _SourcePlan:
-    origin = "--config"
-    if config_file is None and os.environ.get(CONFIG_FILE_ENV, "").strip():
-        config_file, origin = Path(os.environ[CONFIG_FILE_ENV].strip()), CONFIG_FILE_ENV
-    secrets = os.environ.get(SECRETS_DIR_ENV, "").strip()
-    return _SourcePlan(
-        config_file=config_file.expanduser() if config_file is not None else None,
-        config_origin=origin,
-        secrets_dir=Path(secrets).expanduser() if secrets else DEFAULT_SECRETS_DIR,
-    )
+def _config_file(config_file: Path | None) -> tuple[Path | None, str]:
+    """The TOML file to read (--config, else BRIDGE_CONFIG_FILE) and where it was named."""
+    if config_file is not None:
+        return config_file.expanduser(), "--config"
+    named = os.environ.get(CONFIG_FILE_ENV, "").strip()
+    return (Path(named).expanduser(), CONFIG_FILE_ENV) if named else (None, CONFIG_FILE_ENV)
 
 
-def _file_problems(plan: _SourcePlan) -> list[str]:
-    """A named config file must exist and be TOML; a secrets path must be a directory if present."""
-    problems: list[str] = []
-    if plan.secrets_dir.exists() and not plan.secrets_dir.is_dir():
-        problems.append(f"{SECRETS_DIR_ENV}: {str(plan.secrets_dir)!r} is not a directory")
-    path = plan.config_file
-    if path is None:
-        return problems
-    where = f"{plan.config_origin}: config file {str(path)!r}"
+def _toml_source(config_file: Path | None) -> PydanticBaseSettingsSource:
+    """pydantic-settings' TOML source, with the file checks the README promises.
+
+    The library reads a missing file (or a directory) as an empty one, which
+    suits optional files; a file the operator named must exist. Its read and
+    parse errors surface raw; here they become one line naming the file.
+    """
+    path, origin = _config_file(config_file)
+    where = f"{origin}: config file {str(path)!r}"
+    if path is not None and not path.exists():
+        raise _UnreadableSourceError(f"{where} does not exist")
+    if path is not None and path.is_dir():
+        raise _UnreadableSourceError(f"{where} is a directory")
     try:
-        tomllib.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        problems.append(f"{where} does not exist")
-    except IsADirectoryError:
-        problems.append(f"{where} is a directory")
+        return TomlConfigSettingsSource(Settings, toml_file=path)
     except OSError as exc:
-        problems.append(f"{where} cannot be read: {exc.strerror}")
+        raise _UnreadableSourceError(f"{where} cannot be read: {exc.strerror}") from None
     except UnicodeDecodeError:
-        problems.append(f"{where} is not UTF-8 text")
+        raise _UnreadableSourceError(f"{where} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         # tomllib's messages give the position only, never the text: safe to show.
-        problems.append(f"{where} is not valid TOML: {exc}")
-    return problems
+        raise _UnreadableSourceError(f"{where} is not valid TOML: {exc}") from None
+
+
+def _sources(
+    init: PydanticBaseSettingsSource | None, cli: argparse.Namespace | None,
+    config_file: Path | None,
+) -> tuple[PydanticBaseSettingsSource, ...]:
+    """Every source but the defaults, highest first.
+
+    `init` (overrides), the command line, the environment, .env, the secrets
+    directory, the TOML file.
+    """
+    secrets_dir = os.environ.get(SECRETS_DIR_ENV, "").strip()
+    sources: list[PydanticBaseSettingsSource | None] = [
+        init,
+        None if cli is None else _cli_source()(parsed_args=cli),
+        _EnvironmentSource(Settings, env_file=None),
+        _DotEnvSource(Settings),
+        _SecretsSource(
+            SecretsSettingsSource(Settings),
+            secrets_dir=Path(secrets_dir).expanduser() if secrets_dir else DEFAULT_SECRETS_DIR,
+        ),
+        _toml_source(config_file),
+    ]
+    return tuple(source for source in sources if source is not None)
 
 
 def load_settings(
-    overrides: Mapping[str, Any] | None = None, config_file: Path | None = None
+    overrides: Mapping[str, Any] | None = None,
+    config_file: Path | None = None,
+    cli: argparse.Namespace | None = None,
 ) -> Settings:
     """Load the settings from every source (see the module docstring).
 
-    `overrides` is the nested mapping from the command line (see
-    `overrides_from_args`); it wins over everything. `config_file` comes from
-    `--config`; without it `BRIDGE_CONFIG_FILE` names the TOML file, if set.
-    Raises SettingsError listing every problem found.
+    `cli` is what a parser given `add_settings_options` parsed; `overrides`, a
+    nested mapping (for embedding and tests), wins even over it. `config_file`
+    comes from `--config`; without it `BRIDGE_CONFIG_FILE` names the TOML file,
+    if set. Raises SettingsError listing every problem found.
     """
-    plan = _plan_from_environment(config_file)
-    problems = _file_problems(plan)
-    if problems:
-        raise SettingsError(problems)
-    return _build(plan, overrides)
+    init = InitSettingsSource(Settings, dict(overrides)) if overrides else None
+    return _build(lambda: _sources(init, cli, config_file))
 
 
-_SOURCE_NAMES = {
-    "_EnvironmentSource": "the environment",
-    "DotEnvSettingsSource": ".env",
-    "NestedSecretsSettingsSource": "the secrets directory",
-}
-
-
-def _source_problem(exc: pydantic_settings.SettingsError) -> str:
-    """A source could not be read: so far, a whole section given as JSON that is not JSON."""
-    found = re.search(r'field "(\w+)" from source "(\w+)"', str(exc))
-    if found is None:
-        return f"settings: {exc}"
-    path, source = (found.group(1),), _SOURCE_NAMES.get(found.group(2), found.group(2))
-    return _problem(
-        path, f"is not valid JSON (in {source}); set each setting as {env_name(path)}__... instead"
-    )
-
-
-def _build(plan: _SourcePlan, overrides: Mapping[str, Any] | None) -> Settings:
-    token = _PLAN.set(plan)
+def _build(sources: Callable[[], tuple[PydanticBaseSettingsSource, ...]]) -> Settings:
+    """Settings from `sources` and the defaults; every problem as a SettingsError."""
     try:
-        return Settings(**dict(overrides or {}))
+        # BaseSettings takes _build_sources; mypy sees only the fields' signature.
+        return Settings(  # type: ignore[call-arg]
+            _build_sources=((*sources(), DefaultSettingsSource(Settings)), {})
+        )
     except ValidationError as exc:
         problems = _problems_of(exc)
-    except pydantic_settings.SettingsError as exc:
-        problems = [_source_problem(exc)]
-    finally:
-        _PLAN.reset(token)
+    except _UnreadableSourceError as exc:
+        problems = [str(exc)]
     # Raised outside the except blocks: the ValidationError (which holds the raw
     # inputs, secrets included) must not travel along as __context__.
     raise SettingsError(problems)
@@ -1355,79 +1361,44 @@ def leaf_fields(
             yield (*prefix, name), field
 
 
-def _option(path: tuple[str, ...]) -> str:
-    return "--" + "-".join(path).replace("_", "-")
+def _add_option(parser: argparse.ArgumentParser, *names: str, **kwargs: Any) -> argparse.Action:
+    """How pydantic-settings' CLI source adds an option, with the README's spelling.
+
+    The library names nested options `--amqp.exchange_type`; the bridge has
+    documented `--amqp-exchange-type` from its first release, so the names are
+    rewritten here (the dest, which maps a value to its setting, is unchanged).
+    A whole section as JSON (`--amqp '{...}'`) stays accepted, like BRIDGE_AMQP,
+    but out of the help, which lists one option per setting. Metavars name the
+    setting: the library's would be Python types ("float" for a duration that
+    also takes "500ms").
+    """
+    path = tuple(str(kwargs.get("dest", "")).split("."))
+    section = _model_at(path[:-1])
+    field = section.model_fields.get(path[-1]) if section is not None else None
+    if _model_at(path) is not None:
+        kwargs["help"] = argparse.SUPPRESS
+    elif "metavar" in kwargs and field is not None and get_origin(field.annotation) is not Literal:
+        kwargs["metavar"] = path[-1].upper()
+    options = [name.replace(".", "-").replace("_", "-") for name in names]
+    return parser.add_argument(*options, **kwargs)
 
 
-def _dest(path: tuple[str, ...]) -> str:
-    return "bridge_setting__" + NESTED_DELIMITER.join(path)
+def _cli_source(
+    parser: argparse.ArgumentParser | None = None,
+) -> CliSettingsSource[argparse.ArgumentParser]:
+    """pydantic-settings' CLI source for Settings, adding its options to `parser` if given."""
+    return CliSettingsSource(Settings, root_parser=parser, add_argument_method=_add_option)
 
 
-def _default_text(field: FieldInfo) -> str:
-    if field.default_factory is not None:
-        return "none"
-    default = field.default
-    if isinstance(default, SecretStr):
-        default = str(default)
-    if isinstance(default, bool):
-        return str(default).lower()
-    return "none" if default is None else str(default)
-
-
-def _metavar(path: tuple[str, ...], field: FieldInfo) -> str:
-    """What an option expects, as the help shows it: {a,b}, DURATION, SIZE or the setting's name."""
-    args = get_args(field.annotation)
-    if get_origin(field.annotation) is Literal:
-        return "{" + ",".join(str(arg).lower() for arg in args) + "}"
-    parsers = {getattr(item, "func", None) for item in field.metadata}
-    if _parse_positive_duration in parsers:
-        return "DURATION"
-    if _parse_byte_size in parsers:
-        return "SIZE"
-    return path[-1].upper()
-
-
-def add_cli_options(parser: argparse.ArgumentParser) -> None:
+def add_settings_options(parser: argparse.ArgumentParser) -> None:
     """Add `--config PATH` and one option per setting (e.g. --amqp-exchange-type).
 
-    Options not given leave the other sources alone; booleans have a `--no-` form.
+    The options come from pydantic-settings' CLI source; pass what `parser`
+    parses to `load_settings(cli=...)`. Options not given leave the other
+    sources alone; booleans have a `--no-` form.
     """
     parser.add_argument(
-        "--config",
-        dest="config",
-        type=Path,
-        default=None,
-        metavar="PATH",
+        "--config", type=Path, default=None, metavar="PATH",
         help=f"TOML configuration file (default: ${CONFIG_FILE_ENV}, if set)",
     )
-    group = parser.add_argument_group(
-        "settings", "each option overrides its environment variable, .env, secrets and TOML"
-    )
-    for path, field in leaf_fields():
-        text = f"{field.description or ''} [{env_name(path)}; default: {_default_text(field)}]"
-        if path in _SECRET_PATHS:
-            text += " Prefer the environment or a secrets file: command lines are visible to all."
-        kwargs: dict[str, Any] = {"dest": _dest(path), "default": argparse.SUPPRESS}
-        if field.annotation is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            kwargs["metavar"] = _metavar(path, field)
-        group.add_argument(_option(path), help=text.replace("%", "%%"), **kwargs)
-
-
-def overrides_from_args(ns: argparse.Namespace) -> dict[str, Any]:
-    """The settings given on the command line, as the nested mapping `load_settings` takes."""
-    overrides: dict[str, Any] = {}
-    for path, _field in leaf_fields():
-        if hasattr(ns, _dest(path)):
-            section = overrides
-            for part in path[:-1]:
-                section = section.setdefault(part, {})
-            section[path[-1]] = getattr(ns, _dest(path))
-    return overrides
-
-
-def config_file_from_args(ns: argparse.Namespace) -> Path | None:
-    """The path given with --config, if any."""
-    value = getattr(ns, "config", None)
-    return value if isinstance(value, Path) else None
+    _cli_source(parser)

@@ -592,7 +592,7 @@ def test_bridge_environment_is_accepted_by_the_settings_loader(
     loaded.require_events()
     assert loaded.amqp.exchange == "ingres.dbevents"
     assert loaded.ingres.password is not None
-    assert urlsplit(loaded.amqp.url.get_secret_value()).hostname == "rabbitmq"
+    assert urlsplit(str(loaded.amqp.url.get_secret_value())).hostname == "rabbitmq"
 
 
 # --------------------------------------------------------------------------- entrypoint

@@ -16,12 +16,10 @@ from bridge.settings import (
     EventName,
     Settings,
     SettingsError,
-    add_cli_options,
-    config_file_from_args,
+    add_settings_options,
     env_name,
     leaf_fields,
     load_settings,
-    overrides_from_args,
     parse_event_name,
 )
 
@@ -42,9 +40,15 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path
 
 
+def parser() -> argparse.ArgumentParser:
+    result = argparse.ArgumentParser(prog="dbevent-bridge")
+    add_settings_options(result)
+    return result
+
+
 def _settings_from(ns: argparse.Namespace) -> Settings:
     """What `dbevent-bridge` loads for a parsed command line (bridge.cli._settings)."""
-    return load_settings(overrides_from_args(ns), config_file_from_args(ns))
+    return load_settings(config_file=ns.config, cli=ns)
 
 
 def write_toml(tmp_path: Path, text: str) -> Path:
@@ -105,14 +109,20 @@ def test_each_source_alone_sets_a_setting(tmp_path: Path, monkeypatch: pytest.Mo
     assert load_settings().amqp.exchange == "from.env"
     monkeypatch.delenv("BRIDGE_AMQP__EXCHANGE")
 
-    assert load_settings({"amqp": {"exchange": "from.cli"}}).amqp.exchange == "from.cli"
+    ns = parser().parse_args(["--amqp-exchange", "from.cli"])
+    assert _settings_from(ns).amqp.exchange == "from.cli"
+
+    assert load_settings({"amqp": {"exchange": "from.init"}}).amqp.exchange == "from.init"
 
 
-SOURCES = ["cli", "env", "dotenv", "secrets", "toml", "default"]
+SOURCES = ["init", "cli", "env", "dotenv", "secrets", "toml", "default"]
 
 
 def configure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sources: list[str]) -> Settings:
-    """Set amqp.exchange in each of `sources` to 'from.<source>' and load."""
+    """Set amqp.exchange in each of `sources` to 'from.<source>' and load.
+
+    'init' is the overrides of `load_settings` (embedding, tests); 'cli' a parsed command line.
+    """
     toml = None
     if "toml" in sources:
         toml = write_toml(tmp_path, '[amqp]\nexchange = "from.toml"\n')
@@ -122,8 +132,9 @@ def configure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sources: list[str
         (tmp_path / ".env").write_text("BRIDGE_AMQP__EXCHANGE=from.dotenv\n")
     if "env" in sources:
         monkeypatch.setenv("BRIDGE_AMQP__EXCHANGE", "from.env")
-    overrides = {"amqp": {"exchange": "from.cli"}} if "cli" in sources else None
-    return load_settings(overrides, toml)
+    overrides = {"amqp": {"exchange": "from.init"}} if "init" in sources else None
+    args = ["--amqp-exchange", "from.cli"] if "cli" in sources else []
+    return load_settings(overrides, toml, parser().parse_args(args))
 
 
 @pytest.mark.parametrize(("higher", "lower"), list(itertools.pairwise(SOURCES)), ids=str)
@@ -154,7 +165,7 @@ def test_sources_merge_setting_by_setting(tmp_path: Path, monkeypatch: pytest.Mo
     assert settings.amqp.exchange == "t.ex"
     assert settings.amqp.confirm_window == 9
     assert settings.amqp.exchange_type == "fanout"
-    assert settings.amqp.url.get_secret_value() == f"amqp://bridge:{PASSWORD}@mq:5672/prod"
+    assert str(settings.amqp.url.get_secret_value()) == f"amqp://bridge:{PASSWORD}@mq:5672/prod"
     assert (settings.log.level, settings.log.format) == ("DEBUG", "console")
 
 
@@ -338,6 +349,19 @@ def test_byte_sizes(monkeypatch: pytest.MonkeyPatch, raw: str, expected: int) ->
 def test_byte_size_as_toml_integer(tmp_path: Path) -> None:
     toml = write_toml(tmp_path, "[spool]\nmax_bytes = 4096\n")
     assert load_settings(config_file=toml).spool.max_bytes == 4096
+    toml = write_toml(tmp_path, '[spool]\nmax_bytes = "512MiB"\n')
+    assert load_settings(config_file=toml).spool.max_bytes == 512 * 2**20
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["amqp://u:p%40ss@mq:5672/prod%2Fv", "amqps://mq.example.com/", "amqp://rabbit",
+     "amqp://guest:guest@[::1]:5672/"],
+)
+def test_amqp_urls_are_kept_as_written(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    # Percent-escapes in the password and the vhost reach the client unchanged.
+    monkeypatch.setenv("BRIDGE_AMQP__URL", url)
+    assert str(load_settings().amqp.url.get_secret_value()) == url
 
 
 @pytest.mark.parametrize(
@@ -406,12 +430,17 @@ BAD_INPUTS = [
     (
         "BRIDGE_AMQP__URL",
         "http://guest:guest@mq/",
-        "BRIDGE_AMQP__URL (amqp.url): must start with amqp:// or amqps://; got scheme 'http'",
+        "BRIDGE_AMQP__URL (amqp.url): must start with amqp:// or amqps://",
     ),
     (
         "BRIDGE_AMQP__URL",
         "mq.example.com:5672",
-        "BRIDGE_AMQP__URL (amqp.url): must start with amqp:// or amqps://; got no scheme",
+        "BRIDGE_AMQP__URL (amqp.url): must start with amqp:// or amqps://",
+    ),
+    (
+        "BRIDGE_AMQP__URL",
+        "amqp//mq.example.com/",
+        "BRIDGE_AMQP__URL (amqp.url): must start with amqp:// or amqps://",
     ),
     (
         "BRIDGE_AMQP__URL",
@@ -559,7 +588,7 @@ BAD_INPUTS = [
     (
         "BRIDGE_SPOOL__MAX_BYTES",
         "0MiB",
-        "BRIDGE_SPOOL__MAX_BYTES (spool.max_bytes): must be greater than 0 bytes; got '0MiB'",
+        "BRIDGE_SPOOL__MAX_BYTES (spool.max_bytes): must be greater than 0; got '0MiB'",
     ),
     (
         "BRIDGE_SPOOL__FULL_POLICY",
@@ -593,8 +622,13 @@ BAD_INPUTS = [
     (
         "BRIDGE_AMQP__TLS__CA_FILE",
         "/nonexistent/ca.pem",
-        ("BRIDGE_AMQP__TLS__CA_FILE (amqp.tls.ca_file): '/nonexistent/ca.pem' is not a "
-        "readable file"),
+        ("BRIDGE_AMQP__TLS__CA_FILE (amqp.tls.ca_file): must name an existing file; "
+         "got '/nonexistent/ca.pem'"),
+    ),
+    (
+        "BRIDGE_AMQP__TLS__CA_FILE",
+        "/",
+        "BRIDGE_AMQP__TLS__CA_FILE (amqp.tls.ca_file): must name an existing file; got '/'",
     ),
     (
         "BRIDGE_AMQP__TLS__VERIFY_HOSTNAME",
@@ -751,6 +785,19 @@ def test_section_as_bad_json(monkeypatch: pytest.MonkeyPatch) -> None:
     ]
 
 
+@pytest.mark.parametrize("source", ["dotenv", "secrets"])
+def test_section_as_bad_json_names_its_source(tmp_path: Path, source: str) -> None:
+    if source == "dotenv":
+        (tmp_path / ".env").write_text("BRIDGE_LOG={not json\n")
+    else:
+        write_secret(tmp_path, "BRIDGE_LOG", "{not json")
+    where = ".env" if source == "dotenv" else "the secrets directory"
+    assert problems_of() == [
+        (f"BRIDGE_LOG (log): is not valid JSON (in {where}); set each setting as "
+         "BRIDGE_LOG__... instead"),
+    ]
+
+
 def test_settings_error_does_not_chain_the_validation_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -782,7 +829,7 @@ def test_passwords_never_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert settings.masked_dict()["ingres"]["target"] == "@dbhost,tcp_ip,II[ingres,***]::db"
     assert settings.ingres.target is not None
     assert settings.ingres.target.get_secret_value().endswith(f"[ingres,{PASSWORD}]::db")
-    assert settings.amqp.url.get_secret_value() == (
+    assert str(settings.amqp.url.get_secret_value()) == (
         f"amqp://bridge:{PASSWORD}@mq.example.com:5672/prod"
     )
 
@@ -830,12 +877,6 @@ def test_password_of_wrong_type_in_toml_is_not_echoed(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- command line
 
 
-def parser() -> argparse.ArgumentParser:
-    result = argparse.ArgumentParser(prog="dbevent-bridge")
-    add_cli_options(result)
-    return result
-
-
 def test_one_option_per_leaf_setting() -> None:
     help_text = parser().format_help()
     for path, _field in leaf_fields():
@@ -847,8 +888,7 @@ def test_one_option_per_leaf_setting() -> None:
 
 def test_options_not_given_override_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     ns = parser().parse_args([])
-    assert overrides_from_args(ns) == {}
-    assert config_file_from_args(ns) is None
+    assert vars(ns) == {"config": None}
     monkeypatch.setenv("BRIDGE_AMQP__DECLARE_EXCHANGE", "false")
     assert _settings_from(ns).amqp.declare_exchange is False
 
@@ -868,17 +908,7 @@ def test_options_override_environment(tmp_path: Path, monkeypatch: pytest.Monkey
             "--spool-max-bytes", "64MiB",
         ]
     )  # fmt: skip
-    assert overrides_from_args(ns) == {
-        "ingres": {"events": "a, owner.b"},
-        "amqp": {
-            "exchange": "cli.ex",
-            "declare_exchange": False,
-            "tls": {"verify_hostname": True},
-        },
-        "spool": {"max_bytes": "64MiB"},
-        "http": {"listen": "off"},
-    }
-    assert config_file_from_args(ns) == toml
+    assert ns.config == toml
     settings = _settings_from(ns)
     assert settings.amqp.exchange == "cli.ex"
     assert settings.amqp.declare_exchange is False
@@ -886,6 +916,31 @@ def test_options_override_environment(tmp_path: Path, monkeypatch: pytest.Monkey
     assert settings.http.address is None
     assert settings.spool.max_bytes == 64 * 2**20
     assert settings.log.format == "console"
+
+
+def test_help_warns_against_passwords_on_the_command_line() -> None:
+    help_text = " ".join(parser().format_help().split("options:", 1)[1].split())
+    for option in ("--ingres-password", "--amqp-url", "--ingres-target ", "--ingres-targets"):
+        section = help_text.split(option, 1)[1].split(" --", 1)[0]
+        assert "prefer the environment or a secrets file" in section, option
+    assert "--amqp " not in help_text  # a section as JSON works, but is not listed
+
+
+def test_section_as_json_on_the_command_line() -> None:
+    ns = parser().parse_args(["--log", '{"level": "debug"}', "--log-format", "console"])
+    assert (_settings_from(ns).log.level, _settings_from(ns).log.format) == ("DEBUG", "console")
+
+
+def test_repeated_list_option_adds_up() -> None:
+    ns = parser().parse_args(["--ingres-events", "a", "--ingres-events", '"Low, Level",b'])
+    assert _settings_from(ns).ingres.events == ["a", '"Low, Level"', "b"]
+
+
+def test_unknown_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        parser().parse_args(["--amqp-exchnage-type", "fanout"])
+    assert caught.value.code == 2
+    assert "unrecognized arguments: --amqp-exchnage-type" in capsys.readouterr().err
 
 
 def test_bad_option_value_names_the_setting() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import aio_pika
 import pytest
 from cloudevents.core.bindings import rabbitmq
+from pydantic import AnyUrl
 from yarl import URL
 
 from bridge.app import Bridge
@@ -154,7 +155,7 @@ async def test_catching_starts_while_the_broker_is_unreachable(
     with TcpProxy(broker.host or "127.0.0.1", broker.port or 5672) as proxy:
         proxy.refusing = True
         amqp = settings.amqp.model_copy(update={
-            "url": AmqpUrl(str(broker.with_port(proxy.port))),
+            "url": AmqpUrl(AnyUrl(str(broker.with_port(proxy.port)))),
             "reconnect_backoff_min": 0.05, "reconnect_backoff_max": 0.2,
         })
         bridge = Bridge(settings.model_copy(update={"amqp": amqp}))
@@ -176,7 +177,7 @@ async def test_catching_starts_while_the_broker_is_unreachable(
 
 async def test_refused_credentials_stop_the_start(settings: Settings, amqp_url: str) -> None:
     url = URL(amqp_url).with_password("wrong-password")
-    amqp = settings.amqp.model_copy(update={"url": AmqpUrl(str(url))})
+    amqp = settings.amqp.model_copy(update={"url": AmqpUrl(AnyUrl(str(url)))})
     bridge = Bridge(settings.model_copy(update={"amqp": amqp}))
     try:
         with pytest.raises(PublisherStartupError) as refused:

@@ -8,6 +8,7 @@ import re
 import aio_pika
 import aiohttp
 import pytest
+from pydantic import AnyUrl
 from yarl import URL
 
 from bridge.app import Bridge
@@ -82,7 +83,7 @@ async def test_backlog_gauges_and_latency_follow_a_stalled_broker(
     broker = URL(amqp_url)
     with TcpProxy(broker.host or "127.0.0.1", broker.port or 5672) as proxy:
         amqp = settings.amqp.model_copy(
-            update={"url": AmqpUrl(str(broker.with_port(proxy.port)))}
+            update={"url": AmqpUrl(AnyUrl(str(broker.with_port(proxy.port))))}
         )
         bridge = Bridge(settings.model_copy(update={"amqp": amqp}))
         await bridge.start()
