@@ -93,7 +93,7 @@ class StageTrace:
         """Wrap the bridge's stage methods (call before the Bridge is built)."""
         import asyncio
 
-        from bridge import app, publisher
+        from bridge import app, confirms
         from bridge.backlog import Backlog
         from bridge.spool import Spool
 
@@ -101,7 +101,7 @@ class StageTrace:
         targets: dict[str, tuple[object, str]] = {
             "accept": (app._Lane, "accept"), "append": (Spool, "append"),
             "get": (Backlog, "get"), "confirmed": (Backlog, "confirmed"),
-            "publish_batch": (publisher, "publish_batch"),
+            "publish_batch": (confirms, "publish_batch"),
             "write": (asyncio.StreamWriter, "write"),
         }
         original: dict[str, Any] = {k: getattr(*where) for k, where in targets.items()}
