@@ -62,15 +62,16 @@ class Metrics:
             ["reason"], registry=r,
         )
         self.queue_depth = Gauge(
-            "dbevent_bridge_queue_depth", "Events held in memory, waiting to be published.",
-            registry=r,
+            "dbevent_bridge_queue_depth",
+            "Events (and gap markers) held in memory, waiting to be published.", registry=r,
         )
         self.spool_depth = Gauge(
-            "dbevent_bridge_spool_depth", "Events in the durable spool, not yet confirmed.",
-            registry=r,
+            "dbevent_bridge_spool_depth",
+            "Events and gap markers in the durable spool, not yet confirmed.", registry=r,
         )
         self.spool_bytes = Gauge(
-            "dbevent_bridge_spool_bytes", "Size of the spool's events in bytes.", registry=r
+            "dbevent_bridge_spool_bytes", "Size of the spool's events and gap markers in bytes.",
+            registry=r,
         )
         self.reconnects = Counter(
             "dbevent_bridge_reconnects", "Connections re-established, by side.", ["side"],
