@@ -39,12 +39,13 @@ import logging
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
+from bridge.checkpoints import Checkpointer
 from bridge.event import CaughtEvent, GapMarker, Item
 
 log = logging.getLogger("bridge.spool")
@@ -160,6 +161,10 @@ class Spool:
         # AUTOINCREMENT's high-water mark: seqs are never reused, even after the
         # spool emptied, so "read after seq N" stays meaningful.
         self._last_seq: int = 0 if seq_row is None else seq_row[0]
+        # Checkpoints run on a thread of their own, never inside our commits (see
+        # bridge.checkpoints): they would stall the event loop.
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self._checkpoints = Checkpointer(path)
         self._closed = False
 
     @classmethod
@@ -295,13 +300,14 @@ class Spool:
         """Checkpoint and close the file; idempotent. What is left stays for the next start."""
         if not self._closed:
             self._closed = True
-            self._conn.close()
+            self._checkpoints.close()
+            self._conn.close()  # the last connection: it checkpoints and removes the WAL
             os.close(self._lock_fd)  # releases the flock
 
     def _transaction(self, doing: str) -> _Transaction:
         if self._closed:
             raise SpoolError(f"cannot {doing} the spool {self._path}: it is closed")
-        return _Transaction(self._conn, self._path, doing)
+        return _Transaction(self._conn, self._path, doing, self._checkpoints.written)
 
     # Last, so that the name does not shadow the builtin in the annotations above.
     @property
@@ -339,10 +345,12 @@ def _item(row: tuple[int, str, str, str, str, str, int, bytes | None, int | None
 class _Transaction:
     """BEGIN … COMMIT, or ROLLBACK and a `SpoolError` that names the file."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, doing: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, doing: str,
+                 committed: Callable[[], None]) -> None:
         self._conn = conn
         self._path = path
         self._doing = doing
+        self._committed = committed
 
     def __enter__(self) -> None:
         try:
@@ -358,6 +366,7 @@ class _Transaction:
             except sqlite3.Error as commit_exc:
                 exc = commit_exc
             else:
+                self._committed()
                 return
         if self._conn.in_transaction:
             # The original error is the one worth reporting, not a failed rollback.
