@@ -28,7 +28,8 @@ reported as `SpoolError` and left exactly as it was: the operator decides what
 to do with it, never the bridge.
 
 A `Spool` is not thread-safe: use it from one thread at a time (the bridge
-uses it from the event-loop thread only).
+uses it from the event-loop thread only). Its WAL is checkpointed by a thread
+and connection of its own (`bridge.checkpoints`), never inside its commits.
 """
 
 from __future__ import annotations
