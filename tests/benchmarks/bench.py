@@ -587,6 +587,9 @@ async def steady_section(ctx: Context, reps: int, rate: float, seconds: float) -
                 rows[key].append(await latency(ctx, key, rate, seconds))
     out: dict[str, Any] = {k: median_rows(v) for k, v in rows.items()}
     for key in keys:
+        # Each run's p99 and load: on a shared machine the spread says more than the median.
+        out[key]["runs_p99_ms"] = [r.get("p99_ms", float("inf")) for r in rows[key]]
+        out[key]["runs_loadavg"] = [r["loadavg_1min"] for r in rows[key]]
         if key != "raw":
             out[key]["cpu_ratio_to_raw"] = _median_ratio(rows[key], rows["raw"],
                                                          "cpu_us_per_event")
@@ -783,6 +786,10 @@ def _render_steady(st: dict[str, Any], row: str) -> list[str]:
         lines.append(row.format("received / raised",
                                 f"{st['ours']['received']:.0f}/{st['ours']['raised']:.0f}",
                                 f"{st[other]['received']:.0f}/{st[other]['raised']:.0f}", ""))
+    lines.extend(f"   each run's p99 ms (load average) {key}: " + ", ".join(
+        f"{p:.1f} ({a:.1f})" for p, a in zip(st[key]["runs_p99_ms"], st[key]["runs_loadavg"],
+                                             strict=True))
+        for key in ("ours", *others) if "runs_p99_ms" in st[key])
     # Latency is only as good as the machine is quiet: say how loaded it was.
     lines.append(row.format("load average (1 min) before / after",
                             f"{st['ours'].get('loadavg_before', float('nan')):.1f} / "
@@ -797,6 +804,10 @@ def _render_steady(st: dict[str, Any], row: str) -> list[str]:
                                     "/".join(str(n) for n in g["by_generation"].values()),
                                     "/".join(f"{v:.1f}" for v in
                                              g["max_ms_by_generation"].values()), ""))
+        if "max_cpu_ms_by_generation" in g:
+            lines.append(row.format("  longest by generation, CPU ms", "",
+                                    "/".join(f"{v:.1f}" for v in
+                                             g["max_cpu_ms_by_generation"].values()), ""))
     if "stages" in st["ours"]:
         lines.extend(stages.render(st["ours"]["stages"], row))
     return lines
