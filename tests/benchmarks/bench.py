@@ -795,22 +795,26 @@ def _render_steady(st: dict[str, Any], row: str) -> list[str]:
                             f"{st['ours'].get('loadavg_before', float('nan')):.1f} / "
                             f"{st['ours']['loadavg_1min']:.1f}",
                             f"{st['raw']['loadavg_1min']:.1f}", ""))
-    if "bridge_gc" in st["ours"]:
-        g = st["ours"]["bridge_gc"]
-        lines.append(row.format("bridge GC pauses: count, total / max ms", f"{g['count']}",
-                                f"{g['total_ms']:.1f} / {g['max_ms']:.1f}", ""))
-        if "max_ms_by_generation" in g:
-            lines.append(row.format("  by generation 0/1/2: count; max ms",
-                                    "/".join(str(n) for n in g["by_generation"].values()),
-                                    "/".join(f"{v:.1f}" for v in
-                                             g["max_ms_by_generation"].values()), ""))
-        if "max_cpu_ms_by_generation" in g:
-            lines.append(row.format("  longest by generation, CPU ms", "",
-                                    "/".join(f"{v:.1f}" for v in
-                                             g["max_cpu_ms_by_generation"].values()), ""))
+    for key in ("ours", "ref"):
+        if "bridge_gc" in st.get(key, {}):
+            lines.extend(_render_gc(st[key]["bridge_gc"], row, "" if key == "ours"
+                                    else " (reference)"))
     if "stages" in st["ours"]:
         lines.extend(stages.render(st["ours"]["stages"], row))
     return lines
+
+
+def _render_gc(g: dict[str, Any], row: str, label: str) -> list[str]:
+    """The bridge's GC pauses: how many, how long (wall), longest per generation (CPU too)."""
+    return [
+        row.format(f"bridge GC pauses{label}: count, total/max ms", f"{g['count']}",
+                   f"{g['total_ms']:.1f} / {g['max_ms']:.1f}", ""),
+        row.format("  by generation 0/1/2: count; longest ms",
+                   "/".join(str(n) for n in g["by_generation"].values()),
+                   "/".join(f"{v:.1f}" for v in g["max_ms_by_generation"].values()), ""),
+        row.format("  longest by generation, CPU ms", "",
+                   "/".join(f"{v:.1f}" for v in g["max_cpu_ms_by_generation"].values()), ""),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
