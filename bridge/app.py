@@ -35,9 +35,8 @@ from bridge.health import Health
 from bridge.http import HttpServer, start_http
 from bridge.masking import without_credentials
 from bridge.metrics import Metrics
-from bridge.publisher import Publisher, PublisherConfig, PublisherStartupError
+from bridge.publisher import Publisher, PublisherStartupError
 from bridge.settings import (
-    AmqpSettings,
     IngresSettings,
     Settings,
     database_of,
@@ -45,7 +44,6 @@ from bridge.settings import (
 )
 from bridge.signals import Signals
 from bridge.spool import Spool
-from bridge.tls import build_ssl_context
 
 log = logging.getLogger("bridge.app")
 
@@ -83,39 +81,6 @@ def per_database(settings: Settings) -> list[IngresSettings]:
 def ingres_targets(settings: Settings) -> list[str]:
     """The configured Ingres targets (credentials included: keep them out of logs)."""
     return [target.get_secret_value() for target in settings.ingres.all_targets()]
-
-
-def publisher_config(
-    amqp: AmqpSettings, targets: Sequence[str] = ()
-) -> PublisherConfig:
-    """The publisher's view of the settings; TLS only for amqps:// URLs.
-
-    `targets` (the Ingres targets, credentials included) give each database
-    its CloudEvents source; no credential reaches it.
-    """
-    url = str(amqp.url.get_secret_value())
-    ssl_context = None
-    if amqp.uses_tls:
-        tls = amqp.tls
-        ssl_context = build_ssl_context(
-            tls.ca_file, tls.cert_file, tls.key_file, tls.verify_hostname, tls.server_name
-        )
-    return PublisherConfig(
-        url=url,
-        exchange=amqp.exchange,
-        exchange_type=amqp.exchange_type,
-        declare_exchange=amqp.declare_exchange,
-        routing_key=amqp.routing_key,
-        gap_routing_key=amqp.gap_routing_key,
-        confirm_window=amqp.confirm_window,
-        publish_timeout=amqp.publish_timeout,
-        reconnect_wait_initial=amqp.reconnect_backoff_min,
-        reconnect_wait_max=amqp.reconnect_backoff_max,
-        text_encoding=amqp.text_encoding,
-        message_format=amqp.format,
-        cloudevents_sources=cloudevents_sources(targets),
-        ssl_context=ssl_context,
-    )
 
 
 def source_of(target: str) -> str:
@@ -409,14 +374,15 @@ class Bridge:
 
     def _make_publisher(self) -> Publisher:
         """The publisher; in active/standby mode, one that publishes only holding the lease."""
-        config = publisher_config(self.settings.amqp, ingres_targets(self.settings))
-        ha = self.settings.ha
+        amqp, ha = self.settings.amqp, self.settings.ha
+        sources = cloudevents_sources(ingres_targets(self.settings))
         if ha.mode == "off":
             self.metrics.ha_active.set(1)
-            return Publisher(config, self.metrics)
+            return Publisher(amqp, self.metrics, cloudevents_sources=sources)
         assert self._backlog is not None
-        self._pair = Pair(config, ha.group or self._lanes[0].database, self._backlog, self.metrics,
-                          self.settings.queue.max_events, self._on_role)
+        self._pair = Pair(amqp, ha.group or self._lanes[0].database, self._backlog, self.metrics,
+                          self.settings.queue.max_events, self._on_role,
+                          cloudevents_sources=sources)
         self._on_role(False)
         log.info("active/standby mode, group %s: RabbitMQ decides which bridge publishes",
                  self._pair.lease.group)

@@ -7,11 +7,10 @@ declare), never declared, so a check against production leaves no trace.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import sys
 
-from bridge.app import StartupError, ingres_targets, per_database, publisher_config
+from bridge.app import StartupError, cloudevents_sources, ingres_targets, per_database
 from bridge.catcher import session_for
 from bridge.exits import checks_status
 from bridge.metrics import Metrics
@@ -56,9 +55,9 @@ def _check_database(ingres: IngresSettings) -> str | None:
 async def _check_amqp(settings: Settings) -> tuple[str | None, str]:
     """Connect and look the exchange up: (problem or None, a note for a good result)."""
     try:
-        config = publisher_config(settings.amqp, ingres_targets(settings))
-        passive = dataclasses.replace(config, declare_exchange=False)
-        publisher = Publisher(passive, Metrics())
+        passive = settings.amqp.model_copy(update={"declare_exchange": False})
+        publisher = Publisher(passive, Metrics(),
+                              cloudevents_sources=cloudevents_sources(ingres_targets(settings)))
         try:
             await publisher.start()
         finally:

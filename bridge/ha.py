@@ -41,7 +41,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from typing import Final
 
@@ -54,13 +54,15 @@ from bridge.backlog import Backlog
 from bridge.event import CaughtEvent, GapMarker, Item
 from bridge.metrics import Metrics
 from bridge.publisher import (
+    CONNECT_TIMEOUT,
     Publisher,
-    PublisherConfig,
     PublisherError,
     PublisherStartupError,
     describe_error,
     open_connection,
 )
+from bridge.settings import AmqpSettings
+from bridge.tls import ssl_context_for
 
 log = logging.getLogger("bridge.ha")
 
@@ -258,10 +260,12 @@ class Lease:
     """
 
     def __init__(
-        self, config: PublisherConfig, group: str, source: HaSource,
+        self, amqp: AmqpSettings, group: str, source: HaSource,
         on_change: Callable[[bool], None],
     ) -> None:
-        self._config = config
+        """A lease not yet held; TlsConfigError if amqp.tls is unusable."""
+        self._amqp = amqp
+        self._ssl_context = ssl_context_for(amqp)
         self.group = group
         self._source = source
         self._on_change = on_change
@@ -284,17 +288,17 @@ class Lease:
         bridge's report queue was bound never reaches it, and the events it
         names would stay held here until a takeover published them again.
         """
-        connection = await open_connection(self._config, "dbevent-bridge ha")
+        connection = await self._connect()
         try:
             # Bounded: catching must not wait long for a broker that stalls.
-            async with asyncio.timeout(self._config.connect_timeout):
+            async with asyncio.timeout(CONNECT_TIMEOUT):
                 await self._follow_reports(connection)
         except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
             with suppress(Exception):
                 await connection.close()
             raise PublisherStartupError(
                 f"cannot follow the progress reports of HA group {self.group!r}: "
-                f"{describe_error(self._config, exc)}",
+                f"{describe_error(self._amqp, exc)}",
                 transient=not isinstance(exc, aiormq.exceptions.ChannelAccessRefused),
             ) from exc
         self._first = connection
@@ -310,23 +314,26 @@ class Lease:
 
     async def run(self) -> None:
         """Hold a connection and take the lease whenever it is free; never returns."""
-        wait = self._config.reconnect_wait_initial
+        wait = self._amqp.reconnect_backoff_min
         while True:
             try:
                 connection, self._first = self._first, None
                 if connection is None:
-                    connection = await open_connection(self._config, "dbevent-bridge ha")
-                wait = self._config.reconnect_wait_initial
+                    connection = await self._connect()
+                wait = self._amqp.reconnect_backoff_min
                 await self._hold(connection)
             except PublisherStartupError as exc:
                 log.warning("HA group %s: cannot connect to RabbitMQ, retrying in %.1f s: %s",
                             self.group, wait, exc, extra={"ha_role": "standby"})
             except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
                 log.warning("HA group %s: connection to RabbitMQ lost: %s", self.group,
-                            describe_error(self._config, exc), extra={"ha_role": "standby"})
+                            describe_error(self._amqp, exc), extra={"ha_role": "standby"})
             self._lost()
             await asyncio.sleep(wait)
             wait = min(max(wait * 2, 0.1), _RECONNECT_MAX_S)
+
+    async def _connect(self) -> aio_pika.abc.AbstractConnection:
+        return await open_connection(self._amqp, self._ssl_context, "dbevent-bridge ha")
 
     async def flush_progress(self) -> None:
         """Report what was confirmed now (before a clean stop hands over)."""
@@ -462,12 +469,14 @@ class Pair:
     """
 
     def __init__(  # noqa: PLR0917
-        self, config: PublisherConfig, group: str, backlog: Backlog, metrics: Metrics,
-        held_max: int, on_change: Callable[[bool], None],
+        self, amqp: AmqpSettings, group: str, backlog: Backlog, metrics: Metrics,
+        held_max: int, on_change: Callable[[bool], None], *,
+        cloudevents_sources: Mapping[str, str] | None = None,
     ) -> None:
         self.source = HaSource(backlog, metrics, held_max)
-        self.lease = Lease(config, group, self.source, on_change)
-        self.publisher = Publisher(config, metrics, connect=self.lease.connection)
+        self.lease = Lease(amqp, group, self.source, on_change)
+        self.publisher = Publisher(amqp, metrics, cloudevents_sources=cloudevents_sources,
+                                   connect=self.lease.connection)
         self._closing = False
 
     @property

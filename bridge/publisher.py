@@ -29,8 +29,8 @@ What an outcome leads to:
 - ack (returned as unroutable included, see `bridge.confirms`): reported in its turn.
 - nack or no confirm within `publish_timeout`: published again, same
   message_id (`events_republished`). The publisher first lets every in-flight
-  publish settle, waits a growing back-off (stamina: `retry_wait_initial`
-  doubling up to `retry_wait_max`, with up to `retry_wait_initial` of jitter;
+  publish settle, waits a growing back-off (stamina: `RETRY_WAIT_INITIAL`
+  doubling up to `RETRY_WAIT_MAX`, with up to `RETRY_WAIT_INITIAL` of jitter;
   it starts again after the next ack), then PROBES: it sends one message at a
   time until one is acked, then pipelines again. A queue that nacks for ever
   (e.g. x-overflow=reject-publish, full) therefore costs one publish per
@@ -39,7 +39,7 @@ What an outcome leads to:
   silently (no RST) shows up as timeouts until the AMQP heartbeat (negotiated
   with the broker, 60 s by default) declares it dead; then the next case applies.
 - connection or channel lost: the connection is dropped, a new one is opened
-  with back-off (stamina; `reconnect_wait_*`; counted in
+  with back-off (stamina; amqp.reconnect_backoff_min/_max; counted in
   `reconnects{side="amqp"}`), the exchange declared (or checked) again, and a
   new window on the new channel publishes every unconfirmed item again, in
   order. Probing, if it was under way, goes on after the reconnect.
@@ -77,9 +77,8 @@ import functools
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Literal, Protocol, cast
-from urllib.parse import unquote
+from dataclasses import dataclass
+from typing import Final, Protocol, cast
 
 import aio_pika
 import aio_pika.abc
@@ -91,21 +90,28 @@ from yarl import URL
 from bridge.causes import causes
 from bridge.confirms import Composer, ConfirmWindow, Entry, State
 from bridge.event import Item
-from bridge.masking import hide, mask_url
-from bridge.message import MessageFormat, check_encoding
+from bridge.masking import hide
+from bridge.message import MessageFormat
 from bridge.metrics import Metrics
-from bridge.routing import (
-    DEFAULT_TEMPLATE,
-    MAX_ROUTING_KEY_BYTES,
-    RoutingKeyBuilder,
-    validate_template,
-)
-from bridge.tls import tls_failure_hint
+from bridge.routing import RoutingKeyBuilder
+from bridge.settings import AmqpSettings
+from bridge.tls import ssl_context_for, tls_failure_hint
 
 log = logging.getLogger("bridge.publisher")
 
 # Errors that mean "could not talk to the broker" while opening a session.
 _BROKER_ERRORS = (aiormq.exceptions.AMQPError, OSError, TimeoutError)
+
+# Not settings: fixed behaviour (tests may shorten them). How long opening a
+# session (connection, channel, exchange) may take;
+CONNECT_TIMEOUT: Final = 15.0
+# the jitter of the reconnect back-off (amqp.reconnect_backoff_min/_max), so
+# that a fleet of bridges does not reconnect in step;
+RECONNECT_JITTER: Final = 1.0
+# the back-off before probing again after the broker refused publishes or did
+# not confirm them (see the module docstring).
+RETRY_WAIT_INITIAL: Final = 0.1
+RETRY_WAIT_MAX: Final = 30.0
 
 class PublisherError(Exception):
     """Base class of the publisher's own errors."""
@@ -164,73 +170,6 @@ class _Connection(aio_pika.Connection):
 
 
 
-def vhost_of(url: str) -> str:
-    """The virtual host an AMQP URL names (`/` when the path is empty)."""
-    raw = URL(url).raw_path[1:]
-    return unquote(raw) if raw else "/"
-
-
-@dataclass(frozen=True, slots=True)
-class PublisherConfig:
-    """What the publisher needs; AmqpSettings maps onto it field by field.
-
-    Times are in seconds. `url` is the plain URL (pass SecretStr's value); it
-    is kept out of repr().
-    """
-
-    url: str = field(repr=False)
-    exchange: str = "ingres.dbevents"
-    exchange_type: str = "topic"
-    declare_exchange: bool = True
-    routing_key: str = DEFAULT_TEMPLATE
-    gap_routing_key: str = "dbevent-bridge.gap"
-    confirm_window: int = 256
-    publish_timeout: float = 30.0
-    text_encoding: str = "utf-8"
-    # "json" (the bridge's own body) or "cloudevents" (structured mode), and the
-    # CloudEvents source of each database (see bridge.message.MessageFormat).
-    message_format: Literal["json", "cloudevents"] = "json"
-    cloudevents_sources: Mapping[str, str] = field(default_factory=dict)
-    connect_timeout: float = 15.0
-    reconnect_wait_initial: float = 0.1
-    reconnect_wait_max: float = 10.0
-    reconnect_wait_jitter: float = 1.0
-    retry_wait_initial: float = 0.1
-    retry_wait_max: float = 30.0
-    # TLS: an amqps:// URL plus this context (see bridge.tls); None = aio-pika's default.
-    ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        """Reject unusable values with a message naming the field."""
-        validate_template(self.routing_key)
-        check_encoding(self.text_encoding)
-        if not self.exchange:
-            raise ValueError("exchange must not be empty (the default exchange is not supported)")
-        if not self.exchange_type:
-            raise ValueError("exchange_type must not be empty")
-        if len(self.gap_routing_key.encode("utf-8")) > MAX_ROUTING_KEY_BYTES:
-            raise ValueError(f"gap_routing_key is longer than {MAX_ROUTING_KEY_BYTES} bytes")
-        if self.confirm_window < 1:
-            raise ValueError("confirm_window must be at least 1")
-        for name in ("publish_timeout", "connect_timeout"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
-        for name in ("reconnect_wait_initial", "reconnect_wait_max", "reconnect_wait_jitter",
-                     "retry_wait_initial", "retry_wait_max"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative")
-
-    @property
-    def masked_url(self) -> str:
-        """The URL with the password masked."""
-        return mask_url(self.url)
-
-    @property
-    def vhost(self) -> str:
-        """The virtual host the URL names."""
-        return vhost_of(self.url)
-
-
 class EventSource(Protocol):
     """Where the publisher takes items from: the backlog (`bridge.backlog.Backlog`).
 
@@ -273,28 +212,32 @@ def _unreachable(exc: Exception) -> bool:
     return isinstance(exc, PublisherStartupError) and exc.transient
 
 
-def describe_error(config: PublisherConfig, exc: BaseException) -> str:
+def describe_error(amqp: AmqpSettings, exc: BaseException) -> str:
     """An exception as text, guaranteed free of the password."""
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return hide(text, URL(config.url).password)
+    return hide(text, URL(str(amqp.url.get_secret_value())).password)
 
 
 async def open_connection(
-    config: PublisherConfig, name: str = "dbevent-bridge publisher"
+    amqp: AmqpSettings, ssl_context: ssl.SSLContext | None,
+    name: str = "dbevent-bridge publisher",
 ) -> aio_pika.abc.AbstractConnection:
-    """Connect to the broker; PublisherStartupError (`transient` or not) when that fails."""
+    """Connect to the broker; PublisherStartupError (`transient` or not) when that fails.
+
+    `ssl_context`: `bridge.tls.ssl_context_for(amqp)`, built once by the caller.
+    """
     try:
-        async with asyncio.timeout(config.connect_timeout):
+        async with asyncio.timeout(CONNECT_TIMEOUT):
             return await aio_pika.connect(
-                config.url, ssl_context=config.ssl_context,
+                str(amqp.url.get_secret_value()), ssl_context=ssl_context,
                 client_properties={"connection_name": name},
                 connection_class=_Connection,
             )
     except _BROKER_ERRORS as exc:
         hint = tls_failure_hint(exc)  # names the setting to fix
         raise PublisherStartupError(
-            f"cannot connect to RabbitMQ at {config.masked_url} (vhost {config.vhost!r}): "
-            f"{describe_error(config, exc)}" + (f"; {hint}" if hint else ""),
+            f"cannot connect to RabbitMQ at {amqp.url_masked} (vhost {amqp.vhost!r}): "
+            f"{describe_error(amqp, exc)}" + (f"; {hint}" if hint else ""),
             transient=_is_transient(exc),
         ) from None
 
@@ -307,25 +250,26 @@ class Publisher:
     """
 
     def __init__(
-        self, config: PublisherConfig, metrics: Metrics,
+        self, amqp: AmqpSettings, metrics: Metrics, *,
+        cloudevents_sources: Mapping[str, str] | None = None,
         connect: Callable[[], Awaitable[aio_pika.abc.AbstractConnection]] | None = None,
     ) -> None:
-        """A publisher that is not connected yet.
+        """A publisher that is not connected yet; TlsConfigError if amqp.tls is unusable.
 
-        `connect` opens each session's connection (default: `open_connection`).
-        An active/standby bridge passes the connection that holds its lease
-        (`bridge.ha`), so that it publishes only while RabbitMQ says it is the
-        active one; whatever `connect` raises other than PublisherStartupError
-        ends `run()`.
+        `cloudevents_sources`: the CloudEvents source of each database (see
+        `bridge.message.MessageFormat`). `connect` opens each session's
+        connection (default: `open_connection`). An active/standby bridge
+        passes the connection that holds its lease (`bridge.ha`), so that it
+        publishes only while RabbitMQ says it is the active one; whatever
+        `connect` raises other than PublisherStartupError ends `run()`.
         """
-        self._config = config
-        self._sessions = _Sessions(config, metrics,
-                                   connect or functools.partial(open_connection, config))
-        message_format = MessageFormat(
-            config.message_format, config.text_encoding, config.cloudevents_sources
-        )
-        self._composer = Composer(RoutingKeyBuilder(config.routing_key), message_format,
-                                  config.gap_routing_key, metrics)
+        self._amqp = amqp
+        if connect is None:
+            connect = functools.partial(open_connection, amqp, ssl_context_for(amqp))
+        self._sessions = _Sessions(amqp, metrics, connect)
+        message_format = MessageFormat(amqp.format, amqp.text_encoding, cloudevents_sources or {})
+        self._composer = Composer(RoutingKeyBuilder(amqp.routing_key), message_format,
+                                  amqp.gap_routing_key, metrics)
 
     @property
     def is_connected(self) -> bool:
@@ -356,16 +300,16 @@ class Publisher:
         """
         if not self._sessions.connected:
             await self._sessions.reopen()
-        await _Run(self._config, self._sessions, self._composer, source).publish()
+        await _Run(self._amqp, self._sessions, self._composer, source).publish()
 
 
 class _Sessions:
     """The publisher's connection to the broker: one session at a time, reopened with back-off."""
 
-    def __init__(self, config: PublisherConfig, metrics: Metrics,
+    def __init__(self, amqp: AmqpSettings, metrics: Metrics,
                  connect: Callable[[], Awaitable[aio_pika.abc.AbstractConnection]]) -> None:
         """No session yet."""
-        self._config = config
+        self._amqp = amqp
         self._metrics = metrics
         self._connect = connect
         self._session: _Session | None = None
@@ -393,8 +337,8 @@ class _Sessions:
     def window(self, on_change: Callable[[], None], carried: list[Entry]) -> ConfirmWindow:
         """A window on the open session's channel, carrying an earlier window's entries."""
         assert self._session is not None
-        cfg = self._config
-        return ConfirmWindow(self._session.channel, cfg.exchange, cfg.publish_timeout,
+        amqp = self._amqp
+        return ConfirmWindow(self._session.channel, amqp.exchange, amqp.publish_timeout,
                              self._metrics, on_change, carried=carried)
 
     async def reopen(self) -> None:
@@ -403,18 +347,18 @@ class _Sessions:
         Before the first session only an unreachable broker is waited for; after
         a loss, every startup error (see the module docstring).
         """
-        cfg = self._config
+        amqp = self._amqp
         reconnecting = self._session is not None
         if reconnecting:
-            log.warning("connection to RabbitMQ lost; reconnecting to %s", cfg.masked_url)
+            log.warning("connection to RabbitMQ lost; reconnecting to %s", amqp.url_masked)
         await self._drop()
         retry_on: type[Exception] | Callable[[Exception], bool] = (
             PublisherStartupError if reconnecting else _unreachable
         )
         async for attempt in stamina.retry_context(
             on=retry_on, attempts=None, timeout=None,
-            wait_initial=cfg.reconnect_wait_initial, wait_max=cfg.reconnect_wait_max,
-            wait_jitter=cfg.reconnect_wait_jitter,
+            wait_initial=amqp.reconnect_backoff_min, wait_max=amqp.reconnect_backoff_max,
+            wait_jitter=RECONNECT_JITTER,
         ):
             with attempt:
                 if self._closed:
@@ -428,13 +372,12 @@ class _Sessions:
         if reconnecting:
             self._metrics.reconnects.labels(side="amqp").inc()
         else:
-            log.info("connected to RabbitMQ at %s", cfg.masked_url, extra={"side": "amqp"})
+            log.info("connected to RabbitMQ at %s", amqp.url_masked, extra={"side": "amqp"})
 
     async def _open(self) -> _Session:
-        cfg = self._config
         connection = await self._connect()
         try:
-            async with asyncio.timeout(cfg.connect_timeout):
+            async with asyncio.timeout(CONNECT_TIMEOUT):
                 channel = await connection.channel(publisher_confirms=True,
                                                    on_return_raises=False)
                 await self._declare(channel)
@@ -448,13 +391,13 @@ class _Sessions:
         return session
 
     async def _declare(self, channel: aio_pika.abc.AbstractChannel) -> None:
-        cfg = self._config
-        where = f"exchange {cfg.exchange!r} in vhost {cfg.vhost!r} at {cfg.masked_url}"
+        amqp = self._amqp
+        where = f"exchange {amqp.exchange!r} in vhost {amqp.vhost!r} at {amqp.url_masked}"
         try:
-            if cfg.declare_exchange:
-                await channel.declare_exchange(cfg.exchange, cfg.exchange_type, durable=True)
+            if amqp.declare_exchange:
+                await channel.declare_exchange(amqp.exchange, amqp.exchange_type, durable=True)
             else:
-                await channel.get_exchange(cfg.exchange, ensure=True)  # passive declare
+                await channel.get_exchange(amqp.exchange, ensure=True)  # passive declare
         except aiormq.exceptions.ChannelNotFoundEntity:
             raise ExchangeMissingError(
                 f"{where} does not exist; with declare_exchange=false it must be declared "
@@ -462,13 +405,13 @@ class _Sessions:
             ) from None
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             raise PublisherStartupError(
-                f"{where} exists with other settings than durable {cfg.exchange_type!r}: {exc}"
+                f"{where} exists with other settings than durable {amqp.exchange_type!r}: {exc}"
             ) from None
         except aiormq.exceptions.ChannelAccessRefused as exc:
             raise PublisherStartupError(f"{where}: access refused: {exc}") from None
         except _BROKER_ERRORS as exc:
             raise PublisherStartupError(
-                f"cannot declare {where}: {describe_error(cfg, exc)}"
+                f"cannot declare {where}: {describe_error(amqp, exc)}"
             ) from None
 
     async def _drop(self) -> None:
@@ -481,10 +424,10 @@ class _Sessions:
 class _Run:
     """One `Publisher.run(source)`: the source's items through a window on each session."""
 
-    def __init__(self, config: PublisherConfig, sessions: _Sessions, composer: Composer,
+    def __init__(self, amqp: AmqpSettings, sessions: _Sessions, composer: Composer,
                  source: EventSource) -> None:
         """A run on the open session of `sessions`."""
-        self._config = config
+        self._amqp = amqp
         self._sessions = sessions
         self._composer = composer
         self._source = source
@@ -528,7 +471,7 @@ class _Run:
         source = self._source
         try:
             while True:
-                while len(self._window) >= self._config.confirm_window:
+                while len(self._window) >= self._amqp.confirm_window:
                     self._space.clear()
                     await self._space.wait()
                 item = await source.get()
@@ -559,7 +502,7 @@ class _Run:
         self._window = self._sessions.window(self._kick.set, list(old.entries))
         again = sum(e.state is State.QUEUED and e.sends > 0 for e in self._window.entries)
         log.info("reconnected to %s; publishing %d unconfirmed message(s) again",
-                 self._config.masked_url, again)
+                 self._amqp.url_masked, again)
 
     async def _retry(self, feeder: asyncio.Task[None]) -> None:
         """Back off, then publish one message at a time until the broker acks one.
@@ -570,11 +513,10 @@ class _Run:
         a single message (the probe). A lost channel leaves the probing to
         go on after the reconnect.
         """
-        cfg = self._config
         self._refused = True
         async for attempt in stamina.retry_context(
-            on=_RefusedError, attempts=None, timeout=None, wait_initial=cfg.retry_wait_initial,
-            wait_max=cfg.retry_wait_max, wait_jitter=cfg.retry_wait_initial,
+            on=_RefusedError, attempts=None, timeout=None, wait_initial=RETRY_WAIT_INITIAL,
+            wait_max=RETRY_WAIT_MAX, wait_jitter=RETRY_WAIT_INITIAL,
         ):
             with attempt:
                 if feeder.done():

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, cast, get_args, get_origin
+from urllib.parse import unquote
 
 from pydantic import (
     AfterValidator,
@@ -800,6 +801,12 @@ class AmqpSettings(_Section):
     def url_masked(self) -> str:
         """The broker URL with its password replaced by ***: for logs and status pages."""
         return str(self.url)
+
+    @property
+    def vhost(self) -> str:
+        """The virtual host the URL names (`/` when its path is empty)."""
+        path = self.url.get_secret_value().path or "/"
+        return unquote(path[1:]) or "/"
 
     @property
     def uses_tls(self) -> bool:

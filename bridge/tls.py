@@ -35,11 +35,14 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.causes import causes
 
-__all__ = ["TlsConfigError", "build_ssl_context", "tls_failure_hint"]
+if TYPE_CHECKING:
+    from bridge.settings import AmqpSettings
+
+__all__ = ["TlsConfigError", "build_ssl_context", "ssl_context_for", "tls_failure_hint"]
 
 StrPath = str | Path
 
@@ -141,6 +144,16 @@ def build_ssl_context(
     _load_ca(context, _given(ca_file))
     _load_client_cert(context, _given(cert_file), _given(key_file))
     return context
+
+
+def ssl_context_for(amqp: AmqpSettings) -> ssl.SSLContext | None:
+    """The context for amqp.url: built from amqp.tls for amqps://, None for amqp://."""
+    if not amqp.uses_tls:
+        return None
+    tls = amqp.tls
+    return build_ssl_context(
+        tls.ca_file, tls.cert_file, tls.key_file, tls.verify_hostname, tls.server_name
+    )
 
 
 def _new_context(server_name: str | None) -> ssl.SSLContext:

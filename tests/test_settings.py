@@ -1109,3 +1109,37 @@ def test_unknown_key_in_a_database_section(monkeypatch: pytest.MonkeyPatch) -> N
         ("BRIDGE_INGRES__DATABASES__SALES__EVNTS (ingres.databases.sales.evnts): unknown "
         "setting; known here: user, password, events")
     ]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("routing_key", "{owner}.{table}", "uses unknown placeholder {table}"),
+        ("text_encoding", "nope", "unknown text encoding 'nope'"),
+        ("exchange", "", "must have at least 1 character"),
+        ("gap_routing_key", "g" * 256, "is longer than 255 bytes"),
+        ("confirm_window", 0, "must be greater than 0"),
+        ("publish_timeout", 0, "must be a positive duration"),
+    ],
+)
+def test_amqp_section_refuses_what_the_publisher_cannot_use(
+    setting: str, value: object, message: str
+) -> None:
+    # The publisher takes this section as it is: nothing checks it a second time.
+    with pytest.raises(SettingsError) as caught:
+        Settings.isolated({"amqp": {setting: value}})
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"{env_name(('amqp', setting))} (amqp.{setting}): ")
+    assert message in problem
+
+
+@pytest.mark.parametrize(
+    ("url", "vhost"),
+    [("amqp://user:topsecret@rabbit:5672/prod%2Fv", "prod/v"), ("amqp://rabbit", "/"),
+     ("amqp://rabbit/", "/"), ("amqps://u:p@rabbit/%2F", "/")],
+)
+def test_amqp_vhost_and_masked_url(url: str, vhost: str) -> None:
+    amqp = Settings.isolated({"amqp": {"url": url}}).amqp
+    assert amqp.vhost == vhost
+    assert "topsecret" not in repr(amqp)
+    assert "topsecret" not in amqp.url_masked

@@ -35,7 +35,8 @@ import pyngres.asyncio as py
 
 from bridge.event import CaughtEvent
 from bridge.metrics import Metrics
-from bridge.publisher import Publisher, PublisherConfig
+from bridge.publisher import Publisher
+from bridge.settings import AmqpSettings
 from tests.benchmarks.child import reply, serve_commands, wait_count
 from tests.queue_source import QueueSource
 
@@ -214,8 +215,8 @@ async def forward(seed: SeedCatcher, source: QueueSource, metrics: Metrics) -> N
 async def main(config: dict[str, Any]) -> None:
     """Connect, register, catch and publish until the driver says quit."""
     metrics = Metrics()
-    publisher = Publisher(PublisherConfig(url=config["url"], exchange=config["exchange"]),
-                          metrics)
+    amqp = AmqpSettings.model_validate({"url": config["url"], "exchange": config["exchange"]})
+    publisher = Publisher(amqp, metrics)
     await publisher.start()
     source = QueueSource()
     seed = SeedCatcher()

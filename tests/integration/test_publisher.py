@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -16,10 +15,12 @@ import aio_pika.abc
 import pytest
 from yarl import URL
 
+import bridge.publisher as publisher_module
 from bridge.event import CaughtEvent, GapMarker, Item
 from bridge.message import event_body, gap_body
 from bridge.metrics import Metrics
-from bridge.publisher import Publisher, PublisherConfig, PublisherStartupError
+from bridge.publisher import Publisher, PublisherStartupError
+from bridge.settings import AmqpSettings
 from tests.faults.proxy import TcpProxy
 from tests.polling import eventually
 from tests.queue_source import QueueSource
@@ -35,13 +36,19 @@ T0 = datetime(2026, 11, 25, 8, 22, 23, 123456, tzinfo=UTC)
 # -- helpers -----------------------------------------------------------------------------
 
 
-def _config(url: str, exchange: str, **overrides: Any) -> PublisherConfig:
-    fast: dict[str, Any] = {
-        "reconnect_wait_initial": 0.05, "reconnect_wait_max": 0.5,
-        "reconnect_wait_jitter": 0.05, "retry_wait_initial": 0.05, "retry_wait_max": 0.4,
-        "connect_timeout": 5.0, "publish_timeout": 10.0,
+@pytest.fixture(autouse=True)
+def quick_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The publisher's fixed waits, shortened: tests see many outages and refusals."""
+    for name, seconds in [("RECONNECT_JITTER", 0.05), ("RETRY_WAIT_INITIAL", 0.05),
+                          ("RETRY_WAIT_MAX", 0.4), ("CONNECT_TIMEOUT", 5.0)]:
+        monkeypatch.setattr(publisher_module, name, seconds)
+
+
+def _config(url: str, exchange: str, **overrides: Any) -> AmqpSettings:
+    quick: dict[str, Any] = {
+        "reconnect_backoff_min": 0.05, "reconnect_backoff_max": 0.5, "publish_timeout": 10.0,
     }
-    return PublisherConfig(url=url, exchange=exchange, **(fast | overrides))
+    return AmqpSettings.model_validate({"url": url, "exchange": exchange, **quick, **overrides})
 
 
 def _events(count: int, database: str = "salesdb") -> list[CaughtEvent]:
@@ -147,7 +154,7 @@ def _assert_is_event(message: aio_pika.abc.AbstractIncomingMessage, event: Caugh
 
 
 @contextlib.asynccontextmanager
-async def _publisher(config: PublisherConfig, metrics: Metrics) -> AsyncIterator[Publisher]:
+async def _publisher(config: AmqpSettings, metrics: Metrics) -> AsyncIterator[Publisher]:
     publisher = Publisher(config, metrics)
     try:
         yield publisher
@@ -358,7 +365,7 @@ async def test_bad_credentials_fail_clearly_without_the_password(amqp_url: str) 
     assert "s3cr3t-pw" not in text
     assert "guest:***@" in text
     assert "ACCESS_REFUSED" in text
-    assert "s3cr3t-pw" not in repr(publisher._config)
+    assert "s3cr3t-pw" not in repr(publisher._amqp)
 
 
 @pytest.mark.amqp
@@ -454,7 +461,8 @@ async def test_nacked_events_are_published_again_until_accepted(
 
 @pytest.mark.amqp
 async def test_a_queue_that_always_nacks_is_retried_with_back_off_not_hot(
-    amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
+    amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     collector = Collector()
     await collector.bind(
@@ -463,7 +471,8 @@ async def test_a_queue_that_always_nacks_is_retried_with_back_off_not_hot(
     )
     source = RecordingSource(_events(10))
     metrics = Metrics()
-    config = _config(amqp_url, exchange, retry_wait_initial=0.1, retry_wait_max=0.4)
+    monkeypatch.setattr(publisher_module, "RETRY_WAIT_INITIAL", 0.1)
+    config = _config(amqp_url, exchange)
     async with _publisher(config, metrics) as publisher:
         running = asyncio.create_task(publisher.run(source))
         # Not a wait for something: the window in which the probes are counted.
@@ -721,34 +730,6 @@ def _port_of(url: str) -> int:
     port = aio_pika.connection.make_url(url).port
     assert port is not None
     return port
-
-
-# -- configuration (no broker) -----------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        ({"routing_key": "{owner}.{table}"}, "unknown placeholder {table}"),
-        ({"text_encoding": "nope"}, "unusable text encoding"),
-        ({"exchange": ""}, "exchange must not be empty"),
-        ({"gap_routing_key": "g" * 256}, "gap_routing_key"),
-        ({"confirm_window": 0}, "confirm_window"),
-        ({"publish_timeout": 0}, "publish_timeout"),
-        ({"retry_wait_max": -1}, "retry_wait_max"),
-    ],
-)
-def test_bad_configuration_is_refused(overrides: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(message)):
-        PublisherConfig(url="amqp://u:p@h/", **overrides)
-
-
-def test_configuration_hides_the_password() -> None:
-    config = PublisherConfig(url="amqp://user:topsecret@rabbit:5672/prod%2Fv")
-    assert "topsecret" not in repr(config)
-    assert config.masked_url == "amqp://user:***@rabbit:5672/prod%2Fv"
-    assert config.vhost == "prod/v"
-    assert PublisherConfig(url="amqp://rabbit").vhost == "/"
 
 
 async def test_queue_source_hands_out_in_order_then_none() -> None:

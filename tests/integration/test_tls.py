@@ -27,7 +27,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from yarl import URL
 
 from bridge.metrics import Metrics
-from bridge.publisher import Publisher, PublisherConfig, PublisherStartupError
+from bridge.publisher import Publisher, PublisherStartupError
+from bridge.settings import AmqpSettings
 from bridge.tls import TlsConfigError, build_ssl_context, tls_failure_hint
 from tests.rabbitnode import RabbitNode, TlsFiles, require_rabbitmq_server
 
@@ -199,11 +200,12 @@ async def test_wrong_ca_is_refused(node: RabbitNode, pki: Pki, verify_hostname: 
 @pytest.mark.amqp
 async def test_publisher_start_names_the_setting_to_fix(node: RabbitNode, pki: Pki) -> None:
     """The operator sees the hint in the start-up error, and retrying is not offered."""
-    config = PublisherConfig(
-        url=node.amqps_url, exchange="tls.hint", connect_timeout=20,
-        ssl_context=build_ssl_context(pki.rogue_ca, pki.client_cert, pki.client_key),
-    )
-    publisher = Publisher(config, Metrics())
+    amqp = AmqpSettings.model_validate({
+        "url": node.amqps_url, "exchange": "tls.hint",
+        "tls": {"ca_file": pki.rogue_ca, "cert_file": pki.client_cert,
+                "key_file": pki.client_key},
+    })
+    publisher = Publisher(amqp, Metrics())
     with pytest.raises(PublisherStartupError) as caught:
         await publisher.start()
     await publisher.close()
