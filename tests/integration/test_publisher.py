@@ -487,6 +487,43 @@ async def test_a_queue_that_always_nacks_is_retried_with_back_off_not_hot(
     assert source.confirmed_events == []
 
 
+@pytest.mark.amqp
+async def test_probing_goes_on_after_a_reconnect(
+    amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
+) -> None:
+    # A queue that refuses everything, and the connection cut while the
+    # publisher probes: after the reconnect it probes on (one message per
+    # back-off), rather than sending the whole window into the full queue.
+    collector = Collector()
+    await collector.bind(
+        amqp_connection, exchange, {"x-max-length": 0, "x-overflow": "reject-publish"},
+        consume=False,
+    )
+    source = RecordingSource(_events(20))
+    metrics = Metrics()
+    broker = URL(amqp_url)
+    with TcpProxy(broker.host or "127.0.0.1", broker.port or 5672) as proxy:
+        config = _config(str(broker.with_port(proxy.port)), exchange, confirm_window=20,
+                         retry_wait_initial=0.1, retry_wait_max=0.4)
+        async with _publisher(config, metrics) as publisher:
+            running = asyncio.create_task(publisher.run(source))
+            assert await eventually(lambda: _sample(metrics, "events_republished") > 0, 10)
+            before = _sample(metrics, "events_published")
+            proxy.cut()
+            assert await eventually(
+                lambda: _sample(metrics, "reconnects", side="amqp") == 1, 10)
+            # Not a wait for something: the window in which the probes are counted.
+            await asyncio.sleep(1.0)
+            assert not running.done()
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await running
+    # Pipelining again would publish all 20 at once; probes come one per
+    # back-off period (0.1 to 0.4 s), a handful in a second.
+    assert _sample(metrics, "events_published") - before <= 10
+    assert source.confirmed_events == []
+
+
 # -- lost connections --------------------------------------------------------------------
 
 
