@@ -83,7 +83,9 @@ def _installation_checks() -> list[Check]:
 
 def _library_checks(settings: Settings) -> list[Check]:
     """Run the checks that load the library in a child process and collect its lines."""
-    ingres = settings.ingres
+    # The first database, as its catcher sees it (its own user and events, if any).
+    views = settings.ingres.per_database()
+    ingres = views[0] if views else settings.ingres
     events = [name.sql for name in ingres.event_names()]
     request: dict[str, Any] = {
         "target": ingres.target.get_secret_value() if ingres.target else None,

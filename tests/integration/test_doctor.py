@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.settings import database_of
 from bridge.sim.server import ServerThread
 
 
@@ -61,6 +63,22 @@ def test_without_a_target_the_client_checks_alone_decide(
     assert result.returncode == 0, result.stdout + result.stderr
     connect = _lines(result)["connect"]
     assert connect.startswith("SKIP  connect: no ingres.target set"), connect
+
+
+def test_with_several_targets_the_first_database_is_checked_as_its_catcher_sees_it(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    with ServerThread() as sim:
+        sim.create_event("ingres", "audit")
+        first = sim.target()
+        env["BRIDGE_INGRES__TARGETS"] = json.dumps([first, "othernode::stock"])
+        env["BRIDGE_INGRES__EVENTS"] = "order_created"  # the first database has its own
+        env[f"BRIDGE_INGRES__DATABASES__{database_of(first).upper()}__EVENTS"] = "audit"
+        result = _doctor(env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = _lines(result)
+    assert lines["register audit"].startswith("OK")
+    assert "register order_created" not in lines
 
 
 def test_a_missing_event_fails_its_own_line_with_a_hint(
