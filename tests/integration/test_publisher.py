@@ -489,7 +489,8 @@ async def test_a_queue_that_always_nacks_is_retried_with_back_off_not_hot(
 
 @pytest.mark.amqp
 async def test_probing_goes_on_after_a_reconnect(
-    amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection
+    amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A queue that refuses everything, and the connection cut while the
     # publisher probes: after the reconnect it probes on (one message per
@@ -503,8 +504,8 @@ async def test_probing_goes_on_after_a_reconnect(
     metrics = Metrics()
     broker = URL(amqp_url)
     with TcpProxy(broker.host or "127.0.0.1", broker.port or 5672) as proxy:
-        config = _config(str(broker.with_port(proxy.port)), exchange, confirm_window=20,
-                         retry_wait_initial=0.1, retry_wait_max=0.4)
+        monkeypatch.setattr(publisher_module, "RETRY_WAIT_INITIAL", 0.1)
+        config = _config(str(broker.with_port(proxy.port)), exchange, confirm_window=20)
         async with _publisher(config, metrics) as publisher:
             running = asyncio.create_task(publisher.run(source))
             assert await eventually(lambda: _sample(metrics, "events_republished") > 0, 10)
