@@ -1,8 +1,12 @@
 """The wiring: settings in, catcher → backlog (spool) → publisher, and an orderly shutdown.
 
-Shutdown follows uvicorn's shape: stop intake (the catcher closes its session),
-drain what is queued into RabbitMQ within a deadline, then cancel what is left;
-anything not confirmed stays in the spool for the next start.
+`Bridge` is built complete from the settings (what needs neither the loop
+nor I/O); `start` opens everything else in one piece (`_Running`), or closes
+what it had opened. Shutdown follows uvicorn's shape: named phases, each
+logged with what it left, each within its deadline (`_Running.shutdown`):
+stop intake, close the Ingres sessions, commit the backlog, drain into
+RabbitMQ, close the publisher, close the spool, close HTTP. Anything not
+confirmed stays in the spool for the next start.
 
 Gap markers: DBEvents raised while no session of ours is registered are lost
 by Ingres's design. After a reconnect, and on a start that follows an earlier
@@ -14,11 +18,12 @@ marker for the window into the backlog, where it travels like an event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
 import threading
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -42,7 +47,7 @@ from bridge.settings import (
     database_of,
     env_name,
 )
-from bridge.signals import Signals
+from bridge.signals import Signals, poll_until
 from bridge.spool import Spool
 
 log = logging.getLogger("bridge.app")
@@ -61,7 +66,8 @@ _HANDOVER_INTERVAL: Final = 0.002
 _WATCH_INTERVAL: Final = 1.0
 # How long the shutdown waits for the catcher thread to close its session.
 _CATCHER_STOP_TIMEOUT: Final = 10.0
-_POLL_INTERVAL: Final = 0.05
+# How long the shutdown waits for the publisher's (and the lease's) connection to close.
+_CLOSE_TIMEOUT: Final = 10.0
 # How many of the spool's newest events seed the ordinals of event ids at start.
 _ID_TAIL: Final = 10_000
 
@@ -219,40 +225,38 @@ class _Lane:
     /readyz: "ingres" with one database, "ingres:DATABASE" with several.
     """
 
-    def __init__(
-        self, bridge: Bridge, ingres: IngresSettings, component: str, ledger: CatchLedger
+    def __init__(  # noqa: PLR0917 (a lane is built whole, from the parts it joins)
+        self, running: _Running, ingres: IngresSettings, component: str, ledger: CatchLedger,
+        backlog: Backlog, identities: EventIdentities,
     ) -> None:
-        self.bridge = bridge
+        self.running = running
         self.ingres = ingres
         self.database = ingres.database_name
         self.component = component
         self.ledger = ledger
-        self.catcher: Catcher | None = None
-        self.sink: _LoopSink | None = None
+        self.sink = _LoopSink(self, asyncio.get_running_loop(), backlog)
+        self.catcher = Catcher(ingres, self.sink, identities)
         self.failed: BaseException | None = None
-        self._alive_task: asyncio.Task[None] | None = None
+        self._alive_task: asyncio.Task[None] | None = None  # while a session is up
 
-    def start(self, loop: asyncio.AbstractEventLoop, backlog: Backlog,
-              identities: EventIdentities) -> None:
+    def start(self) -> None:
         """Start catching on a thread of its own."""
-        self.bridge.set_ready(self.component, False, "no session registered yet", self.database)
-        metrics = self.bridge.metrics
+        self.running.set_ready(self.component, False, "no session registered yet", self.database)
+        metrics = self.running.metrics
         # Exported from the start: a quiet database shows 0, not nothing.
         metrics.events_caught.labels(database=self.database)
         metrics.gap_markers.labels(database=self.database)
         metrics.last_event_timestamp.labels(database=self.database)
-        self.sink = _LoopSink(self, loop, backlog)
-        self.catcher = Catcher(self.ingres, self.sink, identities)
         self.catcher.start()
 
     @property
     def alive(self) -> bool:
         """Whether its catcher thread runs."""
-        return self.catcher is not None and self.catcher.alive
+        return self.catcher.alive
 
     def accept(self, events: list[CaughtEvent]) -> None:
         """Take a batch of this database's caught events into the backlog."""
-        self.bridge.accept(events, self.database)
+        self.running.accept(events, self.database)
         self.ledger.caught(events)
 
     def on_session_up(
@@ -264,22 +268,22 @@ class _Lane:
         `registered_by` and starts where the ledger says, both DBMS time, the
         clock of the events' `raised_at` (CatcherSink).
         """
-        self.bridge.set_ready(self.component, True, "", self.database)
+        self.running.set_ready(self.component, True, "", self.database)
         marker = self.ledger.session_up(catching_from, registered_by, reconnected)
         if self._alive_task is None:
             self._alive_task = asyncio.create_task(self._record_alive(), name="alive")
         if marker is not None:
             if reconnected:
-                self.bridge.metrics.reconnects.labels(side="ingres").inc()
-            self.bridge.gap_found(marker)
+                self.running.metrics.reconnects.labels(side="ingres").inc()
+            self.running.gap_found(marker)
 
     def on_session_unavailable(self, reason: str) -> None:
         """An attempt to open a session failed: /readyz names why until one succeeds."""
-        self.bridge.set_ready(self.component, False, reason, self.database)
+        self.running.set_ready(self.component, False, reason, self.database)
 
     def on_session_down(self, reason: str) -> None:
         """The session is gone: not ready until it is back; the gap starts where catching did."""
-        self.bridge.set_ready(self.component, False, str(reason), self.database)
+        self.running.set_ready(self.component, False, str(reason), self.database)
         self.stop_recording_alive()
         self.ledger.session_down(str(reason))
 
@@ -290,8 +294,8 @@ class _Lane:
     def on_failed(self, error: BaseException) -> None:
         """The catcher gave up: the bridge stops unless other databases still catch."""
         self.failed = error
-        self.bridge.set_ready(self.component, False, f"gave up: {error}", self.database)
-        self.bridge.lane_failed(self, error)
+        self.running.set_ready(self.component, False, f"gave up: {error}", self.database)
+        self.running.lane_failed(self, error)
 
     async def _record_alive(self) -> None:
         """While a session is up: every few seconds, record until when all is caught."""
@@ -307,96 +311,131 @@ class _Lane:
 
 
 class Bridge:
-    """One running bridge. `start`, then `wait` for a stop request, then `shutdown`."""
+    """One bridge: `start`, then `wait` for a stop request, then `shutdown`.
+
+    Complete once constructed: construction does what needs neither the event
+    loop nor I/O (the catchers' settings, checked; the readiness components),
+    and `start` opens all the rest in one piece (`_Running`). A start that
+    fails, or that a signal cancels, closes what it had opened, so nothing is
+    ever half-open; `shutdown` then has nothing to do.
+    """
 
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        """Raises StartupError when no Ingres target is set."""
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.health = Health()
-        self._spool: Spool | None = None
-        self._backlog: Backlog | None = None
-        self._publisher: Publisher | None = None
-        self._lanes: list[_Lane] = []  # one per database
-        self._http: HttpServer | None = None
-        self._publish_task: asyncio.Task[None] | None = None
-        self._watch_task: asyncio.Task[None] | None = None
-        self._failed: asyncio.Future[BaseException] | None = None
-        self._pair: Pair | None = None  # active/standby mode only
-        self._lease_task: asyncio.Task[None] | None = None
-
-    # -- lifecycle ----------------------------------------------------------
+        views = per_database(settings)
+        several = len(views) > 1
+        self._lanes = [
+            (view, f"ingres:{view.database_name}" if several else "ingres") for view in views
+        ]
+        self.health = Health([*(component for _, component in self._lanes), "amqp"])
+        self._running: _Running | None = None  # from `start` until `shutdown`
 
     async def start(self) -> None:
         """Open the spool, connect to RabbitMQ, start catching. Raises StartupError."""
-        loop = asyncio.get_running_loop()
-        self._failed = loop.create_future()
-        views = per_database(self.settings)
-        self._open_backlog()
-        several = len(views) > 1
-        delay_bound = timedelta(seconds=self.settings.ingres.delivery_delay_max)
-        self.health = Health([
-            *(f"ingres:{v.database_name}" if several else "ingres" for v in views),
-            "amqp",
-        ])
-        assert self._backlog is not None
-        backlog = self._backlog
-        self._lanes = [
+        if self._running is not None:
+            raise RuntimeError("the bridge is running already")
+        self._running = await _Running.open(self.settings, self.metrics, self.health, self._lanes)
+
+    def wait_registered(self, timeout: float) -> bool:
+        """Block (call it in a thread) until every database's first session registered."""
+        running = self._running
+        return running is not None and running.wait_registered(timeout)
+
+    async def wait(self, stop: asyncio.Event) -> None:
+        """Return when `stop` is set; raise when a component failed for good."""
+        if self._running is None:
+            raise RuntimeError("the bridge is not running: start it first")
+        await self._running.wait(stop)
+
+    async def shutdown(self, force: asyncio.Event | None = None) -> None:
+        """Shut a running bridge down, phase by phase (`_Running.shutdown`); idempotent.
+
+        Once `force` is set, nothing more is waited for: the catcher thread is
+        left behind (a daemon), the drain is cut short, and whatever is not
+        confirmed stays in the spool for the next start.
+        """
+        running, self._running = self._running, None
+        if running is not None:
+            await running.shutdown(force or asyncio.Event())
+
+
+class _Running:
+    """What a started bridge runs, all of it: built by `open`, ended by `shutdown`."""
+
+    def __init__(  # noqa: PLR0917 (built by `open` only, from the parts it opened)
+        self, settings: Settings, metrics: Metrics, health: Health, backlog: Backlog,
+        spool: Spool | None, publisher: Publisher, pair: Pair | None, http: HttpServer | None,
+        lanes: Sequence[tuple[IngresSettings, str]],
+    ) -> None:
+        """Start the publisher's task and the catchers (their first sessions come later)."""
+        self.settings = settings
+        self.metrics = metrics
+        self.health = health
+        self.backlog = backlog
+        self.spool = spool
+        self.publisher = publisher
+        self.pair = pair  # active/standby mode only
+        self.http = http  # unless http.listen is off
+        self.failed: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+        delay_bound = timedelta(seconds=settings.ingres.delivery_delay_max)
+        self.lanes = [
             # The first database keeps the ledger's unscoped keys, so a spool
             # written while it was the only one still tells where its gap starts.
-            _Lane(self, view, f"ingres:{view.database_name}" if several else "ingres",
+            _Lane(self, view, component,
                   CatchLedger(backlog, view.database_name, delay_bound,
-                              view.database_name if i else ""))
-            for i, view in enumerate(views)
+                              view.database_name if i else ""),
+                  backlog, self._identities(view.database_name))
+            for i, (view, component) in enumerate(lanes)
         ]
-        if (address := self.settings.http.address) is not None:
-            self._http = await _serve_http(address, self.metrics, self.health)
-            log.info("health and metrics on http://%s:%d/", self._http.host, self._http.port)
-        self._publisher = self._make_publisher()
-        try:
-            await (self._pair.lease.start() if self._pair else self._publisher.start())
-        except PublisherStartupError as exc:
-            if not exc.transient:
-                raise
-            # Catch from the start anyway: what Ingres raises now is not raised
-            # again later, and the spool holds it until the broker is back.
-            log.warning("RabbitMQ not reachable yet; catching into the spool meanwhile: %s",
-                        exc, extra={"side": "amqp"})
         self.set_ready("amqp", self._amqp_connected(), "not connected to RabbitMQ")
-        self._publish_task = asyncio.create_task(self._publish(), name="publisher")
-        if self._pair is not None:
-            self._lease_task = asyncio.create_task(self._pair.lease.run(), name="ha lease")
-            self.health.watch_tasks([self._lease_task])
-        assert self._backlog is not None
-        for lane in self._lanes:
-            lane.start(loop, self._backlog, self._identities(lane.database))
-        self._watch_task = asyncio.create_task(self._watch(), name="catcher+amqp watch")
-        self.health.watch_tasks([self._publish_task, self._watch_task])
+        self.publish_task = asyncio.create_task(self._publish(), name="publisher")
+        self.lease_task = None if pair is None else asyncio.create_task(pair.lease.run(),
+                                                                         name="ha lease")
+        for lane in self.lanes:
+            lane.start()
+        self.watch_task = asyncio.create_task(self._watch(), name="catcher+amqp watch")
+        self.health.watch_tasks([self.publish_task, self.watch_task,
+                                 *([self.lease_task] if self.lease_task else [])])
 
-    def _make_publisher(self) -> Publisher:
-        """The publisher; in active/standby mode, one that publishes only holding the lease."""
-        amqp, ha = self.settings.amqp, self.settings.ha
-        sources = cloudevents_sources(ingres_targets(self.settings))
-        if ha.mode == "off":
-            self.metrics.ha_active.set(1)
-            return Publisher(amqp, self.metrics, cloudevents_sources=sources)
-        assert self._backlog is not None
-        self._pair = Pair(amqp, ha.group or self._lanes[0].database, self._backlog, self.metrics,
-                          self.settings.queue.max_events, self._on_role,
-                          cloudevents_sources=sources)
-        self._on_role(False)
-        log.info("active/standby mode, group %s: RabbitMQ decides which bridge publishes",
-                 self._pair.lease.group)
-        return self._pair.publisher
+    @classmethod
+    async def open(
+        cls, settings: Settings, metrics: Metrics, health: Health,
+        lanes: Sequence[tuple[IngresSettings, str]],
+    ) -> _Running:
+        """Open the spool and the HTTP endpoint, connect to RabbitMQ, then start.
 
-    def _on_role(self, active: bool) -> None:
-        """The lease was taken or lost: gauge and /readyz."""
-        self.metrics.ha_active.set(1 if active else 0)
-        self.health.role = "active" if active else "standby"
+        What is opened is closed again, in reverse, when a later step fails or
+        the start is cancelled.
+        """
+        async with contextlib.AsyncExitStack() as undo:
+            spool = Spool.open(settings.spool.path) if settings.spool.enabled else None
+            backlog = Backlog(
+                metrics, spool, max_events=settings.queue.max_events,
+                max_bytes=settings.spool.max_bytes, policy=settings.spool.full_policy,
+            )
+            undo.callback(backlog.shutdown)  # closes the spool
+            http = None
+            if (address := settings.http.address) is not None:
+                http = await _serve_http(address, metrics, health)
+                undo.push_async_callback(http.close)
+                log.info("health and metrics on http://%s:%d/", http.host, http.port)
+            publisher, pair = _make_publisher(settings, metrics, health, backlog,
+                                              lanes[0][0].database_name)
+            undo.push_async_callback(publisher.close)
+            if pair is not None:
+                undo.callback(pair.close)
+            await _first_connect(publisher, pair)
+            running = cls(settings, metrics, health, backlog, spool, publisher, pair, http,
+                          lanes)
+            undo.pop_all()
+        return running
 
     def _amqp_connected(self) -> bool:
-        if self._pair is not None:
-            return self._pair.lease.connected
-        return self._publisher is not None and self._publisher.is_connected
+        if self.pair is not None:
+            return self.pair.lease.connected
+        return self.publisher.is_connected
 
     def _identities(self, database: str) -> EventIdentities:
         """Event ids of `database` that continue the ordinals of what an earlier run spooled.
@@ -406,24 +445,12 @@ class Bridge:
         still in the spool.
         """
         identities = EventIdentities()
-        spool = self._spool
+        spool = self.spool
         if spool is not None and spool.depth:
             tail = spool.read(max(spool.last_seq - _ID_TAIL, 0), _ID_TAIL)
             identities.observe(item for _, item in tail
                                if isinstance(item, CaughtEvent) and item.database == database)
         return identities
-
-    def _open_backlog(self) -> None:
-        spool_settings = self.settings.spool
-        if spool_settings.enabled:
-            self._spool = Spool.open(spool_settings.path)
-        self._backlog = Backlog(
-            self.metrics,
-            self._spool,
-            max_events=self.settings.queue.max_events,
-            max_bytes=spool_settings.max_bytes,
-            policy=spool_settings.full_policy,
-        )
 
     async def _watch(self) -> None:
         """Once a second: RabbitMQ readiness, and whether a catcher thread still runs.
@@ -431,8 +458,7 @@ class Bridge:
         The task ends when every catcher thread has ended, which /healthz
         reports as dead; the threads' own reports have already made `wait` raise.
         """
-        assert self._publisher is not None
-        while any(lane.alive for lane in self._lanes):
+        while any(lane.alive for lane in self.lanes):
             connected = self._amqp_connected()
             self.set_ready("amqp", connected, "" if connected else "not connected to RabbitMQ")
             await asyncio.sleep(_WATCH_INTERVAL)
@@ -445,20 +471,15 @@ class Bridge:
 
     def wait_registered(self, timeout: float) -> bool:
         """Block (call it in a thread) until every database's first session registered."""
-        return all(
-            lane.catcher is not None and lane.catcher.wait_registered(timeout)
-            for lane in self._lanes
-        )
+        return all(lane.catcher.wait_registered(timeout) for lane in self.lanes)
 
     async def _publish(self) -> None:
-        assert self._publisher is not None
-        assert self._backlog is not None
         try:
-            if self._pair is not None:
-                await self._pair.run()
+            if self.pair is not None:
+                await self.pair.run()
                 return
             # Connects first if start() could not: retried while RabbitMQ is unreachable.
-            await self._publisher.run(self._backlog)
+            await self.publisher.run(self.backlog)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -467,76 +488,81 @@ class Bridge:
 
     async def wait(self, stop: asyncio.Event) -> None:
         """Return when `stop` is set; raise when a component failed for good."""
-        assert self._failed is not None
         stop_task = asyncio.ensure_future(stop.wait())
-        waiters: set[asyncio.Future[Any]] = {stop_task, self._failed}
+        waiters: set[asyncio.Future[Any]] = {stop_task, self.failed}
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop_task.cancel()
-        if self._failed.done():
-            raise self._failed.result()
+        if self.failed.done():
+            raise self.failed.result()
 
-    async def shutdown(self, force: asyncio.Event | None = None) -> None:  # noqa: C901, PLR0912 (shutdown is being split into logged phases (issue 14))
-        """Stop intake, drain within the deadline, then cancel; leave the rest spooled.
+    # -- shutdown: phases, each logged with what it left ---------------------------
 
-        Once `force` is set, nothing more is waited for: the catcher thread is
-        left behind (a daemon), the drain is cut short, and whatever is not
-        confirmed stays in the spool for the next start.
+    async def shutdown(self, force: asyncio.Event) -> None:
+        """Stop intake, drain within the deadline, then close; leave the rest spooled.
+
+        As uvicorn's server does: named phases in order, each logged with what
+        it left, each bounded by its deadline; a second signal (`force`) cuts
+        the waits short, never the closing steps.
         """
-        deadline = self.settings.shutdown.drain_timeout
-        force = force or asyncio.Event()
-        for lane in self._lanes:
-            if lane.sink is not None:
-                lane.sink.close()
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-        if self._lanes:
-            log.info("shutdown: closing the Ingres session(s)")
-        for lane in self._lanes:
-            if lane.catcher is not None:
-                lane.catcher.stop()
-        lanes = self._lanes
-        await _poll(lambda: not any(lane.alive for lane in lanes), _CATCHER_STOP_TIMEOUT, force)
-        for lane in self._lanes:
-            if lane.sink is not None:
-                lane.sink.drain()  # a hand-over may still be waiting for its interval
-            lane.stop_recording_alive()
-        for lane in self._lanes:
-            lane.ledger.record()  # with what the catchers handed over, in one transaction
-        if self._backlog is not None:
-            self._backlog.close()
-        if self._pair is not None:
-            self._pair.close()
-        if self._publish_task is not None:
-            if self._pair is not None and not self._pair.active:
-                # A standby has nothing to drain: what it holds stays in its spool.
-                await _cancelled(self._publish_task)
-            else:
-                await self._drain(self._publish_task, deadline, force)
-        if self._pair is not None:
-            with suppress(Exception):  # only saves the standby some duplicates
-                await self._pair.lease.flush_progress()
-        if self._lease_task is not None:
-            await _cancelled(self._lease_task)
-        if self._publisher is not None:
-            await self._publisher.close()
-        if self._backlog is not None:
-            self._backlog.flush()
-        if self._spool is not None:
-            self._spool.close()
-        if self._http is not None:
-            await self._http.close()
+        phases: list[tuple[str, Callable[[asyncio.Event], Awaitable[str]]]] = [
+            ("stop intake", self._stop_intake),
+            ("close the Ingres sessions", self._close_sessions),
+            ("commit the backlog", self._commit_backlog),
+            ("drain into RabbitMQ", self._drain),
+            ("close the publisher", self._close_publisher),
+            ("close the spool", self._close_spool),
+            ("close HTTP", self._close_http),
+        ]
+        for name, phase in phases:
+            left = await phase(force)
+            log.info("shutdown: %s: %s", name, left)
 
-    async def _drain(
-        self, task: asyncio.Task[None], deadline: float, force: asyncio.Event
-    ) -> None:
-        assert self._backlog is not None
+    async def _stop_intake(self, _force: asyncio.Event) -> str:
+        """No more events from the catchers; each is asked to close its session."""
+        for lane in self.lanes:
+            lane.sink.close()  # a catcher held back by a full backlog must see its stop
+            lane.catcher.stop()
+        await _cancelled(self.watch_task)
+        return f"{len(self.lanes)} catcher(s) asked to stop"
+
+    async def _close_sessions(self, force: asyncio.Event) -> str:
+        """Wait for the catcher threads (_CATCHER_STOP_TIMEOUT); take what they handed over."""
+        lanes = self.lanes
+        await poll_until(lambda: not any(lane.alive for lane in lanes), _CATCHER_STOP_TIMEOUT,
+                         force)
+        for lane in lanes:
+            lane.sink.drain()  # a hand-over may still be waiting for its interval
+            lane.stop_recording_alive()
+        open_ = [lane.database for lane in lanes if lane.alive]
+        if not open_:
+            return "all closed"
+        why = "forced" if force.is_set() else f"not within {_CATCHER_STOP_TIMEOUT:.0f} s"
+        return f"left open ({why}): {', '.join(open_)}"
+
+    async def _commit_backlog(self, _force: asyncio.Event) -> str:
+        """Record how far each database was caught, and commit every item to the spool."""
+        for lane in self.lanes:
+            lane.ledger.record()  # with what the catchers handed over, in one transaction
+        self.backlog.close()
+        return f"{self.backlog.depth} item(s) to publish"
+
+    async def _drain(self, force: asyncio.Event) -> str:
+        """Publish what is held, for at most shutdown.drain_timeout; a second signal stops it."""
+        if self.pair is not None:
+            self.pair.close()
+            if not self.pair.active:
+                # A standby has nothing to drain: what it holds stays in its spool.
+                await _cancelled(self.publish_task)
+                return f"standby: {self.backlog.depth} item(s) stay in the spool"
+        deadline = self.settings.shutdown.drain_timeout
+        task = self.publish_task
         if not task.done():
             log.info(
-                "shutdown: draining %d queued event(s) into RabbitMQ, for at most %.0f s "
+                "shutdown: draining %d queued item(s) into RabbitMQ, for at most %.0f s "
                 "(a second signal stops at once)",
-                self._backlog.depth, deadline, extra={"wait_seconds": deadline},
+                self.backlog.depth, deadline, extra={"wait_seconds": deadline},
             )
         forced = asyncio.ensure_future(force.wait())
         try:
@@ -544,39 +570,62 @@ class Bridge:
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             forced.cancel()
-        if not task.done():
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
-            log.warning(
-                "shutdown %s: %d event(s) left in the spool for the next start",
-                "forced" if force.is_set() else "deadline passed",
-                self._backlog.depth,
-            )
+        if task.done():
+            return f"drained, {self.backlog.depth} item(s) left"
+        await _cancelled(task)
+        log.warning("shutdown %s: %d item(s) left in the spool for the next start",
+                    "forced" if force.is_set() else "deadline passed", self.backlog.depth)
+        return f"cut short, {self.backlog.depth} item(s) left in the spool"
+
+    async def _close_publisher(self, _force: asyncio.Event) -> str:
+        """Report the progress to a standby, end the lease, close the connection."""
+        if self.pair is not None:
+            with suppress(Exception):  # only saves the standby some duplicates
+                async with asyncio.timeout(_CLOSE_TIMEOUT):
+                    await self.pair.lease.flush_progress()
+        if self.lease_task is not None:
+            await _cancelled(self.lease_task)
+        try:
+            async with asyncio.timeout(_CLOSE_TIMEOUT):
+                await self.publisher.close()
+        except TimeoutError:
+            return f"not closed within {_CLOSE_TIMEOUT:.0f} s: the connection is abandoned"
+        return "closed"
+
+    async def _close_spool(self, _force: asyncio.Event) -> str:
+        """Flush the last deletes and close the spool (Backlog.shutdown)."""
+        self.backlog.shutdown()
+        left = self.backlog.depth
+        return f"{left} item(s) unconfirmed, kept for the next start" if left else "nothing left"
+
+    async def _close_http(self, _force: asyncio.Event) -> str:
+        if self.http is None:
+            return "not listening (http.listen is off)"
+        await self.http.close()
+        return "closed"
+
+    # -- reports from the lanes (on the loop) ------------------------------------
 
     def fail(self, exc: BaseException) -> None:
         """A component gave up: make `wait` raise it."""
-        if self._failed is not None and not self._failed.done():
-            self._failed.set_result(exc)
+        if not self.failed.done():
+            self.failed.set_result(exc)
 
     def lane_failed(self, lane: _Lane, error: BaseException) -> None:
         """A database's catcher gave up: stop, unless other databases still catch."""
-        if all(other.failed is not None for other in self._lanes):
+        if all(other.failed is not None for other in self.lanes):
             self.fail(error)
             return
         log.error("database %s: catching stopped for good (%s); the other databases go on",
                   lane.database, error, extra={"side": "ingres", "database": lane.database})
 
-    # -- reports from the lanes (on the loop) ------------------------------------
-
     def accept(self, events: list[CaughtEvent], database: str) -> None:
         """Take a batch of one database's caught events into the backlog."""
-        assert self._backlog is not None
         self.metrics.events_caught.labels(database=database).inc(len(events))
         self.metrics.last_event_timestamp.labels(database=database).set_to_current_time()
         for event in events:
             # False means dropped by policy: the backlog has logged and counted it.
-            self._backlog.put(event)
+            self.backlog.put(event)
 
     def gap_found(self, marker: GapMarker) -> None:
         """A lane's ledger put a gap marker into the backlog: say so (it travels like an event).
@@ -585,7 +634,7 @@ class Bridge:
         active bridge was catching, and it publishes it only on a takeover
         that no progress report of the old active covers.
         """
-        if self._pair is not None and not self._pair.active:
+        if self.pair is not None and not self.pair.active:
             log.warning("standby: DBEvents raised between %s and %s were not caught here (%s); "
                         "the active bridge covers them", marker.lost_from.isoformat(),
                         marker.lost_until.isoformat(), marker.reason,
@@ -597,10 +646,53 @@ class Bridge:
         )
 
 
+def _make_publisher(
+    settings: Settings, metrics: Metrics, health: Health, backlog: Backlog, first_database: str,
+) -> tuple[Publisher, Pair | None]:
+    """The publisher; in active/standby mode, one that publishes only holding the lease."""
+    amqp, ha = settings.amqp, settings.ha
+    sources = cloudevents_sources(ingres_targets(settings))
+    if ha.mode == "off":
+        metrics.ha_active.set(1)
+        return Publisher(amqp, metrics, cloudevents_sources=sources), None
+
+    def on_role(active: bool) -> None:
+        """The lease was taken or lost: gauge and /readyz."""
+        metrics.ha_active.set(1 if active else 0)
+        health.role = "active" if active else "standby"
+
+    pair = Pair(amqp, ha.group or first_database, backlog, metrics,
+                settings.queue.max_events, on_role, cloudevents_sources=sources)
+    on_role(False)
+    log.info("active/standby mode, group %s: RabbitMQ decides which bridge publishes",
+             pair.lease.group)
+    return pair.publisher, pair
+
+
+async def _first_connect(publisher: Publisher, pair: Pair | None) -> None:
+    """Connect to RabbitMQ before catching; raises PublisherStartupError unless transient.
+
+    A broker that is merely unreachable does not stop the start.
+    """
+    try:
+        await (pair.lease.start() if pair else publisher.start())
+    except PublisherStartupError as exc:
+        if not exc.transient:
+            raise
+        # Catch from the start anyway: what Ingres raises now is not raised
+        # again later, and the spool holds it until the broker is back.
+        log.warning("RabbitMQ not reachable yet; catching into the spool meanwhile: %s",
+                    exc, extra={"side": "amqp"})
+
+
 async def run_service(settings: Settings) -> int:
     """Run the bridge until a signal asks it to stop; return the exit status (bridge.exits)."""
     signals = Signals(asyncio.get_running_loop())
-    bridge = Bridge(settings)
+    try:
+        bridge = Bridge(settings)
+    except StartupError as exc:
+        log.error("dbevent-bridge stopped: %s", exc)
+        return status_of(exc)
     status: int = ExitStatus.OK
     try:
         if await _first(bridge.start(), signals.stop):
@@ -646,18 +738,3 @@ async def _cancelled(task: asyncio.Task[None]) -> None:
     """Cancel `task` and wait for it to end."""
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-
-
-async def _poll(condition: Callable[[], bool], within: float, force: asyncio.Event) -> None:
-    """Wait until `condition` holds, `within` seconds pass or `force` is set.
-
-    Polled on the loop rather than joined on a worker thread: a forced exit
-    must not wait for a thread stuck in an Ingres call.
-    """
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition() and not force.is_set():
-        if asyncio.get_running_loop().time() >= deadline:
-            return
-        with suppress(TimeoutError):
-            async with asyncio.timeout(_POLL_INTERVAL):
-                await force.wait()

@@ -13,9 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
+from contextlib import suppress
 from typing import Final
 
 log = logging.getLogger("bridge.signals")
+
+# How often `poll_until` looks at its condition.
+_POLL_INTERVAL: Final = 0.05
 
 
 class Signals:
@@ -48,3 +53,19 @@ class Signals:
             log.warning("received %s again: exiting now; %s", name, self._forcing)
             self.forced_by = signum
             self.force.set()
+
+
+async def poll_until(condition: Callable[[], bool], within: float, force: asyncio.Event) -> None:
+    """Wait until `condition` holds, `within` seconds pass or `force` is set.
+
+    Polled on the loop rather than joined on a worker thread: a forced exit
+    must not wait for a thread stuck in an Ingres call (`asyncio.run` waits for
+    its executor's threads as it ends).
+    """
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition() and not force.is_set():
+        if asyncio.get_running_loop().time() >= deadline:
+            return
+        with suppress(TimeoutError):
+            async with asyncio.timeout(_POLL_INTERVAL):
+                await force.wait()

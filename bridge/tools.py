@@ -23,12 +23,11 @@ from bridge.message import MessageFormat, format_timestamp
 from bridge.openapi import OpenAPIError
 from bridge.routing import RoutingKeyBuilder, RoutingKeyTooLong
 from bridge.settings import EventName, Settings
-from bridge.signals import Signals
+from bridge.signals import Signals, poll_until
 from bridge.spool import SpoolError, read_stats
 
-# How long `tail` waits for its catchers to close their sessions, and how often it looks.
+# How long `tail` waits for its catchers to close their sessions.
 _CATCHER_STOP_TIMEOUT = 10.0
-_POLL_INTERVAL = 0.05
 
 
 def _fail(message: str) -> int:
@@ -135,24 +134,13 @@ async def _tail(settings: Settings, out: TextIO) -> int:
     finally:
         for catcher in catchers:
             catcher.stop()
-        await _first_done(signals.force.wait(), _ended(catchers))
+        await poll_until(lambda: not any(c.alive for c in catchers), _CATCHER_STOP_TIMEOUT,
+                         signals.force)
     if signals.forced_by is not None:
         return forced_by(signals.forced_by)
     if printer.error is not None:
         return _fail(str(printer.error))
     return ExitStatus.OK
-
-
-async def _ended(catchers: list[Catcher]) -> None:
-    """Return once every catcher thread ended, or after _CATCHER_STOP_TIMEOUT.
-
-    Polled, not joined on executor threads: `asyncio.run` waits for those as it
-    ends, which would hold a forced exit back for as long as a catcher is stuck
-    in an Ingres call.
-    """
-    deadline = asyncio.get_running_loop().time() + _CATCHER_STOP_TIMEOUT
-    while any(c.alive for c in catchers) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 (a thread's end sets no asyncio.Event)
-        await asyncio.sleep(_POLL_INTERVAL)
 
 
 async def _first_done(*waits: Awaitable[object]) -> None:

@@ -80,8 +80,8 @@ async def test_spool_full_with_the_broker_away_applies_the_policy(
                 proxy.cut()  # the broker is away
                 raiser = Raiser(sim, count=count).start()
                 await raiser.wait()
-                backlog = bridge._backlog
-                assert backlog is not None
+                assert bridge._running is not None
+                backlog = bridge._running.backlog
                 if policy == "block":
                     # The full backlog holds the catcher thread back.
                     assert await eventually(lambda: not backlog.has_room, within=30)

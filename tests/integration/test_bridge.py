@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from bridge.app import Bridge
 from bridge.publisher import PublisherStartupError
 from bridge.settings import AmqpUrl, Settings
 from bridge.sim.server import ServerThread
+from bridge.spool import Spool
 from tests.faults.proxy import TcpProxy
 from tests.integration.conftest import (
     Raised,
@@ -184,8 +186,42 @@ async def test_refused_credentials_stop_the_start(settings: Settings, amqp_url: 
             await bridge.start()
         assert not refused.value.transient
         assert "wrong-password" not in str(refused.value)
+        # The failed start closed what it had opened: the spool is free (it is
+        # locked while open), and there is nothing left to shut down.
+        Spool.open(settings.spool.path).close()
     finally:
         await bridge.shutdown()
+
+
+async def test_shutdown_runs_its_phases_in_order_each_logged_with_what_it_left(
+    settings: Settings, sim: ServerThread, subscriber: aio_pika.abc.AbstractQueue,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events = [sample(i) for i in range(20)]
+    bridge = await _started(settings)
+    try:
+        await asyncio.to_thread(raise_all, sim.target(), events)
+        assert await eventually(
+            lambda: metric_value(bridge.metrics, "events_caught") == len(events), 30)
+    finally:
+        with caplog.at_level(logging.INFO, logger="bridge.app"):
+            await bridge.shutdown()
+            await bridge.shutdown()  # idempotent: nothing runs twice
+    assert len(await receive(subscriber, len(events))) == len(events)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("shutdown: ")]
+    phases = [m.removeprefix("shutdown: ").partition(":")[0] for m in said
+              if not m.startswith("shutdown: draining")]
+    assert phases == ["stop intake", "close the Ingres sessions", "commit the backlog",
+                      "drain into RabbitMQ", "close the publisher", "close the spool",
+                      "close HTTP"]
+    assert "close the Ingres sessions: all closed" in said[1]
+    assert said[-3].endswith("close the publisher: closed")
+    assert "close the spool: nothing left" in said[-2]
+    left = Spool.open(settings.spool.path)  # closed (it is locked while open), and empty
+    try:
+        assert left.depth == 0
+    finally:
+        left.close()
 
 
 async def test_two_bridges_publish_each_event_under_the_same_message_id(

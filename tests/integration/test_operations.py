@@ -34,8 +34,10 @@ async def test_probes_and_metrics_follow_events_and_an_ingres_outage(
     http = settings.http.model_copy(update={"listen": "127.0.0.1:0"})
     bridge = Bridge(settings.model_copy(update={"http": http}))
     await bridge.start()
-    assert bridge._http is not None
-    base = f"http://127.0.0.1:{bridge._http.port}"
+    running = bridge._running
+    assert running is not None
+    assert running.http is not None
+    base = f"http://127.0.0.1:{running.http.port}"
     try:
         async with aiohttp.ClientSession() as client:
 
