@@ -328,7 +328,7 @@ async def latency(ctx: Context, catcher: str, rate: float, seconds: float,
         arrived_ids[message.message_id or ""] = now
 
     await queue.consume(on_message, no_ack=True)
-    traced = ctx.args.stages and catcher == "ours"
+    traced = ctx.args.stages and catcher in ("ours", "ref")
     if catcher in ("ours", "ref"):
         proc = await ctx.start_bridge(ctx.bridge_overrides(name, 1, spool=True),
                                       ref=catcher == "ref", stages=traced)
@@ -590,6 +590,9 @@ async def steady_section(ctx: Context, reps: int, rate: float, seconds: float) -
         # Each run's p99 and load: on a shared machine the spread says more than the median.
         out[key]["runs_p99_ms"] = [r.get("p99_ms", float("inf")) for r in rows[key]]
         out[key]["runs_loadavg"] = [r["loadavg_1min"] for r in rows[key]]
+        if all("stages" in r for r in rows[key]):  # --stages: the bridge's own part
+            out[key]["runs_own_p99_ms"] = [r["stages"]["raise_to_socket_ms"]["p99"]
+                                           for r in rows[key]]
         if key != "raw":
             out[key]["cpu_ratio_to_raw"] = _median_ratio(rows[key], rows["raw"],
                                                          "cpu_us_per_event")
@@ -790,6 +793,9 @@ def _render_steady(st: dict[str, Any], row: str) -> list[str]:
         f"{p:.1f} ({a:.1f})" for p, a in zip(st[key]["runs_p99_ms"], st[key]["runs_loadavg"],
                                              strict=True))
         for key in ("ours", *others) if "runs_p99_ms" in st[key])
+    lines.extend(f"   each run's p99 ms of raise -> bridge's socket write, {key}: " + ", ".join(
+        f"{p:.1f}" for p in st[key]["runs_own_p99_ms"])
+        for key in ("ours", "ref") if "runs_own_p99_ms" in st.get(key, {}))
     # Latency is only as good as the machine is quiet: say how loaded it was.
     lines.append(row.format("load average (1 min) before / after",
                             f"{st['ours'].get('loadavg_before', float('nan')):.1f} / "
@@ -801,6 +807,10 @@ def _render_steady(st: dict[str, Any], row: str) -> list[str]:
                                     else " (reference)"))
     if "stages" in st["ours"]:
         lines.extend(stages.render(st["ours"]["stages"], row))
+    if "stages" in st.get("ref", {}):
+        own = st["ref"]["stages"]["raise_to_socket_ms"]
+        lines.append(row.format("reference: raise -> socket write p50/p99/max",
+                                f"{own['p50']:.1f}/{own['p99']:.1f}/{own['max']:.1f}", "", ""))
     return lines
 
 

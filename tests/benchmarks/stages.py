@@ -205,6 +205,11 @@ def breakdown(arrivals: dict[str, float], bridge: dict[str, list[Any]],
     for s in tail_spans:
         top = max(STAGES, key=lambda n: -1.0 if math.isnan(s[n]) else s[n])
         out["dominant"][top] = out["dominant"].get(top, 0) + 1
+    # The bridge's own part of each event's latency, broker and consumer left out.
+    own = sorted((r["written"] - r["raised"]) * 1e3 for r in rows
+                 if not math.isnan(r["written"]))
+    out["raise_to_socket_ms"] = {"p50": _quantile(own, 0.5), "p99": _quantile(own, 0.99),
+                                 "max": own[-1] if own else NAN}
     out["tail_confirm_ms"] = statistics.fmean(
         (r["confirmed"] - r["written"]) * 1e3 for r in tail)
     out["tail_raise_late_ms"] = statistics.fmean(r["late"] * 1e3 for r in tail)
@@ -242,6 +247,9 @@ def render(b: dict[str, Any], row: str) -> list[str]:
     for name, s in b["stages"].items():
         lines.append(row.format(name[:44], f"{s['median_ms']:.2f}/{s['p99_ms']:.1f}",
                                 f"{s['tail_mean_ms']:.2f}", f"{s['tail_share']:.2f}"))
+    own = b["raise_to_socket_ms"]
+    lines.append(row.format("raise -> bridge's socket write: p50/p99/max",
+                            f"{own['p50']:.1f}/{own['p99']:.1f}/{own['max']:.1f}", "", ""))
     dominant = ", ".join(f"{n.split(':')[0]} {c}" for n, c in
                          sorted(b["dominant"].items(), key=lambda kv: -kv[1]))
     lines.append(f"   tail's longest stage: {dominant}")
