@@ -20,7 +20,8 @@ Sources, highest precedence first:
 Every problem is reported at once as a `SettingsError`, one line per problem,
 naming the environment variable and the dotted path, never echoing a secret.
 Passwords (Ingres password, the one inside the AMQP URL or the Ingres target)
-are `SecretStr` values: repr, str, logs and `masked_dict()` show `***`.
+are pydantic secrets (`SecretStr`, `Secret`): repr, str, logs and
+`masked_dict()` show `***`.
 """
 
 from __future__ import annotations
@@ -161,7 +162,12 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def _parse_positive_duration(value: object) -> float:
-    """Seconds from a number or a string like '30', '2.5s', '500ms', '2m', '1h'; must be > 0."""
+    """Seconds from a number or a string like '30', '2.5s', '500ms', '2m', '1h'; must be > 0.
+
+    Kept although pydantic parses durations: its timedelta takes ISO 8601 and
+    [D ]HH:MM:SS, not the '500ms' / '2m' that the example files document, and
+    every component takes seconds as a float.
+    """
     seconds: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
