@@ -1,11 +1,12 @@
-"""The demo stack's "application": raises DBEvents in the simulator, as a real
-application's inserts would through the rule in config/sql/create_events.sql.
+"""The demo stack's "application": raises DBEvents in the simulator.
 
-It is an ordinary client session of the simulator (bridge.sim.wire): it runs
-CREATE DBEVENT for each event (an existing one is fine), marks itself ready
-(the file that the compose healthcheck looks for, so the bridge starts only
-once the events exist and its REGISTER DBEVENT succeeds), then raises the
-events in turn, with the text the sample database procedure would build:
+As a real application's inserts would through the rule in
+config/sql/create_events.sql. It is an ordinary client session of the
+simulator (bridge.sim.wire): it runs CREATE DBEVENT for each event (an
+existing one is fine), marks itself ready (the file that the compose
+healthcheck looks for, so the bridge starts only once the events exist and its
+REGISTER DBEVENT succeeds), then raises the events in turn, with the text the
+sample database procedure would build:
 
     order_created  'order_id=1 customer=demo status=new'
     order_shipped  'order_id=1 customer=demo status=shipped'
@@ -41,7 +42,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--password", default="demo")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between orders")
     parser.add_argument("--count", type=int, default=0, help="orders to raise (0: forever)")
-    parser.add_argument("--ready-file", type=Path, default=Path("/tmp/demo-app.ready"))
+    parser.add_argument("--ready-file", type=Path, default=Path("/tmp/demo-app.ready"))  # noqa: S108 (the container's own /tmp)
     return parser.parse_args(argv)
 
 
