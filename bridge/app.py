@@ -23,7 +23,7 @@ import gc
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -47,7 +47,7 @@ from bridge.settings import (
     database_of,
     env_name,
 )
-from bridge.signals import Signals, poll_until
+from bridge.signals import Signals, poll_until, unless_stopped
 from bridge.spool import Spool
 
 log = logging.getLogger("bridge.app")
@@ -695,7 +695,7 @@ async def run_service(settings: Settings) -> int:
         return status_of(exc)
     status: int = ExitStatus.OK
     try:
-        if await _first(bridge.start(), signals.stop):
+        if await unless_stopped(bridge.start(), signals.stop):
             # What start-up built (modules, settings, connections) lives as long
             # as the process. Frozen, it is no longer traversed by every full
             # collection of the cyclic GC: at 2,000 events/s one came every 5-10 s
@@ -715,23 +715,6 @@ async def run_service(settings: Settings) -> int:
     log.info("dbevent-bridge stopped cleanly" if status == ExitStatus.OK
              else f"dbevent-bridge stopped (exit status {status})")
     return status
-
-
-async def _first(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
-    """Run `work` unless `stop` is set first (then cancel it); True when it completed."""
-    task = asyncio.ensure_future(work)
-    stopped = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()
-    if not task.done():
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
-        return False
-    task.result()
-    return True
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextlib import suppress
-from typing import Final
+from typing import Any, Final
 
 log = logging.getLogger("bridge.signals")
 
@@ -69,3 +69,23 @@ async def poll_until(condition: Callable[[], bool], within: float, force: asynci
         with suppress(TimeoutError):
             async with asyncio.timeout(_POLL_INTERVAL):
                 await force.wait()
+
+
+async def unless_stopped(work: Coroutine[Any, Any, object], stop: asyncio.Event) -> bool:
+    """Run `work` unless `stop` is set first (then cancel it); True when it completed.
+
+    What `work` raised is raised here.
+    """
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if not task.done():
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+        return False
+    task.result()
+    return True

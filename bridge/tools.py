@@ -11,7 +11,7 @@ import asyncio
 import json
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -23,7 +23,7 @@ from bridge.message import MessageFormat, format_timestamp
 from bridge.openapi import OpenAPIError
 from bridge.routing import RoutingKeyBuilder, RoutingKeyTooLong
 from bridge.settings import EventName, Settings
-from bridge.signals import Signals, poll_until
+from bridge.signals import Signals, poll_until, unless_stopped
 from bridge.spool import SpoolError, read_stats
 
 # How long `tail` waits for its catchers to close their sessions.
@@ -130,7 +130,7 @@ async def _tail(settings: Settings, out: TextIO) -> int:
     try:
         for catcher in catchers:
             catcher.start()
-        await _first_done(signals.stop.wait(), failed.wait())
+        await unless_stopped(failed.wait(), signals.stop)
     finally:
         for catcher in catchers:
             catcher.stop()
@@ -141,16 +141,6 @@ async def _tail(settings: Settings, out: TextIO) -> int:
     if printer.error is not None:
         return _fail(str(printer.error))
     return ExitStatus.OK
-
-
-async def _first_done(*waits: Awaitable[object]) -> None:
-    """Return as soon as one of `waits` is done; the others are cancelled."""
-    tasks = [asyncio.ensure_future(wait) for wait in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
 
 
 def run_spool_stats(settings: Settings) -> int:
