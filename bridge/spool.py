@@ -284,11 +284,6 @@ class Spool:
             raise _explain(self._path, exc) from exc
         return [(row[0], _item(row)) for row in rows]
 
-    def set_meta(self, key: str, value: str) -> None:
-        """Record `value` under `key` durably, on its own (`append` records it with items)."""
-        with self._transaction("write metadata to"):
-            self._conn.execute(_UPSERT_META, (key, value))
-
     def get_meta(self, key: str) -> str | None:
         """The value recorded under `key`, or None."""
         try:

@@ -181,8 +181,8 @@ async def test_a_version_1_ledgers_unreported_gap_is_reported_once(
     spool: Spool, reopen: Callable[[Spool], Spool]
 ) -> None:
     # A spool the earlier release left: a gap from 2 never confirmed, a later proof.
-    spool.set_meta("unreported_gap_from", at(2).isoformat())
-    spool.set_meta("session_alive_at", at(9).isoformat())
+    spool.append([], {"unreported_gap_from": at(2).isoformat(),
+                      "session_alive_at": at(9).isoformat()})
     spool = reopen(spool)
     ledger = ledger_on(spool)
     assert ledger.restart_gap_from() == at(2)
@@ -314,7 +314,7 @@ async def test_spool_errors_are_logged_never_raised(
 async def test_an_unreadable_time_in_the_spool_is_ignored(
     spool: Spool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    spool.set_meta(gaps._ALIVE_KEY, "yesterday-ish")  # what a damaged spool holds
+    spool.append([], {gaps._ALIVE_KEY: "yesterday-ish"})  # what a damaged spool holds
     with caplog.at_level(logging.WARNING, logger="bridge.gaps"):
         assert ledger_on(spool).restart_gap_from() is None
     assert "cannot read session_alive_at" in caplog.text

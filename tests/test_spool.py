@@ -164,7 +164,7 @@ def test_reopen_keeps_what_is_left(tmp_path: Path) -> None:
     spool.append(events)
     spool.delete([e.message_id for e in events[::2]])
     depth, size = spool.depth, spool.bytes
-    spool.set_meta("last_session_ok", "2024-05-17T12:00:00.000001+00:00")
+    spool.append([], {"last_session_ok": "2024-05-17T12:00:00.000001+00:00"})
     spool.close()
 
     spool = Spool.open(path)
@@ -185,8 +185,8 @@ def test_reopen_keeps_what_is_left(tmp_path: Path) -> None:
 
 
 def test_meta_overwrites(spool: Spool) -> None:
-    spool.set_meta("k", "1")
-    spool.set_meta("k", "2")
+    spool.append([], {"k": "1"})  # metadata on its own: a transaction without items
+    spool.append([make_event(1)], {"k": "2"})
     assert spool.get_meta("k") == "2"
 
 
