@@ -170,13 +170,6 @@ class Catcher:
             if self._interrupt is not None:
                 self._interrupt()
 
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait for the thread to end; True once it has."""
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
     @property
     def alive(self) -> bool:
         """True while the thread runs."""

@@ -164,7 +164,7 @@ def catcher(sink: RecordingSink) -> Iterator[Catcher]:
     started = Catcher(config, sink, EventIdentities())
     yield started
     started.stop()
-    assert started.join(10)
+    assert wait_until(lambda: not started.alive, 10)
 
 
 def test_every_event_is_registered_and_each_catch_handed_on_with_its_stable_id(
@@ -198,7 +198,7 @@ def test_an_idle_session_is_probed_and_the_probe_proves_what_came_before(
         assert wait_until(lambda: len(sink.of("proved")) >= 2, 10)
     finally:
         catcher.stop()
-        assert catcher.join(10)
+        assert wait_until(lambda: not catcher.alive, 10)
     assert session.probes >= 2
     kinds = sink.kinds()
     assert kinds.index("caught") < kinds.index("proved")  # reported after the events
@@ -239,7 +239,7 @@ def test_a_probe_that_fails_loses_the_session(
         assert wait_until(lambda: sink.of("up") == [False, True], 10)
     finally:
         catcher.stop()
-        assert catcher.join(10)
+        assert wait_until(lambda: not catcher.alive, 10)
     assert len(sink.of("down")) == 1
     assert sink.failed is None
 
@@ -322,7 +322,7 @@ def test_stop_ends_the_thread_and_closes_the_session(
     catcher.start()
     assert catcher.wait_registered(10)
     catcher.stop()
-    assert catcher.join(10)
+    assert wait_until(lambda: not catcher.alive, 10)
     assert session.closed.is_set()
     assert not catcher.alive
 
@@ -353,7 +353,7 @@ def _run_until_registered(catcher: Catcher) -> None:
         assert catcher.wait_registered(30)
     finally:
         catcher.stop()
-        assert catcher.join(10)
+        assert wait_until(lambda: not catcher.alive, 10)
 
 
 def test_answered_failures_back_off_doubling_up_to_the_maximum(
@@ -401,7 +401,7 @@ def test_a_stop_request_ends_the_wait_for_the_next_attempt_at_once(
         assert wait_until(lambda: len(sink.of("unavailable")) >= 1, 10)
     finally:
         catcher.stop()
-        assert catcher.join(10)
+        assert wait_until(lambda: not catcher.alive, 10)
     assert sink.of("up") == []
     assert sink.failed is None
 

@@ -78,7 +78,7 @@ def test_rejected_settings_stop_start_up_with_one_line(
             catcher.wait_registered(60.0)
     finally:
         catcher.stop()
-        assert catcher.join(30.0)
+        assert wait_until(lambda: not catcher.alive, 30.0)
     message = str(caught.value)
     assert code in message
     assert meaning in message
@@ -109,5 +109,5 @@ def test_an_unreachable_server_is_retried_until_it_answers(
             assert catcher.wait_registered(60.0)
     finally:
         catcher.stop()
-        assert catcher.join(30.0)
+        assert wait_until(lambda: not catcher.alive, 30.0)
     assert not sink.failed.is_set()
