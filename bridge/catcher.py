@@ -99,7 +99,7 @@ class RegistrationError(OpenAPIError):
 # retried this many times in a row, each logged, and then the catcher gives up:
 # it is a refusal by the library (a bad parameter, a broken installation), and
 # retrying it for ever would only hide it.
-_UNEXPLAINED_LIMIT = 3
+_UNEXPLAINED_LIMIT: Final = 3
 
 
 # While no server takes the connection (refused, nobody listening), retry this
@@ -311,13 +311,7 @@ class Catcher:
             ) from exc
 
     def _open_and_register(self) -> _Registered:
-        """Connect and register every event, reading the DBMS clock before and after.
-
-        The reading before is where this session's catching starts (an event
-        raised later is stamped no earlier); the one after, rounded down to the
-        second, plus a second, is later than the moment the last REGISTER took
-        effect, so it ends the window that the previous session left.
-        """
+        """Connect and register every event; a failure is judged (`_judge`), then raised."""
         try:
             return self._registered(_open_session(self._ingres))
         except RegistrationError:
@@ -327,6 +321,14 @@ class Catcher:
             raise
 
     def _registered(self, session: Session) -> _Registered:
+        """Register every event on `session`, reading the DBMS clock before and after.
+
+        The reading before is where this session's catching starts (an event
+        raised later is stamped no earlier); the one after, rounded down to the
+        second (`Session.probe`), plus a second, is later than the moment the last REGISTER
+        took effect, so it ends the window that the previous session left.
+        `session` is closed when this fails.
+        """
         timeout_s = self._ingres.operation_timeout
         try:
             catching_from = session.probe(timeout_s)
