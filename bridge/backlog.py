@@ -78,8 +78,8 @@ class FullPolicy(StrEnum):
 class Backlog:
     """Ordered, bounded, optionally durable hand-over from the catcher to the publisher.
 
-    Implements the publisher's `ItemSource` protocol (`get`, `confirmed`).
-    `shutdown` closes `spool`; alternatively call `flush` and close it yourself.
+    The publisher's `EventSource` (`get`, `confirmed`; bridge.publisher).
+    `shutdown` flushes and closes `spool`.
     """
 
     def __init__(

@@ -105,7 +105,8 @@ class CaughtEvent(DBEvent):
 
     message_id: str = field(default_factory=new_message_id)  # catcher: stable_message_id
     # Monotonic clock reading (time.monotonic()) taken when the catch completed;
-    # used for latency metrics only, never persisted meaningfully across restarts.
+    # read by the benchmark's stage trace (tests/benchmarks/stages.py), never
+    # stored: an event read back from the spool carries 0.0.
     caught_monotonic: float = 0.0
 
 

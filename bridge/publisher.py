@@ -113,6 +113,7 @@ RECONNECT_JITTER: Final = 1.0
 RETRY_WAIT_INITIAL: Final = 0.1
 RETRY_WAIT_MAX: Final = 30.0
 
+
 class PublisherError(Exception):
     """Base class of the publisher's own errors."""
 
@@ -167,7 +168,6 @@ class _Connection(aio_pika.Connection):
             with contextlib.suppress(Exception):
                 await self.close()
             raise
-
 
 
 class EventSource(Protocol):
