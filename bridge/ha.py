@@ -49,6 +49,7 @@ import aio_pika
 import aio_pika.abc
 import aiormq.abc
 import aiormq.exceptions
+import stamina
 
 from bridge.backlog import Backlog
 from bridge.event import CaughtEvent, GapMarker, Item
@@ -58,6 +59,7 @@ from bridge.publisher import (
     Publisher,
     PublisherError,
     PublisherStartupError,
+    close_connection,
     describe_error,
     open_connection,
 )
@@ -294,8 +296,7 @@ class Lease:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 await self._follow_reports(connection)
         except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
-            with suppress(Exception):
-                await connection.close()
+            await close_connection(connection)
             raise PublisherStartupError(
                 f"cannot follow the progress reports of HA group {self.group!r}: "
                 f"{describe_error(self._amqp, exc)}",
@@ -314,23 +315,40 @@ class Lease:
 
     async def run(self) -> None:
         """Hold a connection and take the lease whenever it is free; never returns."""
-        wait = self._amqp.reconnect_backoff_min
+        connection, self._first = self._first, None
         while True:
+            if connection is None:
+                connection = await self._reconnect()
             try:
-                connection, self._first = self._first, None
-                if connection is None:
-                    connection = await self._connect()
-                wait = self._amqp.reconnect_backoff_min
                 await self._hold(connection)
-            except PublisherStartupError as exc:
-                log.warning("HA group %s: cannot connect to RabbitMQ, retrying in %.1f s: %s",
-                            self.group, wait, exc, extra={"ha_role": "standby"})
             except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
                 log.warning("HA group %s: connection to RabbitMQ lost: %s", self.group,
                             describe_error(self._amqp, exc), extra={"ha_role": "standby"})
-            self._lost()
-            await asyncio.sleep(wait)
-            wait = min(max(wait * 2, 0.1), _RECONNECT_MAX_S)
+            connection = None
+            # A connection the broker takes and then ends at once (a lease queue
+            # declared with other arguments, say) must not become a hot loop.
+            await asyncio.sleep(self._amqp.reconnect_backoff_min)
+
+    async def _reconnect(self) -> aio_pika.abc.AbstractConnection:
+        """A new connection, tried with back-off (stamina) until the broker takes one.
+
+        From amqp.reconnect_backoff_min doubling up to _RECONNECT_MAX_S, not
+        the publisher's longer maximum: a bridge must queue up for its lease
+        soon after the broker is back. No jitter: one connection per bridge.
+        """
+        async for attempt in stamina.retry_context(
+            on=PublisherStartupError, attempts=None, timeout=None,
+            wait_initial=self._amqp.reconnect_backoff_min, wait_max=_RECONNECT_MAX_S,
+            wait_jitter=0,
+        ):
+            with attempt:
+                try:
+                    return await self._connect()
+                except PublisherStartupError as exc:
+                    log.warning("HA group %s: cannot connect to RabbitMQ, retrying in %.1f s: %s",
+                                self.group, attempt.next_wait, exc, extra={"ha_role": "standby"})
+                    raise
+        raise AssertionError("unreachable: stamina retries until it works or raises")
 
     async def _connect(self) -> aio_pika.abc.AbstractConnection:
         return await open_connection(self._amqp, self._ssl_context, "dbevent-bridge ha")
@@ -357,9 +375,7 @@ class Lease:
             self._exchange = None
             self.connected = False
             self._lost()
-            with suppress(Exception):
-                async with asyncio.timeout(5.0):
-                    await connection.close()
+            await close_connection(connection)
 
     async def _follow_reports(self, connection: aio_pika.abc.AbstractConnection) -> None:
         """Consume the other bridges' progress reports on `connection`."""

@@ -383,7 +383,7 @@ class _Sessions:
                 await self._declare(channel)
                 underlay = await channel.get_underlay_channel()
         except BaseException:
-            await _close_connection(connection)
+            await close_connection(connection)
             raise
         session = _Session(connection, cast(aiormq.Channel, underlay))
         connection.close_callbacks.add(session.mark_broken)
@@ -418,7 +418,7 @@ class _Sessions:
         session, self._session = self._session, None
         if session is not None:
             session.broken = True
-            await _close_connection(session.connection)
+            await close_connection(session.connection)
 
 
 class _Run:
@@ -542,8 +542,11 @@ class _Run:
             await self._kick.wait()
 
 
-async def _close_connection(connection: aio_pika.abc.AbstractConnection) -> None:
-    # A dead peer must not hang us; errors closing a broken connection are moot.
+async def close_connection(connection: aio_pika.abc.AbstractConnection) -> None:
+    """Close `connection`, within 5 s, ignoring errors (also bridge.ha's connections).
+
+    A dead peer must not hang us; errors closing a broken connection are moot.
+    """
     with contextlib.suppress(Exception):
         async with asyncio.timeout(5.0):
             await connection.close()
