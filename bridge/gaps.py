@@ -64,7 +64,7 @@ class CatchLedger:
         database has none, as when it was the only one).
         """
         self._backlog = backlog
-        self.database = database
+        self._database = database
         self._delay_bound = delay_bound
         self._suffix = f"@{scope}" if scope else ""
         self._caught_until: datetime | None = None  # None: no session up
@@ -94,7 +94,7 @@ class CatchLedger:
         self._lost_at = None
         marker = None
         if start is not None:
-            marker = GapMarker(self.database, start, registered_by, reason)
+            marker = GapMarker(self._database, start, registered_by, reason)
             self._backlog.put(marker)
         self._caught_until = catching_from
         meta = {_ALIVE_KEY: catching_from.isoformat()}
