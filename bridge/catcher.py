@@ -136,15 +136,14 @@ class Catcher:
         self._lock = threading.Lock()  # orders `stop` against the retries' `_interrupt`
         self._interrupt: Callable[[], object] | None = None  # cancels the retries' wait
         self._started = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.startup_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="dbevent-catcher", daemon=True)
+        self._startup_error: BaseException | None = None  # a reason retrying cannot fix
         self._unreachable_logged = -_UNREACHABLE_LOG_EVERY_S  # monotonic time of that warning
-        self.crashed: BaseException | None = None
+        self._crashed: BaseException | None = None  # a bug
         self._unexplained = 0  # consecutive failures without error information
 
     def start(self) -> None:
-        """Start the catcher thread."""
-        self._thread = threading.Thread(target=self._run, name="dbevent-catcher", daemon=True)
+        """Start the catcher thread (once)."""
         self._thread.start()
 
     def wait_registered(self, timeout: float) -> bool:
@@ -154,10 +153,10 @@ class Catcher:
         credentials, an unknown database): retrying cannot fix those.
         """
         self._started.wait(timeout)
-        if self.startup_error is not None:
-            raise self.startup_error
-        if self.crashed is not None:
-            raise RuntimeError("the catcher thread crashed") from self.crashed
+        if self._startup_error is not None:
+            raise self._startup_error
+        if self._crashed is not None:
+            raise RuntimeError("the catcher thread crashed") from self._crashed
         return self._started.is_set()
 
     def stop(self) -> None:
@@ -172,8 +171,8 @@ class Catcher:
 
     @property
     def alive(self) -> bool:
-        """True while the thread runs."""
-        return self._thread is not None and self._thread.is_alive()
+        """True while the thread runs (False before `start`)."""
+        return self._thread.is_alive()
 
     # -- the thread ----------------------------------------------------------
 
@@ -191,12 +190,12 @@ class Catcher:
                     session.close()
                 reconnected = True
         except CatcherGaveUpError as exc:
-            self.startup_error = exc
+            self._startup_error = exc
             self._started.set()
             self._sink.catcher_failed(exc)
         except BaseException as exc:
             log.exception("catcher thread crashed")
-            self.crashed = exc
+            self._crashed = exc
             self._started.set()
             self._sink.catcher_failed(exc)
 
