@@ -459,28 +459,36 @@ async def test_nacked_events_are_published_again_until_accepted(
     assert _sample(metrics, "events_published") == 20 + republished
 
 
+async def _refusing_queue(connection: aio_pika.abc.AbstractConnection, exchange: str) -> None:
+    """Bind a queue to `exchange` that refuses (nacks) every message published to it."""
+    await Collector().bind(connection, exchange,
+                           {"x-max-length": 0, "x-overflow": "reject-publish"}, consume=False)
+
+
+async def _cancel_after(running: asyncio.Task[None], window: float) -> None:
+    """Cancel `running` after `window` seconds, in which it must not have ended.
+
+    Not a wait for something: the window in which the probes are counted.
+    """
+    await asyncio.sleep(window)
+    assert not running.done()
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+
+
 @pytest.mark.amqp
 async def test_a_queue_that_always_nacks_is_retried_with_back_off_not_hot(
     amqp_url: str, exchange: str, amqp_connection: aio_pika.abc.AbstractConnection,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    collector = Collector()
-    await collector.bind(
-        amqp_connection, exchange, {"x-max-length": 0, "x-overflow": "reject-publish"},
-        consume=False,
-    )
+    await _refusing_queue(amqp_connection, exchange)
     source = RecordingSource(_events(10))
     metrics = Metrics()
     monkeypatch.setattr(publisher_module, "RETRY_WAIT_INITIAL", 0.1)
     config = _config(amqp_url, exchange)
     async with _publisher(config, metrics) as publisher:
-        running = asyncio.create_task(publisher.run(source))
-        # Not a wait for something: the window in which the probes are counted.
-        await asyncio.sleep(1.5)
-        assert not running.done()
-        running.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await running
+        await _cancel_after(asyncio.create_task(publisher.run(source)), 1.5)
     # 10 first publishes, then ONE probe per back-off period (0.1, 0.2, 0.4, 0.4 ... s):
     # a handful in 1.5 s, where a hot loop would make thousands.
     assert 1 <= _sample(metrics, "events_republished") <= 10
@@ -495,11 +503,7 @@ async def test_probing_goes_on_after_a_reconnect(
     # A queue that refuses everything, and the connection cut while the
     # publisher probes: after the reconnect it probes on (one message per
     # back-off), rather than sending the whole window into the full queue.
-    collector = Collector()
-    await collector.bind(
-        amqp_connection, exchange, {"x-max-length": 0, "x-overflow": "reject-publish"},
-        consume=False,
-    )
+    await _refusing_queue(amqp_connection, exchange)
     source = RecordingSource(_events(20))
     metrics = Metrics()
     broker = URL(amqp_url)
@@ -513,12 +517,7 @@ async def test_probing_goes_on_after_a_reconnect(
             proxy.cut()
             assert await eventually(
                 lambda: _sample(metrics, "reconnects", side="amqp") == 1, 10)
-            # Not a wait for something: the window in which the probes are counted.
-            await asyncio.sleep(1.0)
-            assert not running.done()
-            running.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await running
+            await _cancel_after(running, 1.0)
     # Pipelining again would publish all 20 at once; probes come one per
     # back-off period (0.1 to 0.4 s), a handful in a second.
     assert _sample(metrics, "events_published") - before <= 10
