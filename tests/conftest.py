@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
+import stamina
 
 from bridge.sim.build import ensure_ii_system
 
@@ -147,3 +148,13 @@ async def amqp_connection(amqp_url: str) -> AsyncIterator[aio_pika.abc.AbstractC
         yield connection
     finally:
         await connection.close()
+
+
+@pytest.fixture
+def retry_waits() -> Iterator[list[float]]:
+    """The wait before each retry, in order, as stamina reports it to its hooks."""
+    recorded: list[float] = []
+    before = stamina.instrumentation.get_on_retry_hooks()
+    stamina.instrumentation.set_on_retry_hooks([lambda details: recorded.append(details.wait_for)])
+    yield recorded
+    stamina.instrumentation.set_on_retry_hooks(before)

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import stamina
 
 import bridge.catcher as catcher_module
 from bridge.catcher import (
@@ -330,16 +329,6 @@ def test_stop_ends_the_thread_and_closes_the_session(
 # --- the reconnect back-off (the waits stamina sleeps, through its public hook) ----------
 
 
-@pytest.fixture
-def waits() -> Iterator[list[float]]:
-    """The wait before each retry, in order, as stamina reports it to its hooks."""
-    recorded: list[float] = []
-    before = stamina.instrumentation.get_on_retry_hooks()
-    stamina.instrumentation.set_on_retry_hooks([lambda details: recorded.append(details.wait_for)])
-    yield recorded
-    stamina.instrumentation.set_on_retry_hooks(before)
-
-
 def _backing_off(sink: RecordingSink, low: float, high: float) -> Catcher:
     config = IngresSettings(target=IngresTarget("demodb"), events=["a"], get_event_timeout=0.01,
                             idle_probe_interval=60.0, reconnect_backoff_min=low,
@@ -357,35 +346,35 @@ def _run_until_registered(catcher: Catcher) -> None:
 
 
 def test_answered_failures_back_off_doubling_up_to_the_maximum(
-    script: Script, sink: RecordingSink, waits: list[float], monkeypatch: pytest.MonkeyPatch,
+    script: Script, sink: RecordingSink, retry_waits: list[float], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(random, "uniform", lambda low, high: high)  # the most jitter
     script.extend([ANSWERED] * 5)
     _run_until_registered(_backing_off(sink, 0.01, 0.04))
     # 0.01 doubling, plus the most jitter (0.01), never above the maximum.
-    assert waits == pytest.approx([0.02, 0.03, 0.04, 0.04, 0.04])
+    assert retry_waits == pytest.approx([0.02, 0.03, 0.04, 0.04, 0.04])
     assert len(sink.of("unavailable")) == 5
 
 
 def test_jitter_is_at_most_the_first_delay(
-    script: Script, sink: RecordingSink, waits: list[float]
+    script: Script, sink: RecordingSink, retry_waits: list[float]
 ) -> None:
     script.extend([ANSWERED] * 4)
     _run_until_registered(_backing_off(sink, 0.01, 1.0))
-    assert len(waits) == 4
-    for wait, base in zip(waits, [0.01, 0.02, 0.04, 0.08], strict=True):
+    assert len(retry_waits) == 4
+    for wait, base in zip(retry_waits, [0.01, 0.02, 0.04, 0.08], strict=True):
         assert base <= wait <= base + 0.01 + 1e-9
 
 
 def test_an_unreachable_server_is_retried_quickly_and_does_not_grow_the_back_off(
-    script: Script, sink: RecordingSink, waits: list[float], monkeypatch: pytest.MonkeyPatch,
+    script: Script, sink: RecordingSink, retry_waits: list[float], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(random, "uniform", lambda low, high: 0.0)  # no jitter
     script.extend([ANSWERED, ANSWERED, *[UNREACHABLE] * 3, ANSWERED])
     _run_until_registered(_backing_off(sink, 0.01, 10.0))
     # Refused connects every 0.2 s; the third answered failure waits the third
     # step (0.04), not a step counted over the refused attempts too (0.16).
-    assert waits == pytest.approx([0.01, 0.02, 0.2, 0.2, 0.2, 0.04])
+    assert retry_waits == pytest.approx([0.01, 0.02, 0.2, 0.2, 0.2, 0.04])
 
 
 @pytest.mark.parametrize("failure", [ANSWERED, UNREACHABLE], ids=["answered", "unreachable"])

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import stamina
 
 from bridge import ha
 from bridge.backlog import Backlog
@@ -17,6 +14,7 @@ from bridge.event import CaughtEvent, GapMarker, Item
 from bridge.ha import HaSource
 from bridge.metrics import Metrics
 from bridge.settings import AmqpSettings
+from tests.faults.process import free_port
 from tests.metric_value import metric_value
 from tests.polling import eventually
 
@@ -169,40 +167,24 @@ async def test_takeover_forgets_the_markers_a_later_report_covers_and_publishes_
 # --- the lease's connection: retried with back-off while the broker is unreachable ------
 
 
-@pytest.fixture
-def waits() -> Iterator[list[float]]:
-    """The wait before each retry, in order, as stamina reports it to its hooks."""
-    recorded: list[float] = []
-    before = stamina.instrumentation.get_on_retry_hooks()
-    stamina.instrumentation.set_on_retry_hooks([lambda details: recorded.append(details.wait_for)])
-    yield recorded
-    stamina.instrumentation.set_on_retry_hooks(before)
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_the_lease_connection_is_retried_doubling_up_to_its_maximum(
-    metrics: Metrics, waits: list[float], caplog: pytest.LogCaptureFixture,
+    metrics: Metrics, retry_waits: list[float], caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(ha, "_RECONNECT_MAX_S", 0.08)
     amqp = AmqpSettings.model_validate({
-        "url": f"amqp://guest:guest@127.0.0.1:{_closed_port()}/", "exchange": "x",
+        "url": f"amqp://guest:guest@127.0.0.1:{free_port()}/", "exchange": "x",
         "reconnect_backoff_min": 0.01, "reconnect_backoff_max": 0.02,
     })
     lease = ha.Lease(amqp, "group", HaSource(_CountingBacklog(metrics), metrics, 10),
                      lambda _: None)
     running = asyncio.create_task(lease.run())
     try:
-        assert await eventually(lambda: len(waits) >= 5, 30)
+        assert await eventually(lambda: len(retry_waits) >= 5, 30)
     finally:
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
             await running
-    assert waits[:5] == pytest.approx([0.01, 0.02, 0.04, 0.08, 0.08])  # no jitter
+    assert retry_waits[:5] == pytest.approx([0.01, 0.02, 0.04, 0.08, 0.08])  # no jitter
     assert not lease.active.is_set()
     assert "HA group group: cannot connect to RabbitMQ, retrying in 0.0 s" in caplog.text
