@@ -169,20 +169,25 @@ class HaSource:
         """
         self._active = True
         self._stop_pulling()
-        for message_id, taken_at in list(self._held_gaps.items()):
-            if reported_at is not None and taken_at is not None and taken_at <= reported_at:
-                marker = self._held[message_id]
-                assert isinstance(marker, GapMarker)
-                log.info("gap from %s to %s was covered by the previous active bridge",
-                         marker.lost_from.isoformat(), marker.lost_until.isoformat())
-                self._release(marker)
-                self._backlog.confirmed(marker)
+        if reported_at is not None:
+            self._forget_covered_gaps(reported_at)
         self._replay = deque(self._held.values())
         self._settled.clear()
         self._gauge()
         if self._replay:
             log.info("taking over: publishing %d item(s) the previous active bridge had not "
                      "reported as published", len(self._replay))
+
+    def _forget_covered_gaps(self, reported_at: float) -> None:
+        """Forget the held gap markers taken before the old active's last report."""
+        for message_id, taken_at in list(self._held_gaps.items()):
+            if taken_at is not None and taken_at <= reported_at:
+                marker = self._held[message_id]
+                assert isinstance(marker, GapMarker)
+                log.info("gap from %s to %s was covered by the previous active bridge",
+                         marker.lost_from.isoformat(), marker.lost_until.isoformat())
+                self._release(marker)
+                self._backlog.confirmed(marker)
 
     def become_standby(self) -> None:
         """Stop publishing: hold what is caught until the active reports it published."""
