@@ -245,7 +245,7 @@ class Spool:
             return
         first = self._last_seq + 1
         rows = [_row(first + i, item) for i, item in enumerate(items)]
-        with self._transaction("append events to"):
+        with self._transaction("append items to"):
             self._conn.executemany(_INSERT, rows)
             self._conn.executemany(_UPSERT_META, (meta or {}).items())
         self._last_seq += len(rows)
@@ -255,11 +255,11 @@ class Spool:
         self._gap_bytes += sum(row[8] for row in rows if row[1] == _GAP)
 
     def delete(self, message_ids: Sequence[str]) -> None:
-        """Forget the events with these ids, in one transaction; unknown ids are ignored."""
+        """Forget the items with these ids, in one transaction; unknown ids are ignored."""
         if not message_ids:
             return
         deleted: list[tuple[int, str]] = []
-        with self._transaction("delete events from"):
+        with self._transaction("delete items from"):
             for chunk in _chunks(message_ids, _DELETE_CHUNK):
                 marks = ",".join("?" * len(chunk))
                 cursor = self._conn.execute(
@@ -370,7 +370,7 @@ class _Transaction:
                 self._conn.execute("ROLLBACK")
         if isinstance(exc, sqlite3.IntegrityError):
             raise SpoolError(
-                f"cannot {self._doing} the spool {self._path}: an event with the same"
+                f"cannot {self._doing} the spool {self._path}: an item with the same"
                 f" message_id is already spooled ({exc})"
             ) from exc
         if isinstance(exc, sqlite3.Error):
