@@ -404,7 +404,7 @@ class Backlog:
         if not self._late_confirm_warned:
             self._late_confirm_warned = True
             logger.warning(
-                "%d confirm(s) after the spool was closed: those events stay in the spool and "
+                "%d confirm(s) after the spool was closed: those items stay in the spool and "
                 "are published again on the next start (warned once)", count,
             )
 
@@ -432,7 +432,7 @@ class Backlog:
             self._spool.delete(ids)
         except SpoolError as exc:
             logger.error(
-                "%s; %d confirmed events stay in the spool and will be published again "
+                "%s; %d confirmed items stay in the spool and will be published again "
                 "after a restart", exc, len(ids),
             )
         self._update_gauges()
@@ -460,7 +460,7 @@ class Backlog:
         self._room.set()  # Wake a catcher blocked in wait_for_room; it sees "closed".
         self._nonempty.set()
         logger.info(
-            "backlog closed: %d events waiting in memory, %d unconfirmed in all",
+            "backlog closed: %d items waiting in memory, %d unconfirmed in all",
             len(self._mem), self._held,
         )
 
@@ -477,7 +477,7 @@ class Backlog:
         self._shut = True
         self._nonempty.set()
         if self._spool is not None:
-            logger.info("spool %s closed holding %d events", self._spool.path, self._spool.depth)
+            logger.info("spool %s closed holding %d items", self._spool.path, self._spool.depth)
             self._spool.close()
 
     @property
