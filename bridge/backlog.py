@@ -114,10 +114,8 @@ class Backlog:
         self._delete_delay = delete_delay
         self._refill_chunk = max(1, min(refill_chunk, max_events))
         self._block_slack = block_slack
-        limit = max_bytes if spool is not None else max_events
-        self._limit = limit
-        self._high_mark = limit * _HIGH_FRACTION
-        self._low_mark = limit * _LOW_FRACTION
+        self._fill = (_FillLevel("spool", "bytes", max_bytes, self._policy) if spool is not None
+                      else _FillLevel("in-memory queue", "events", max_events, self._policy))
 
         self._mem: deque[Item] = deque()  # committed, waiting for get(), in order
         self._pending: list[Item] = []  # put, not yet committed to the spool
@@ -133,8 +131,6 @@ class Backlog:
         self._marker_bytes = 0  # the gap markers' part of _held_bytes (not limited)
         self._closed = False
         self._shut = False
-        self._level = _NORMAL
-        self._warned_full = False
         self._overshoot = 0
         self._late_confirm_warned = False
         self._nonempty = asyncio.Event()
@@ -490,16 +486,50 @@ class Backlog:
         """The `item_size` total of the items counted by `depth`."""
         return self._held_bytes
 
-    # --- fill level: gate, warnings, gauges ------------------------------------------
+    # --- fill level: gate, gauges (its warnings: _FillLevel) --------------------------
 
     def _after_change(self) -> None:
         used = self._held_bytes - self._marker_bytes if self._spool is not None else len(self._mem)
-        full = used >= self._limit
+        full = self._fill.update(used)
         if self._policy is FullPolicy.BLOCK and full == self._room.is_set() and not self._closed:
             if full:
                 self._room.clear()
             else:
                 self._open_gate()
+
+    def _open_gate(self) -> None:
+        self._room.set()
+        self._overshoot = 0
+
+    def _update_gauges(self) -> None:
+        m = self._metrics
+        m.queue_depth.set(len(self._mem) + len(self._pending))
+        if self._spool is not None and not self._spool.closed:
+            m.spool_depth.set(self._spool.depth)
+            m.spool_bytes.set(self._spool.bytes)
+
+
+class _FillLevel:
+    """The "getting full" warnings of one limit (the spool's bytes or the memory's events).
+
+    A level is logged when the fill reaches it; HIGH is not logged again until
+    the fill has gone back below the low mark, FULL not until back to normal:
+    no log flood at the edge.
+    """
+
+    def __init__(self, what: str, unit: str, limit: int, policy: FullPolicy) -> None:
+        self._what = what
+        self._unit = unit
+        self._limit = limit
+        self._policy = policy
+        self._high_mark = limit * _HIGH_FRACTION
+        self._low_mark = limit * _LOW_FRACTION
+        self._level = _NORMAL
+        self._warned_full = False
+
+    def update(self, used: int) -> bool:
+        """Log what `used` (of the limit) changes; True when the limit is reached."""
+        full = used >= self._limit
         if full:
             level = _FULL
         elif used >= self._high_mark or (self._level != _NORMAL and used >= self._low_mark):
@@ -507,15 +537,11 @@ class Backlog:
         else:
             level = _NORMAL
         if level != self._level:
-            self._level_changed(level, used)
+            self._changed(level, used)
+        return full
 
-    def _open_gate(self) -> None:
-        self._room.set()
-        self._overshoot = 0
-
-    def _level_changed(self, level: int, used: int) -> None:
-        what = "spool" if self._spool is not None else "in-memory queue"
-        unit = "bytes" if self._spool is not None else "events"
+    def _changed(self, level: int, used: int) -> None:
+        what, unit = self._what, self._unit
         if level == _NORMAL:
             logger.info("%s back below %d%% of its limit (%d of %d %s)", what,
                         _LOW_FRACTION * 100, used, self._limit, unit)
@@ -528,13 +554,6 @@ class Backlog:
             logger.warning("%s FULL (%d of %d %s): policy %s applies", what, used,
                            self._limit, unit, self._policy.value)
         self._level = level
-
-    def _update_gauges(self) -> None:
-        m = self._metrics
-        m.queue_depth.set(len(self._mem) + len(self._pending))
-        if self._spool is not None and not self._spool.closed:
-            m.spool_depth.set(self._spool.depth)
-            m.spool_bytes.set(self._spool.bytes)
 
 
 def _ledger_behind(meta: Mapping[str, str]) -> None:
