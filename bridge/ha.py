@@ -198,6 +198,27 @@ class HaSource:
         if self._puller is None or self._puller.done():
             self._puller = asyncio.create_task(self._pull(), name="ha standby")
 
+    def settle(self, ids: Iterable[str]) -> None:
+        """The active bridge reports these ids confirmed: a standby forgets them."""
+        if self._active:
+            return  # a late report of the old active: what we publish wins
+        now = time.monotonic()
+        for message_id in ids:
+            if message_id in self._held_gaps:
+                continue  # only a takeover decides about a marker (become_active)
+            event = self._held.pop(message_id, None)
+            if event is not None:
+                self._backlog.confirmed(event)
+            else:
+                self._settled[message_id] = now
+        horizon = now - _SETTLED_MEMORY_S
+        for message_id, when in list(self._settled.items()):
+            if when >= horizon:
+                break
+            del self._settled[message_id]
+        self._room.set()
+        self._gauge()
+
     def close(self) -> None:
         """Stop taking events (shutdown); what is held stays in the spool."""
         self._stop_pulling()
@@ -230,27 +251,6 @@ class HaSource:
         """Stop holding `item`; False if it was not held."""
         self._held_gaps.pop(item.message_id, None)
         return self._held.pop(item.message_id, None) is not None
-
-    def settle(self, ids: Iterable[str]) -> None:
-        """The active bridge reports these ids confirmed: a standby forgets them."""
-        if self._active:
-            return  # a late report of the old active: what we publish wins
-        now = time.monotonic()
-        for message_id in ids:
-            if message_id in self._held_gaps:
-                continue  # only a takeover decides about a marker (become_active)
-            event = self._held.pop(message_id, None)
-            if event is not None:
-                self._backlog.confirmed(event)
-            else:
-                self._settled[message_id] = now
-        horizon = now - _SETTLED_MEMORY_S
-        for message_id, when in list(self._settled.items()):
-            if when >= horizon:
-                break
-            del self._settled[message_id]
-        self._room.set()
-        self._gauge()
 
     def _gauge(self) -> None:
         held_events = len(self._held) - len(self._held_gaps)
