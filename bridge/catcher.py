@@ -394,7 +394,6 @@ def _to_caught(raw: DBEvent, identities: EventIdentities) -> CaughtEvent:
         message_id=identities.message_id(
             raw.database, raw.owner, raw.name, raw.raised_at, raw.text
         ),
-        caught_monotonic=time.monotonic(),
     )
 
 

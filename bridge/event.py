@@ -104,10 +104,6 @@ class CaughtEvent(DBEvent):
     """A DBEvent plus the identity the bridge gives it: what flows through the pipeline."""
 
     message_id: str = field(default_factory=new_message_id)  # catcher: stable_message_id
-    # Monotonic clock reading (time.monotonic()) taken when the catch completed;
-    # read by the benchmark's stage trace (tests/benchmarks/stages.py), never
-    # stored: an event read back from the spool carries 0.0.
-    caught_monotonic: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -274,10 +274,7 @@ class Spool:
         self._gap_bytes -= sum(size for size, kind in deleted if kind == _GAP)
 
     def read(self, after_seq: int, limit: int) -> list[tuple[int, Item]]:
-        """Up to `limit` items with seq > `after_seq`, in seq order, with their seq.
-
-        `caught_monotonic` is not stored; events read back carry 0.0.
-        """
+        """Up to `limit` items with seq > `after_seq`, in seq order, with their seq."""
         try:
             rows = self._conn.execute(_SELECT, (after_seq, limit)).fetchall()
         except sqlite3.Error as exc:

@@ -64,7 +64,7 @@ def test_every_field_round_trips_exactly(tmp_path: Path) -> None:
     spool = Spool.open(path)
     back = events_of(spool.read(0, 100))
     spool.close()
-    assert back == events  # dataclass equality: every field, caught_monotonic 0.0
+    assert back == events  # dataclass equality: every field
     assert [e.text for e in back] == [*texts, b"x"]
     assert back[1].text == b""
     assert back[0].text is None

@@ -7,7 +7,8 @@ this machine) as it passes a stage:
   simulator wrote its frame to the bridge's socket ("delivered");
 - the bridge (bridge_proc, with `--stages`): `StageTrace` wraps the bridge's
   own methods from the outside (nothing in bridge/ knows about it): caught
-  (the catcher's `caught_monotonic`), taken by the loop (`_Lane.accept`),
+  (the catcher thread hands it to `_LoopSink.event_caught`), taken by the
+  loop (`_Lane.accept`),
   committed to the spool (`Spool.append`), taken by the publisher
   (`Backlog.get`), its batch's frame queued for the socket (`publish_batch`),
   that frame written to the socket (`StreamWriter.write` with the batch's
@@ -93,7 +94,8 @@ class StageTrace:
 
     def __init__(self) -> None:
         self.events: dict[str, list[Any]] = {}
-        self._offset = time.time() - time.monotonic()  # caught_monotonic → wall time
+        # message_id → catch time, stamped on the catcher thread until the loop takes it.
+        self._caught: dict[str, float] = {}
         # Batches queued for aiormq's writer, oldest first: their message ids.
         self._unwritten: deque[list[str]] = deque()
 
@@ -105,8 +107,9 @@ class StageTrace:
         from bridge.backlog import Backlog
         from bridge.spool import Spool
 
-        events, offset = self.events, self._offset
+        events, caught_at = self.events, self._caught
         targets: dict[str, tuple[object, str]] = {
+            "event_caught": (app._LoopSink, "event_caught"),
             "accept": (app._Lane, "accept"), "append": (Spool, "append"),
             "get": (Backlog, "get"), "confirmed": (Backlog, "confirmed"),
             "publish_batch": (confirms, "publish_batch"),
@@ -114,11 +117,16 @@ class StageTrace:
         }
         original: dict[str, Any] = {k: getattr(*where) for k, where in targets.items()}
 
+        def event_caught(sink: Any, event: Any) -> None:
+            # On the catcher thread: one dict store is atomic; accept pops it on the loop.
+            caught_at[event.message_id] = time.time()
+            original["event_caught"](sink, event)
+
         def accept(lane: Any, batch: list[Any], *args: Any, **kwargs: Any) -> None:
             now = time.time()
             for e in batch:
                 text = e.text.decode() if e.text is not None else ""
-                events[e.message_id] = [text, e.caught_monotonic + offset, now,
+                events[e.message_id] = [text, caught_at.pop(e.message_id, NAN), now,
                                         NAN, NAN, NAN, NAN, NAN]
             original["accept"](lane, batch, *args, **kwargs)
 
@@ -149,8 +157,9 @@ class StageTrace:
             self._stamp((event.message_id,), 7)
             original["confirmed"](backlog, event)
 
-        wrappers = {"accept": accept, "append": append, "get": get, "confirmed": confirmed,
-                    "publish_batch": publish_batch, "write": write}
+        wrappers = {"event_caught": event_caught, "accept": accept, "append": append,
+                    "get": get, "confirmed": confirmed, "publish_batch": publish_batch,
+                    "write": write}
         for key, (owner, name) in targets.items():
             setattr(owner, name, wrappers[key])
 
