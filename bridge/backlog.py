@@ -78,7 +78,7 @@ class FullPolicy(StrEnum):
 class Backlog:
     """Ordered, bounded, optionally durable hand-over from the catcher to the publisher.
 
-    The publisher's `EventSource` (`get`, `confirmed`; bridge.publisher).
+    The publisher's `ItemSource` (`get`, `confirmed`; bridge.publisher).
     `shutdown` flushes and closes `spool`.
     """
 

@@ -17,7 +17,7 @@ plain core with a recovery layer on top:
   reopens it with back-off, and `_Run` is one `run(source)`: the feeder, the
   in-order reports, and what each outcome leads to (below).
 
-`Publisher.run(source)` takes items from an `EventSource` in order (events and
+`Publisher.run(source)` takes items from an `ItemSource` in order (events and
 gap markers alike: one way in) and keeps up to `confirm_window` of them
 unreported at once (pipelined confirms, not one round trip per item). It
 reports them back through `source.confirmed()` strictly in order: item N is
@@ -170,7 +170,7 @@ class _Connection(aio_pika.Connection):
             raise
 
 
-class EventSource(Protocol):
+class ItemSource(Protocol):
     """Where the publisher takes items from: the backlog (`bridge.backlog.Backlog`).
 
     In active/standby mode it is `bridge.ha.HaSource`, over the backlog. An
@@ -289,7 +289,7 @@ class Publisher:
         """Close the connection. Cancel a running run() first; idempotent."""
         await self._sessions.close()
 
-    async def run(self, source: EventSource) -> None:
+    async def run(self, source: ItemSource) -> None:
         """Publish every item of `source` until get() returns None and all are confirmed.
 
         Connects first if no session is open: retried while the broker is
@@ -425,7 +425,7 @@ class _Run:
     """One `Publisher.run(source)`: the source's items through a window on each session."""
 
     def __init__(self, amqp: AmqpSettings, sessions: _Sessions, composer: Composer,
-                 source: EventSource) -> None:
+                 source: ItemSource) -> None:
         """A run on the open session of `sessions`."""
         self._amqp = amqp
         self._sessions = sessions

@@ -12,7 +12,7 @@ from bridge.event import Item
 
 
 class QueueSource:
-    """An in-memory `EventSource` of events and gap markers, for tests and benchmarks.
+    """An in-memory `ItemSource` of events and gap markers, for tests and benchmarks.
 
     `put()` waits while `maxsize` items (0: unbounded) are queued. After
     `close()`, get() returns the remaining items, then None.
