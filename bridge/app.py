@@ -661,8 +661,9 @@ def _make_publisher(
         metrics.ha_active.set(1 if active else 0)
         health.role = "active" if active else "standby"
 
-    pair = Pair(amqp, ha.group or first_database, backlog, metrics,
-                settings.queue.max_events, on_role, cloudevents_sources=sources)
+    pair = Pair(amqp=amqp, group=ha.group or first_database, backlog=backlog, metrics=metrics,
+                held_max=settings.queue.max_events, on_change=on_role,
+                cloudevents_sources=sources)
     on_role(False)
     log.info("active/standby mode, group %s: RabbitMQ decides which bridge publishes",
              pair.lease.group)

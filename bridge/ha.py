@@ -43,6 +43,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import Final
 
 import aio_pika
@@ -257,6 +258,18 @@ class HaSource:
         self._metrics.ha_held.set(0 if self._active else held_events)
 
 
+@dataclass(frozen=True, slots=True)
+class _Link:
+    """A lease's connection, with the progress exchange it follows the reports on.
+
+    It exists only while the connection is up: from `Lease.start()` (or a
+    reconnect) until `Lease.run()` finds the connection gone.
+    """
+
+    connection: aio_pika.abc.AbstractConnection
+    exchange: aio_pika.abc.AbstractExchange
+
+
 class Lease:
     """The bridge's claim to publish for its group, and the connection that holds it.
 
@@ -277,13 +290,8 @@ class Lease:
         self._source = source
         self._on_change = on_change
         self._instance = uuid.uuid4().hex
-        self._connection: aio_pika.abc.AbstractConnection | None = None
-        self._first: aio_pika.abc.AbstractConnection | None = None
-        # The connection the reports are consumed on (start() sets it up on the first).
-        self._following: aio_pika.abc.AbstractConnection | None = None
-        self._exchange: aio_pika.abc.AbstractExchange | None = None
+        self._link: _Link | None = None  # while connected (see _Link)
         self.active = asyncio.Event()
-        self.connected = False
         self._reported = 0.0  # time.monotonic() of the last progress report sent
         # time.time() of the last progress report from another bridge (None: never).
         self.last_progress_at: float | None = None
@@ -299,7 +307,7 @@ class Lease:
         try:
             # Bounded: catching must not wait long for a broker that stalls.
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                await self._follow_reports(connection)
+                self._link = await self._follow_reports(connection)
         except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
             await close_connection(connection)
             raise PublisherStartupError(
@@ -307,29 +315,32 @@ class Lease:
                 f"{describe_error(self._amqp, exc)}",
                 transient=not isinstance(exc, aiormq.exceptions.ChannelAccessRefused),
             ) from exc
-        self._first = connection
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is up and follows the progress reports."""
+        return self._link is not None
 
     async def connection(self) -> aio_pika.abc.AbstractConnection:
         """The publisher's connection: the one holding the lease, else LeaseLostError."""
-        connection = self._connection
-        if connection is None or connection.is_closed:
+        link = self._link
+        if link is None or link.connection.is_closed:
             self._lost()
-        if not self.active.is_set() or connection is None:
+        if not self.active.is_set() or link is None:
             raise LeaseLostError(f"this bridge does not hold the lease of group {self.group!r}")
-        return connection
+        return link.connection
 
     async def run(self) -> None:
-        """Hold a connection and take the lease whenever it is free; never returns."""
-        connection, self._first = self._first, None
+        """Hold a connection and take the lease whenever it is free; never returns.
+
+        The first connection is the one start() opened, if it did.
+        """
         while True:
-            if connection is None:
-                connection = await self._reconnect()
             try:
-                await self._hold(connection)
+                await self._hold(self._link or await self._relink())
             except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
                 log.warning("HA group %s: connection to RabbitMQ lost: %s", self.group,
                             describe_error(self._amqp, exc), extra={"ha_role": "standby"})
-            connection = None
             # A connection the broker takes and then ends at once (a lease queue
             # declared with other arguments, say) must not become a hot loop.
             await asyncio.sleep(self._amqp.reconnect_backoff_min)
@@ -358,34 +369,39 @@ class Lease:
     async def _connect(self) -> aio_pika.abc.AbstractConnection:
         return await open_connection(self._amqp, self._ssl_context, "dbevent-bridge ha")
 
+    async def _relink(self) -> _Link:
+        """A new connection (retried, see _reconnect) that follows the progress reports."""
+        connection = await self._reconnect()
+        try:
+            return await self._follow_reports(connection)
+        except BaseException:
+            await close_connection(connection)
+            raise
+
     async def flush_progress(self) -> None:
         """Report what was confirmed now (before a clean stop hands over)."""
         if self.active.is_set():
             await self._report()
 
-    async def _hold(self, connection: aio_pika.abc.AbstractConnection) -> None:
+    async def _hold(self, link: _Link) -> None:
         closed = asyncio.Event()
-        connection.close_callbacks.add(lambda *_: closed.set())
-        self._connection = connection
+        link.connection.close_callbacks.add(lambda *_: closed.set())
+        self._link = link
         try:
-            if connection is not self._following:
-                await self._follow_reports(connection)
-            self.connected = True
-            if not await self._granted(connection, closed):
+            if not await self._granted(link.connection, closed):
                 return
             self._won()
             while not await _wait(closed, _PROGRESS_EVERY_S):
                 await self._report()
         finally:
-            self._exchange = None
-            self.connected = False
+            self._link = None
             self._lost()
-            await close_connection(connection)
+            await close_connection(link.connection)
 
-    async def _follow_reports(self, connection: aio_pika.abc.AbstractConnection) -> None:
+    async def _follow_reports(self, connection: aio_pika.abc.AbstractConnection) -> _Link:
         """Consume the other bridges' progress reports on `connection`."""
         channel = await connection.channel()
-        self._exchange = await channel.declare_exchange(
+        exchange = await channel.declare_exchange(
             PROGRESS_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
         )
         # Named per process and kept by the broker for _REPORTS_KEPT_S after
@@ -395,9 +411,9 @@ class Lease:
             f"{lease_queue(self.group)}.reports.{self._instance}",
             arguments={"x-expires": int(_REPORTS_KEPT_S * 1000)},
         )
-        await reports.bind(self._exchange, routing_key=self.group)
+        await reports.bind(exchange, routing_key=self.group)
         await reports.consume(self._on_report, no_ack=True)
-        self._following = connection
+        return _Link(connection, exchange)
 
     async def _granted(
         self, connection: aio_pika.abc.AbstractConnection, closed: asyncio.Event
@@ -424,16 +440,16 @@ class Lease:
 
     async def _report(self) -> None:
         ids = self._source.take_progress()
-        exchange = self._exchange
+        link = self._link
         now = time.monotonic()
         # An empty report now and then says "alive and publishing" to the standby,
         # which decides by it whether its own gaps were covered (HaSource).
-        if exchange is None or (not ids and now - self._reported < _ALIVE_REPORT_S):
+        if link is None or (not ids and now - self._reported < _ALIVE_REPORT_S):
             return
         self._reported = now
         message = aio_pika.Message(json.dumps({"ids": ids}).encode(),
                                    headers={_INSTANCE_HEADER: self._instance})
-        await exchange.publish(message, routing_key=self.group)
+        await link.exchange.publish(message, routing_key=self.group)
 
     async def _on_report(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         if (message.headers or {}).get(_INSTANCE_HEADER) == self._instance:
@@ -489,9 +505,9 @@ class Pair:
     first) until it is lost, stand by again.
     """
 
-    def __init__(  # noqa: PLR0917
-        self, amqp: AmqpSettings, group: str, backlog: Backlog, metrics: Metrics,
-        held_max: int, on_change: Callable[[bool], None], *,
+    def __init__(
+        self, *, amqp: AmqpSettings, group: str, backlog: Backlog, metrics: Metrics,
+        held_max: int, on_change: Callable[[bool], None],
         cloudevents_sources: Mapping[str, str] | None = None,
     ) -> None:
         self.source = HaSource(backlog, metrics, held_max)
