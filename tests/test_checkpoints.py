@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -41,7 +42,7 @@ def wal_salt(path: Path) -> bytes:
 
 async def test_commits_reach_the_database_file(writer: sqlite3.Connection, tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
-    checkpointer = Checkpointer(path, interval=0.01)
+    checkpointer = Checkpointer(path, interval=0.01, batch=1)
     try:
         before = path.stat().st_size
         for _ in range(50):
@@ -56,7 +57,7 @@ async def test_wal_restarts_under_a_steady_stream(writer: sqlite3.Connection,
                                                   tmp_path: Path) -> None:
     """Commits never pause, yet the WAL is reused from its start rather than growing."""
     path = tmp_path / "db.sqlite"
-    checkpointer = Checkpointer(path, interval=0.01)
+    checkpointer = Checkpointer(path, interval=0.01, batch=1)
     try:
         commit(writer, checkpointer)
         first = wal_salt(path)
@@ -73,7 +74,26 @@ async def test_wal_restarts_under_a_steady_stream(writer: sqlite3.Connection,
 
 
 def test_close_stops_the_thread_when_idle(tmp_path: Path, writer: sqlite3.Connection) -> None:
-    checkpointer = Checkpointer(tmp_path / "db.sqlite", interval=3600)
+    checkpointer = Checkpointer(tmp_path / "db.sqlite", interval=3600, batch=1)
     commit(writer, checkpointer)  # now waiting out its interval
     checkpointer.close()
     assert not checkpointer._thread.is_alive()
+
+
+async def test_a_checkpoint_waits_for_a_batch_of_commits(writer: sqlite3.Connection,
+                                                         tmp_path: Path) -> None:
+    """An idle bridge's occasional ledger commits do not cost a checkpoint (an fsync) each."""
+    path = tmp_path / "db.sqlite"
+    checkpointer = Checkpointer(path, interval=0.01, batch=5)
+    try:
+        before = path.stat().st_size
+        for _ in range(4):
+            commit(writer, checkpointer, rows=10)
+        # 4 commits: none due. A fixed wait, since nothing is to happen: 20 intervals.
+        await asyncio.sleep(0.2)
+        assert path.stat().st_size == before
+        commit(writer, checkpointer, rows=10)  # the fifth: all five are copied
+        # 50 rows of 1,000 bytes: at least 10 pages more in the database file.
+        assert await eventually(lambda: path.stat().st_size >= before + 10 * PAGE, 30)
+    finally:
+        checkpointer.close()
