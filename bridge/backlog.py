@@ -435,8 +435,8 @@ class Backlog:
 
     # --- life cycle ------------------------------------------------------------------
 
-    def flush(self) -> None:
-        """Commit pending items and buffered deletes now (e.g. before closing the spool)."""
+    def _flush_all(self) -> None:
+        """Commit pending items and buffered deletes now (closing, shutting down)."""
         self._flush()
         self._flush_deletes()
 
@@ -452,7 +452,7 @@ class Backlog:
         if self._closed:
             return
         self._closed = True
-        self.flush()
+        self._flush_all()
         self._room.set()  # Wake a catcher blocked in wait_for_room; it sees "closed".
         self._nonempty.set()
         logger.info(
@@ -469,7 +469,7 @@ class Backlog:
         self.close()
         if self._shut:
             return
-        self.flush()  # a gap marker may have come after close
+        self._flush_all()  # a gap marker may have come after close
         self._shut = True
         self._nonempty.set()
         if self._spool is not None:
@@ -480,11 +480,6 @@ class Backlog:
     def depth(self) -> int:
         """Items (events, gap markers) not yet confirmed or dropped: waiting, spilled, in flight."""
         return self._held
-
-    @property
-    def bytes(self) -> int:
-        """The `item_size` total of the items counted by `depth`."""
-        return self._held_bytes
 
     # --- fill level: gate, gauges (its warnings: _FillLevel) --------------------------
 
