@@ -69,13 +69,10 @@ class CatchLedger:
         self._suffix = f"@{scope}" if scope else ""
         self._caught_until: datetime | None = None  # None: no session up
         self._legacy_gap = bool(self._read(_LEGACY_GAP_FROM_KEY))
-        self._restart_from = self.restart_gap_from()
+        # Where a gap left by an earlier run starts (None: no earlier session).
+        self._restart_from = self._read(_LEGACY_GAP_FROM_KEY) or self._read(_ALIVE_KEY)
         self._lost_at: datetime | None = None  # the current outage's start
         self._lost_reason = ""
-
-    def restart_gap_from(self) -> datetime | None:
-        """Where a gap left by an earlier run starts (None: no earlier session)."""
-        return self._read(_LEGACY_GAP_FROM_KEY) or self._read(_ALIVE_KEY)
 
     def session_up(
         self, catching_from: datetime, registered_by: datetime, reconnected: bool
