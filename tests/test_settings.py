@@ -879,7 +879,7 @@ def test_password_of_wrong_type_in_toml_is_not_echoed(tmp_path: Path) -> None:
 
 def test_one_option_per_leaf_setting() -> None:
     help_text = parser().format_help()
-    for path, _field in leaf_fields():
+    for path, _field in leaf_fields(Settings):
         option = "--" + "-".join(path).replace("_", "-")
         assert option in help_text, option
         assert env_name(path) in help_text
@@ -974,7 +974,7 @@ def env_keys(text: str) -> set[str]:
 
 
 def test_every_setting_is_in_both_example_files() -> None:
-    leaves = {path for path, _field in leaf_fields()}
+    leaves = {path for path, _field in leaf_fields(Settings)}
     toml_text = EXAMPLE_TOML.read_text()
     assert toml_keys(toml_text) == leaves
     assert env_keys(EXAMPLE_ENV.read_text()) == {env_name(path) for path in leaves}
