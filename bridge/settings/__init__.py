@@ -15,7 +15,7 @@ Sources, highest precedence first:
 5. a TOML file named by `--config PATH` or `BRIDGE_CONFIG_FILE` (tables
    `[ingres]`, `[amqp]`, `[amqp.tls]`, ...); a named file that is missing or
    not valid TOML is an error, and so is an unknown key (a typo);
-6. the defaults written below.
+6. the defaults written in the models (`sections`).
 
 Every problem is reported at once as a `SettingsError`, one line per problem,
 naming the environment variable and the dotted path, never echoing a secret.
