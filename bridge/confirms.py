@@ -87,7 +87,6 @@ class Entry:
     item: Item
     routing_key: str
     message: Outgoing | None  # None when dropped
-    report: Callable[[], None]  # tells the item's source it is settled
     state: State
     sends: int = 0
     deadline: float = 0.0  # loop time by which the current send must be confirmed
@@ -122,13 +121,13 @@ class Composer:
         self._gap_routing_key = gap_routing_key
         self._metrics = metrics
 
-    def entry(self, item: Item, report: Callable[[], None]) -> Entry:
-        """The entry of `item`; `report` is called once it is settled, in its turn."""
+    def entry(self, item: Item) -> Entry:
+        """The entry of `item`: routing key and message, or a counted drop."""
         try:
             key = (self._gap_routing_key if isinstance(item, GapMarker)
                    else self._router.for_event(item))
         except RoutingKeyTooLong as exc:
-            return self._dropped(item, report, "routing_key_too_long", str(exc))
+            return self._dropped(item, "routing_key_too_long", str(exc))
         try:
             message = (self._format.gap(item) if isinstance(item, GapMarker)
                        else self._format.event(item))
@@ -136,11 +135,11 @@ class Composer:
             # A malformed item (e.g. a naive raise time) is a bug upstream. Dropping
             # it loudly beats failing the publisher: the spool would hand the same
             # item over again after every restart, and nothing behind it would go.
-            return self._dropped(item, report, "bad_event", repr(exc))
-        return Entry(item, key, message, report, State.QUEUED)
+            return self._dropped(item, "bad_event", repr(exc))
+        return Entry(item, key, message, State.QUEUED)
 
-    def _dropped(self, item: Item, report: Callable[[], None], reason: str, why: str) -> Entry:
-        entry = Entry(item, "", None, report, State.DROPPED)
+    def _dropped(self, item: Item, reason: str, why: str) -> Entry:
+        entry = Entry(item, "", None, State.DROPPED)
         kind = "gap marker" if isinstance(item, GapMarker) else "event"
         log.error("%s dropped (%s): %s", kind, reason, why, extra=entry.log_extra())
         self._metrics.events_dropped.labels(reason=reason).inc()

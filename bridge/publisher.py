@@ -479,8 +479,7 @@ class _Run:
                     self._eof = True
                     return
                 # The current window: a reconnect may have replaced it during get().
-                self._window.add(self._composer.entry(item, functools.partial(
-                    source.confirmed, item)))
+                self._window.add(self._composer.entry(item))
                 self._kick.set()
         finally:
             self._kick.set()
@@ -489,7 +488,7 @@ class _Run:
         """Report the settled prefix to the source, in order."""
         settled = self._window.settled()
         for entry in settled:
-            entry.report()
+            self._source.confirmed(entry.item)
         if settled:
             self._space.set()
 

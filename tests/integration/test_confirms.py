@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any, cast
 
 import aio_pika
@@ -49,7 +48,7 @@ class Harness:
         self.changes = 0
 
     def entries(self, items: Sequence[Item]) -> list[Entry]:
-        return [self.composer.entry(item, partial(self.reported.append, item))
+        return [self.composer.entry(item)
                 for item in items]
 
     def changed(self) -> None:
@@ -65,7 +64,7 @@ class Harness:
 
     def report(self, window: ConfirmWindow) -> None:
         for entry in window.settled():
-            entry.report()
+            self.reported.append(entry.item)
 
 
 @asynccontextmanager
