@@ -68,9 +68,10 @@ class CatchLedger:
         self._delay_bound = delay_bound
         self._suffix = f"@{scope}" if scope else ""
         self._caught_until: datetime | None = None  # None: no session up
-        self._legacy_gap = bool(self._read(_LEGACY_GAP_FROM_KEY))
+        legacy_gap_from = self._read(_LEGACY_GAP_FROM_KEY)
+        self._legacy_gap = legacy_gap_from is not None
         # Where a gap left by an earlier run starts (None: no earlier session).
-        self._restart_from = self._read(_LEGACY_GAP_FROM_KEY) or self._read(_ALIVE_KEY)
+        self._restart_from = legacy_gap_from or self._read(_ALIVE_KEY)
         self._lost_at: datetime | None = None  # the current outage's start
         self._lost_reason = ""
 
